@@ -1,0 +1,222 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/bankrpc/bankrpc/codec"
+	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+)
+
+// Server dispatches request frames to registered services. It is the Handler
+// that backends serve, and the ServiceRegistrar generated Register functions
+// take. It is safe for concurrent use; services are registered before
+// serving starts.
+type Server struct {
+	mu          sync.RWMutex // guards methods
+	methods     map[string]method
+	codec       codec.Codec
+	maxFrame    int
+	logger      *slog.Logger
+	interceptor UnaryServerInterceptor
+}
+
+type method struct {
+	impl    any
+	handler MethodHandler
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithLogger sets where the server reports malformed requests and handler
+// panics (with their stack). The default discards them.
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(s *Server) { s.logger = l }
+}
+
+// WithServerMaxFrameSize sets the largest request frame the server decodes
+// and reply it sends (default codec.DefaultMaxFrameSize, 4 MiB).
+func WithServerMaxFrameSize(n int) ServerOption {
+	return func(s *Server) { s.maxFrame = n }
+}
+
+// WithServerCodec sets the payload codec (default codec.Proto).
+func WithServerCodec(cd codec.Codec) ServerOption {
+	return func(s *Server) { s.codec = cd }
+}
+
+// WithUnaryInterceptor wraps every method call.
+func WithUnaryInterceptor(i UnaryServerInterceptor) ServerOption {
+	return func(s *Server) { s.interceptor = i }
+}
+
+// NewServer returns a Server with no services.
+func NewServer(opts ...ServerOption) *Server {
+	s := &Server{
+		methods:  make(map[string]method),
+		codec:    codec.Proto{},
+		maxFrame: codec.DefaultMaxFrameSize,
+		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// RegisterService registers impl for every method of desc. It panics when impl
+// is nil or does not implement desc.HandlerType, or when the service is
+// already registered: these are programming errors found at start-up.
+func (s *Server) RegisterService(desc *ServiceDesc, impl any) {
+	if impl == nil || isNilPointer(impl) {
+		panic(fmt.Sprintf("bankrpc: RegisterService(%s): the implementation is nil", desc.ServiceName))
+	}
+	if desc.HandlerType != nil {
+		want := reflect.TypeOf(desc.HandlerType).Elem()
+		if got := reflect.TypeOf(impl); !got.Implements(want) {
+			panic(fmt.Sprintf("bankrpc: RegisterService(%s): %v does not implement %v", desc.ServiceName, got, want))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range desc.Methods {
+		name := "/" + desc.ServiceName + "/" + m.MethodName
+		if _, dup := s.methods[name]; dup {
+			panic(fmt.Sprintf("bankrpc: RegisterService(%s): method %s is already registered", desc.ServiceName, name))
+		}
+		s.methods[name] = method{impl: impl, handler: m.Handler}
+	}
+}
+
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
+
+// CheckEmbeddedByValue runs check, a generated call of a value method of the
+// service's Unimplemented<S>Server, and turns the panic that occurs when that
+// type was embedded by nil pointer into a clear one. Generated Register
+// functions call it.
+func CheckEmbeddedByValue(service string, check func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(fmt.Sprintf("bankrpc: Register %s: Unimplemented%sServer is embedded by pointer and is nil; embed it by value", service, lastDotted(service)))
+		}
+	}()
+	check()
+}
+
+func lastDotted(s string) string {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '.' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+// HandleFrame decodes a request envelope, runs the method it names and
+// returns the encoded result. It never panics. See Handler.
+func (s *Server) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
+	req, err := codec.DecodeRequest(frame, s.maxFrame)
+	if err != nil {
+		e := &Error{Code: InvalidArgument, Message: "bankrpc: " + err.Error()}
+		var tooLarge *codec.FrameTooLargeError
+		if errors.As(err, &tooLarge) {
+			e.Code = ResourceExhausted
+		}
+		s.logger.WarnContext(ctx, "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", req.GetCallId())
+		return s.encodeResult(ctx, &wirev1.Result{CallId: req.GetCallId(), Code: uint32(e.Code), Reason: e.Message}), e
+	}
+	return s.encodeResult(ctx, s.dispatch(ctx, req)), nil
+}
+
+func (s *Server) dispatch(ctx context.Context, req *wirev1.Request) *wirev1.Result {
+	if n := req.GetDeadlineUnixNano(); n != 0 {
+		dl := time.Unix(0, n)
+		if !time.Now().Before(dl) {
+			return errorResult(req, Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.GetMethod(), time.Since(dl).Round(time.Microsecond)))
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	s.mu.RLock()
+	m, ok := s.methods[req.GetMethod()]
+	s.mu.RUnlock()
+	if !ok {
+		return errorResult(req, Errorf(Unimplemented, "bankrpc: unknown method %s", req.GetMethod()))
+	}
+	ci := &callInfo{id: req.GetCallId(), method: req.GetMethod(), metadata: req.GetMetadata()}
+	if sink, ok := ctx.Value(statusKey{}).(StatusSink); ok {
+		ci.status = sink
+	}
+	ctx = context.WithValue(ctx, callInfoKey{}, ci)
+
+	resp, err := s.call(ctx, m, req)
+	if err != nil {
+		return errorResult(req, toError(FromContextError(err)))
+	}
+	payload, err := s.codec.Marshal(resp)
+	if err != nil {
+		return errorResult(req, Errorf(Internal, "bankrpc: encode %s response: %v", req.GetMethod(), err))
+	}
+	if s.maxFrame > 0 && len(payload) > s.maxFrame {
+		return errorResult(req, Errorf(ResourceExhausted, "bankrpc: %s response of %d bytes exceeds the limit of %d bytes", req.GetMethod(), len(payload), s.maxFrame))
+	}
+	return &wirev1.Result{CallId: req.GetCallId(), Payload: payload}
+}
+
+// call runs the method handler, turning a panic into Internal.
+func (s *Server) call(ctx context.Context, m method, req *wirev1.Request) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.ErrorContext(ctx, "bankrpc: handler panicked", "method", req.GetMethod(), "call_id", req.GetCallId(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			resp, err = nil, Errorf(Internal, "bankrpc: %s: handler panicked: %v", req.GetMethod(), r)
+		}
+	}()
+	dec := func(v any) error {
+		if err := s.codec.Unmarshal(req.GetPayload(), v); err != nil {
+			return Errorf(InvalidArgument, "bankrpc: decode %s request: %v", req.GetMethod(), err)
+		}
+		return nil
+	}
+	return m.handler(m.impl, ctx, dec, s.interceptor)
+}
+
+func errorResult(req *wirev1.Request, e *Error) *wirev1.Result {
+	return &wirev1.Result{CallId: req.GetCallId(), Code: uint32(e.Code), Reason: e.Message, Log: e.Log}
+}
+
+func (s *Server) encodeResult(ctx context.Context, r *wirev1.Result) []byte {
+	b, err := codec.EncodeResult(r)
+	if err != nil {
+		// Only a result with invalid UTF-8 in its strings fails to encode.
+		s.logger.ErrorContext(ctx, "bankrpc: encode result", "error", err, "call_id", r.GetCallId())
+		b, _ = codec.EncodeResult(&wirev1.Result{CallId: r.GetCallId(), Code: uint32(Internal), Reason: "bankrpc: result could not be encoded"})
+	}
+	return b
+}
+
+// SendStatus sends a progress message for the call being handled, through
+// the backend's status channel. It returns an Unimplemented error when the
+// backend carries no statuses; callers usually ignore that.
+func SendStatus(ctx context.Context, st Status) error {
+	ci, ok := ctx.Value(callInfoKey{}).(*callInfo)
+	if !ok || ci.status == nil {
+		return Errorf(Unimplemented, "bankrpc: this transport carries no status messages")
+	}
+	frame, err := codec.EncodeStatus(&wirev1.Status{CallId: ci.id, Code: uint32(st.Code), Reason: st.Reason, Data: st.Data})
+	if err != nil {
+		return Errorf(Internal, "bankrpc: encode status: %v", err)
+	}
+	return ci.status(ctx, frame)
+}

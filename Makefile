@@ -1,0 +1,99 @@
+# bankrpc: a fresh Debian machine needs only `make demo` and `make test`; both are
+# idempotent. Tools are installed by scripts/setup.sh (buf lands in .tools/).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-print-directory
+
+# transport/zmq links libzmq through cgo, and -race needs cgo too.
+export CGO_ENABLED := 1
+
+TOOLS_BIN := $(CURDIR)/.tools/node_modules/.bin
+WITH_TOOLS := PATH="$(TOOLS_BIN):$$PATH"
+
+# Run after `buf generate`, when non-empty (e.g. rebuilding the generator's test
+# descriptors).
+GENERATE_EXTRA ?=
+
+AMQP_URL_DEFAULT := amqp://guest:guest@127.0.0.1:5672/
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+comma := ,
+banner = @printf '\n==> %s\n' '$(1)'
+need_buf = @[[ -x $(TOOLS_BIN)/buf ]] || { echo "buf not found in .tools/: run make setup" >&2; exit 1; }
+
+.PHONY: setup broker generate check-generate lint build test demo bench clean
+
+setup:
+	$(call banner,setup: system packages$(comma) buf$(comma) Go modules)
+	bash scripts/setup.sh
+
+broker:
+	$(call banner,broker: RabbitMQ on 127.0.0.1:5672)
+	bash scripts/broker.sh
+
+generate:
+	$(call banner,generate: buf generate -> gen/)
+	$(need_buf)
+	$(WITH_TOOLS) buf generate
+	$(if $(strip $(GENERATE_EXTRA)),$(GENERATE_EXTRA))
+
+check-generate: generate
+	$(call banner,check-generate: gen/ matches the sources)
+	@stale=$$(git status --porcelain --untracked-files=all -- gen); \
+	if [[ -n $$stale ]]; then \
+		echo "$$stale"; \
+		git --no-pager diff --stat -- gen; \
+		git --no-pager diff -- gen; \
+		echo "gen/ is stale: run make generate and commit" >&2; \
+		exit 1; \
+	fi
+
+lint:
+	$(call banner,lint: buf lint$(comma) gofmt$(comma) go vet)
+	$(need_buf)
+	$(WITH_TOOLS) buf lint
+	@files=$$(git ls-files -z --cached --others --exclude-standard -- '*.go' | \
+		while IFS= read -r -d '' f; do if [[ -f $$f ]]; then printf '%s\0' "$$f"; fi; done | \
+		xargs -0 -r gofmt -l); \
+	if [[ -n $$files ]]; then \
+		echo "gofmt -l: these files need gofmt -w:" >&2; \
+		echo "$$files" >&2; \
+		exit 1; \
+	fi
+	go vet ./...
+
+build:
+	$(call banner,build: examples -> bin/)
+	@mains=$$(go list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./examples/...); \
+	if [[ -z $${mains//[[:space:]]/} ]]; then echo "no main packages under examples/ yet"; exit 0; fi; \
+	echo go build -o bin/ $$mains; \
+	go build -o bin/ $$mains
+
+test:
+	@$(MAKE) setup
+	@$(MAKE) broker
+	@$(MAKE) check-generate
+	@$(MAKE) lint
+	$(call banner,test: go test $(GO_TEST_FLAGS) ./... (AMQP and ZMQ backends on))
+	BANKRPC_AMQP_URL=$${BANKRPC_AMQP_URL:-$(AMQP_URL_DEFAULT)} BANKRPC_ZMQ=1 \
+		go test $(GO_TEST_FLAGS) ./...
+
+demo:
+	$(call banner,setup (no broker needed))
+	bash scripts/setup.sh --no-broker
+	@$(MAKE) build
+	$(call banner,demo)
+	bash scripts/demo.sh
+
+bench:
+	$(call banner,bench)
+	@if [[ -d cmd/bankrpc-bench ]]; then \
+		echo go run ./cmd/bankrpc-bench; go run ./cmd/bankrpc-bench; \
+	else \
+		echo "go test -run '^$$' -bench . -benchmem ./..."; go test -run '^$$' -bench . -benchmem ./...; \
+	fi
+
+clean:
+	rm -rf bin/

@@ -142,8 +142,12 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 		g.P("return nil, ", transportPackage.Ident("Errorf"), "(", transportPackage.Ident("Unimplemented"), ", ", strconv.Quote("method "+string(m.Desc.Name())+" not implemented"), ")")
 		g.P("}")
 	}
+	// The check method is named after the service, like mustEmbed: with one
+	// shared name, a type that implements two services would have it twice
+	// at the same depth, so it would have none and skip the check.
+	check := "testEmbedded" + unimplemented + "ByValue"
 	g.P("func (", unimplemented, ") mustEmbed", unimplemented, "() {}")
-	g.P("func (", unimplemented, ") testEmbeddedByValue() {}")
+	g.P("func (", unimplemented, ") ", check, "() {}")
 	g.P()
 	g.P("// Unsafe", serverName, " may be embedded instead of ", unimplemented, " to opt out")
 	g.P("// of forward compatibility: adding a method then breaks the build.")
@@ -155,8 +159,8 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	g.P("// It panics when srv is nil or embeds ", unimplemented, " by nil pointer.")
 	deprecationComment(g, deprecated)
 	g.P("func Register", serverName, "(r ", transportPackage.Ident("ServiceRegistrar"), ", srv ", serverName, ") {")
-	g.P("if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {")
-	g.P(transportPackage.Ident("CheckEmbeddedByValue"), "(", strconv.Quote(string(s.Desc.FullName())), ", t.testEmbeddedByValue)")
+	g.P("if t, ok := srv.(interface{ ", check, "() }); ok {")
+	g.P(transportPackage.Ident("CheckEmbeddedByValue"), "(", strconv.Quote(string(s.Desc.FullName())), ", t.", check, ")")
 	g.P("}")
 	g.P("r.RegisterService(&", name, "_ServiceDesc, srv)")
 	g.P("}")

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/bankrpc/bankrpc/codec"
-	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
 )
 
 // Conn is the client side of the runtime: generated stubs call its Invoke,
@@ -61,7 +60,8 @@ func NewConn(t ClientTransport, opts ...ConnOption) *Conn {
 
 // NewCallID returns a fresh call id, unique across processes.
 func (c *Conn) NewCallID() string {
-	return c.prefix + strconv.FormatUint(c.seq.Add(1), 10)
+	var buf [48]byte
+	return string(strconv.AppendUint(append(buf[:0], c.prefix...), c.seq.Add(1), 10))
 }
 
 // Close closes the backend; calls in flight fail with ErrClosed.
@@ -102,15 +102,12 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if call.ID == "" {
 		call.ID = c.NewCallID()
 	}
-	req := &wirev1.Request{CallId: call.ID, Method: method, Payload: payload, Metadata: o.metadata}
+	var deadline int64
 	if dl, ok := ctx.Deadline(); ok {
 		call.Deadline = dl
-		req.DeadlineUnixNano = dl.UnixNano()
+		deadline = dl.UnixNano()
 	}
-	call.Frame, err = codec.EncodeRequest(req)
-	if err != nil {
-		return Errorf(Internal, "bankrpc: encode %s envelope: %v", method, err)
-	}
+	call.Frame = codec.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+24), call.ID, method, payload, deadline, o.metadata)
 	if c.maxFrame > 0 && len(call.Frame) > c.maxFrame {
 		return Errorf(ResourceExhausted, "bankrpc: %s request of %d bytes exceeds the limit of %d bytes", method, len(call.Frame), c.maxFrame)
 	}
@@ -122,21 +119,21 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if err != nil {
 		return c.roundTripError(ctx, method, err)
 	}
-	res, err := codec.DecodeResult(frame, c.maxFrame)
-	if err != nil {
+	var res codec.ResultView
+	if err := codec.DecodeResultView(frame, c.maxFrame, &res); err != nil {
 		var tooLarge *codec.FrameTooLargeError
 		if errors.As(err, &tooLarge) {
 			return Errorf(ResourceExhausted, "bankrpc: %s reply: %v", method, err)
 		}
 		return Errorf(Internal, "bankrpc: %s reply: %v", method, err)
 	}
-	if res.GetCallId() != call.ID && res.GetCode() == uint32(OK) {
-		return Errorf(Internal, "bankrpc: %s reply is for call %q, not %q", method, res.GetCallId(), call.ID)
+	if res.Code == uint32(OK) && string(res.CallID) != call.ID {
+		return Errorf(Internal, "bankrpc: %s reply is for call %q, not %q", method, res.CallID, call.ID)
 	}
-	if code := Code(res.GetCode()); code != OK {
-		return &Error{Code: code, Message: res.GetReason(), Log: res.GetLog()}
+	if res.Code != uint32(OK) {
+		return &Error{Code: Code(res.Code), Message: string(res.Reason), Log: res.Log}
 	}
-	if err := c.codec.Unmarshal(res.GetPayload(), reply); err != nil {
+	if err := c.codec.Unmarshal(res.Payload, reply); err != nil {
 		return Errorf(Internal, "bankrpc: decode %s reply: %v", method, err)
 	}
 	return nil

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bankrpc/bankrpc/codec"
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
@@ -29,6 +31,7 @@ type Server struct {
 }
 
 type method struct {
+	name    string
 	impl    any
 	handler MethodHandler
 }
@@ -92,7 +95,7 @@ func (s *Server) RegisterService(desc *ServiceDesc, impl any) {
 		if _, dup := s.methods[name]; dup {
 			panic(fmt.Sprintf("bankrpc: RegisterService(%s): method %s is already registered", desc.ServiceName, name))
 		}
-		s.methods[name] = method{impl: impl, handler: m.Handler}
+		s.methods[name] = method{name: name, impl: impl, handler: m.Handler}
 	}
 }
 
@@ -126,84 +129,85 @@ func lastDotted(s string) string {
 // HandleFrame decodes a request envelope, runs the method it names and
 // returns the encoded result. It never panics. See Handler.
 func (s *Server) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
-	req, err := codec.DecodeRequest(frame, s.maxFrame)
-	if err != nil {
+	var req codec.RequestView
+	if err := codec.DecodeRequestView(frame, s.maxFrame, &req); err != nil {
 		e := &Error{Code: InvalidArgument, Message: "bankrpc: " + err.Error()}
 		var tooLarge *codec.FrameTooLargeError
 		if errors.As(err, &tooLarge) {
 			e.Code = ResourceExhausted
 		}
-		s.logger.WarnContext(ctx, "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", req.GetCallId())
-		return s.encodeResult(ctx, &wirev1.Result{CallId: req.GetCallId(), Code: uint32(e.Code), Reason: e.Message}), e
+		s.logger.WarnContext(ctx, "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", string(req.CallID))
+		return resultFrame(req.CallID, e, nil), e
 	}
-	return s.encodeResult(ctx, s.dispatch(ctx, req)), nil
+	payload, e := s.dispatch(ctx, &req)
+	return resultFrame(req.CallID, e, payload), nil
 }
 
-func (s *Server) dispatch(ctx context.Context, req *wirev1.Request) *wirev1.Result {
-	if n := req.GetDeadlineUnixNano(); n != 0 {
-		dl := time.Unix(0, n)
+// dispatch runs the call and returns the response payload or the error.
+func (s *Server) dispatch(ctx context.Context, req *codec.RequestView) ([]byte, *Error) {
+	if req.DeadlineUnixNano != 0 {
+		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
-			return errorResult(req, Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.GetMethod(), time.Since(dl).Round(time.Microsecond)))
+			return nil, Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond))
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
 		defer cancel()
 	}
 	s.mu.RLock()
-	m, ok := s.methods[req.GetMethod()]
+	m, ok := s.methods[string(req.Method)]
 	s.mu.RUnlock()
 	if !ok {
-		return errorResult(req, Errorf(Unimplemented, "bankrpc: unknown method %s", req.GetMethod()))
+		return nil, Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method)
 	}
-	ci := &callInfo{id: req.GetCallId(), method: req.GetMethod(), metadata: req.GetMetadata()}
+	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, metadata: req.Metadata}}
 	if sink, ok := ctx.Value(statusKey{}).(StatusSink); ok {
-		ci.status = sink
+		cc.info.status = sink
 	}
-	ctx = context.WithValue(ctx, callInfoKey{}, ci)
+	ctx = cc
 
-	resp, err := s.call(ctx, m, req)
+	resp, err := s.call(ctx, m, req.Payload)
 	if err != nil {
-		return errorResult(req, toError(FromContextError(err)))
+		return nil, toError(FromContextError(err))
 	}
 	payload, err := s.codec.Marshal(resp)
 	if err != nil {
-		return errorResult(req, Errorf(Internal, "bankrpc: encode %s response: %v", req.GetMethod(), err))
+		return nil, Errorf(Internal, "bankrpc: encode %s response: %v", m.name, err)
 	}
 	if s.maxFrame > 0 && len(payload) > s.maxFrame {
-		return errorResult(req, Errorf(ResourceExhausted, "bankrpc: %s response of %d bytes exceeds the limit of %d bytes", req.GetMethod(), len(payload), s.maxFrame))
+		return nil, Errorf(ResourceExhausted, "bankrpc: %s response of %d bytes exceeds the limit of %d bytes", m.name, len(payload), s.maxFrame)
 	}
-	return &wirev1.Result{CallId: req.GetCallId(), Payload: payload}
+	return payload, nil
 }
 
 // call runs the method handler, turning a panic into Internal.
-func (s *Server) call(ctx context.Context, m method, req *wirev1.Request) (resp any, err error) {
+func (s *Server) call(ctx context.Context, m method, payload []byte) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger.ErrorContext(ctx, "bankrpc: handler panicked", "method", req.GetMethod(), "call_id", req.GetCallId(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			resp, err = nil, Errorf(Internal, "bankrpc: %s: handler panicked: %v", req.GetMethod(), r)
+			s.logger.ErrorContext(ctx, "bankrpc: handler panicked", "method", m.name, "call_id", CallIDFromContext(ctx), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			resp, err = nil, Errorf(Internal, "bankrpc: %s: handler panicked: %v", m.name, r)
 		}
 	}()
 	dec := func(v any) error {
-		if err := s.codec.Unmarshal(req.GetPayload(), v); err != nil {
-			return Errorf(InvalidArgument, "bankrpc: decode %s request: %v", req.GetMethod(), err)
+		if err := s.codec.Unmarshal(payload, v); err != nil {
+			return Errorf(InvalidArgument, "bankrpc: decode %s request: %v", m.name, err)
 		}
 		return nil
 	}
 	return m.handler(m.impl, ctx, dec, s.interceptor)
 }
 
-func errorResult(req *wirev1.Request, e *Error) *wirev1.Result {
-	return &wirev1.Result{CallId: req.GetCallId(), Code: uint32(e.Code), Reason: e.Message, Log: e.Log}
-}
-
-func (s *Server) encodeResult(ctx context.Context, r *wirev1.Result) []byte {
-	b, err := codec.EncodeResult(r)
-	if err != nil {
-		// Only a result with invalid UTF-8 in its strings fails to encode.
-		s.logger.ErrorContext(ctx, "bankrpc: encode result", "error", err, "call_id", r.GetCallId())
-		b, _ = codec.EncodeResult(&wirev1.Result{CallId: r.GetCallId(), Code: uint32(Internal), Reason: "bankrpc: result could not be encoded"})
+// resultFrame encodes the result of a call: payload when e is nil, e otherwise.
+func resultFrame(callID []byte, e *Error, payload []byte) []byte {
+	if e == nil {
+		return codec.AppendResult(make([]byte, 0, len(callID)+len(payload)+8), callID, 0, "", payload, nil)
 	}
-	return b
+	reason := e.Message
+	if !utf8.ValidString(reason) {
+		// protobuf strings must be UTF-8; a handler's message need not be.
+		reason = strings.ToValidUTF8(reason, "\ufffd")
+	}
+	return codec.AppendResult(nil, callID, uint32(e.Code), reason, nil, e.Log)
 }
 
 // SendStatus sends a progress message for the call being handled, through

@@ -23,11 +23,26 @@ type Listener struct {
 	done    chan struct{} // closed when the listener stops taking calls
 	calls   sync.WaitGroup
 	once    sync.Once
+
+	// Handlers run on long-lived workers, started on demand and stopped with
+	// Serve: a fresh goroutine per call would grow its stack on every call.
+	jobs    chan *job
+	workers sync.WaitGroup
+}
+
+var jobs = sync.Pool{New: func() any { return &job{replies: make(chan []byte, 1)} }}
+
+// job is one call handed to a worker.
+type job struct {
+	h       transport.Handler
+	ctx     context.Context
+	frame   []byte
+	replies chan []byte // buffered 1: a worker never blocks on a caller that gave up
 }
 
 // NewListener returns a Listener that takes calls once Serve is called.
 func NewListener() *Listener {
-	return &Listener{serving: make(chan struct{}), done: make(chan struct{})}
+	return &Listener{serving: make(chan struct{}), done: make(chan struct{}), jobs: make(chan *job)}
 }
 
 // Serve runs h for every call until ctx is done or Close is called, then
@@ -49,7 +64,28 @@ func (l *Listener) Serve(ctx context.Context, h transport.Handler) error {
 	case <-l.done:
 	}
 	l.calls.Wait()
+	close(l.jobs)
+	l.workers.Wait()
 	return nil
+}
+
+// run hands j to an idle worker, or starts one.
+func (l *Listener) run(j *job) {
+	select {
+	case l.jobs <- j:
+	default:
+		l.workers.Add(1)
+		go l.work(j)
+	}
+}
+
+func (l *Listener) work(j *job) {
+	defer l.workers.Done()
+	for ; j != nil; j = <-l.jobs {
+		reply, _ := j.h.HandleFrame(j.ctx, j.frame) // a refused frame still has an error reply
+		j.replies <- reply
+		l.calls.Done()
+	}
 }
 
 // Close stops taking calls; calls waiting for a server fail with Unavailable.
@@ -122,14 +158,13 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 			return nil
 		})
 	}
-	replies := make(chan []byte, 1)
-	go func() {
-		defer c.l.calls.Done()
-		reply, _ := h.HandleFrame(hctx, frame) // a refused frame still has an error reply
-		replies <- reply
-	}()
+	j := jobs.Get().(*job)
+	j.h, j.ctx, j.frame = h, hctx, frame
+	c.l.run(j)
 	select {
-	case reply := <-replies:
+	case reply := <-j.replies:
+		*j = job{replies: j.replies}
+		jobs.Put(j) // only once its reply was taken: an abandoned job is not reused
 		return reply, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

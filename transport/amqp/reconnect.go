@@ -1,0 +1,157 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// connector is the connection manager of the thesis: it dials the broker and
+// keeps one session (a connection with its channels, declarations and
+// consumers) running, opening a fresh one with exponential backoff whenever
+// the previous one fails. It deliberately does not use amqp091-go's
+// Config.Recovery: after a recovery the delivery tags of a consumer restart
+// at 1, so acknowledging a delivery taken before it would acknowledge a
+// different message. Here every delivery is acknowledged on the channel it
+// came from, and a channel never outlives its connection.
+//
+// A connector is immutable after construction and safe for concurrent use.
+type connector struct {
+	url      string
+	config   amqp091.Config
+	min, max time.Duration
+	logger   *slog.Logger
+}
+
+func newConnector(url, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
+	props := amqp091.NewConnectionProperties()
+	props.SetClientConnectionName(connectionName)
+	props["product"] = "bankrpc"
+	if dial == nil {
+		dial = amqp091.DefaultDial(defaultDialTimeout)
+	}
+	return &connector{
+		url:    url,
+		config: amqp091.Config{Heartbeat: defaultHeartbeat, Locale: "en_US", Properties: props, Dial: dial},
+		min:    minBackoff,
+		max:    maxBackoff,
+		logger: logger,
+	}
+}
+
+// dial opens one connection.
+func (k *connector) dial() (*amqp091.Connection, error) {
+	conn, err := amqp091.DialConfig(k.url, k.config)
+	if err != nil {
+		var ae *amqp091.Error
+		if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
+			return nil, transport.Errorf(transport.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+		}
+		return nil, transport.Errorf(transport.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+	}
+	return conn, nil
+}
+
+// session is the work done over one connection.
+type session interface {
+	// run serves until the connection or one of its channels fails, or until
+	// ctx ends; it closes the connection before it returns. The error says
+	// why the session ended.
+	run(ctx context.Context) error
+}
+
+// supervise runs first, then sessions made by open, one after another, until
+// ctx ends. Between attempts it waits an exponential backoff with jitter,
+// reset once a session has lasted longer than the maximum backoff.
+func (k *connector) supervise(ctx context.Context, first session, open func() (session, error)) {
+	backoff := k.min
+	s := first
+	for {
+		if s == nil {
+			var err error
+			if s, err = open(); err != nil {
+				k.logger.WarnContext(ctx, "amqp: reconnect failed", "error", err, "retry_in", backoff)
+				if !sleep(ctx, jitter(backoff)) {
+					return
+				}
+				backoff = min(backoff*2, k.max)
+				continue
+			}
+			k.logger.InfoContext(ctx, "amqp: reconnected")
+		}
+		started := time.Now()
+		err := s.run(ctx)
+		s = nil
+		if ctx.Err() != nil {
+			return
+		}
+		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err)
+		if time.Since(started) > k.max {
+			backoff = k.min
+		}
+		if !sleep(ctx, jitter(backoff)) {
+			return
+		}
+	}
+}
+
+// jitter spreads reconnections of many clients over [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// closeConn closes a connection politely but without waiting long for a
+// broker that no longer answers.
+func closeConn(conn *amqp091.Connection) {
+	if !conn.IsClosed() {
+		_ = conn.CloseDeadline(time.Now().Add(2 * time.Second)) // the connection is gone either way
+	}
+}
+
+// notifyClose registers a listener for the close of a connection or a
+// channel. Each source gets its own listener: the library closes every
+// listener it holds, so a shared one would be closed twice.
+func notifyClose(src interface {
+	NotifyClose(chan *amqp091.Error) chan *amqp091.Error
+}) <-chan *amqp091.Error {
+	return src.NotifyClose(make(chan *amqp091.Error, 1))
+}
+
+// closedError turns a close notification into the error a session reports.
+func closedError(what string, e *amqp091.Error) error {
+	if e == nil {
+		return errors.New(what + " closed")
+	}
+	return fmt.Errorf("%s closed: %w", what, e)
+}
+
+// redactURL drops the password from an AMQP URL, for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the broker URL"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,503 @@
+package transporttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/bankrpc/bankrpc/codec"
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// Features says what a backend promises beyond the core contract; the suite
+// runs the tests of each promised feature and skips the others.
+type Features struct {
+	// ConcurrentHandlers: the server runs handlers of different calls at the
+	// same time.
+	ConcurrentHandlers bool
+	// Status: handler status messages reach the caller's OnStatus.
+	Status bool
+	// Persistent: a call made while no server runs is kept and served when a
+	// server starts (durable queueing).
+	Persistent bool
+	// SurvivesServerRestart: a call in flight while the server restarts
+	// completes once the new server runs (retries or redelivery).
+	SurvivesServerRestart bool
+}
+
+// Endpoint is one fresh instance of a backend: a server half, not yet
+// serving, and a way to dial it.
+type Endpoint struct {
+	// Server is served by the suite with its test service.
+	Server transport.ServerTransport
+	// Dial returns a new client half connected to Server. The suite closes it.
+	Dial func(t *testing.T) transport.ClientTransport
+	// Restart closes Server and returns a new server half reachable by the
+	// clients dialled before (same address or queue), not yet serving. Needed
+	// when SurvivesServerRestart or Persistent is set.
+	Restart func(t *testing.T) transport.ServerTransport
+}
+
+// Run runs the conformance suite against a backend. newEndpoint is called
+// once per subtest and must return an Endpoint isolated from the others
+// (fresh address, fresh queues). Subtests run one after another so that
+// goroutine leaks can be attributed to the subtest that caused them.
+func Run(t *testing.T, f Features, newEndpoint func(t *testing.T) Endpoint) {
+	tests := []struct {
+		name string
+		need bool
+		fn   func(*testing.T, *env)
+	}{
+		{"RoundTrip", true, testRoundTrip},
+		{"ConcurrentCallsMatchReplies", true, testConcurrentCalls},
+		{"ErrorCodeAndMessage", true, testErrors},
+		{"DeadlinePropagated", true, testDeadlinePropagated},
+		{"ExpiredCallNotExecuted", true, testExpiredNotExecuted},
+		{"ClientCancel", true, testClientCancel},
+		{"UnknownMethod", true, testUnknownMethod},
+		{"PanickingHandler", true, testPanic},
+		{"OversizedRequest", true, testOversized},
+		{"GarbageFrameThenGoodCall", true, testGarbage},
+		{"CloseUnblocksCalls", true, testCloseUnblocks},
+		{"ConcurrentHandlers", f.ConcurrentHandlers, testConcurrentHandlers},
+		{"Status", f.Status, testStatus},
+		{"ServerRestartMidCall", f.SurvivesServerRestart, testServerRestart},
+		{"CallQueuedWhileNoServer", f.Persistent, testPersistent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.need {
+				t.Skip("the backend does not promise this feature")
+			}
+			// Registered first, so it runs last: after every cleanup below.
+			ignore := goleak.IgnoreCurrent()
+			t.Cleanup(func() {
+				if !t.Failed() {
+					goleak.VerifyNone(t, ignore)
+				}
+			})
+			tc.fn(t, start(t, newEndpoint(t)))
+		})
+	}
+}
+
+// env is one served endpoint with the test service behind it.
+type env struct {
+	ep      Endpoint
+	svc     *testService
+	server  *transport.Server
+	stopSrv func()
+	mu      sync.Mutex
+}
+
+const serverMaxFrame = 256 << 10
+
+func start(t *testing.T, ep Endpoint) *env {
+	e := &env{ep: ep, svc: newTestService()}
+	e.server = transport.NewServer(transport.WithServerMaxFrameSize(serverMaxFrame))
+	testv1.RegisterTestServiceServer(e.server, e.svc)
+	e.serve(t, ep.Server)
+	t.Cleanup(func() { e.stop(t) })
+	return e
+}
+
+// serve runs st in the background; stop ends it and waits.
+func (e *env) serve(t *testing.T, st transport.ServerTransport) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Serve(ctx, e.server) }()
+	e.mu.Lock()
+	e.stopSrv = func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "Serve returned an error on shutdown")
+		case <-time.After(15 * time.Second):
+			t.Errorf("Serve did not return within 15s of its ctx being cancelled")
+		}
+		assert.NoError(t, st.Close())
+		assert.NoError(t, st.Close(), "a second Close must be a no-op")
+	}
+	e.mu.Unlock()
+}
+
+func (e *env) stop(t *testing.T) {
+	e.mu.Lock()
+	stop := e.stopSrv
+	e.stopSrv = nil
+	e.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// conn dials a client wrapped in a runtime Conn, closed at cleanup.
+func (e *env) conn(t *testing.T, opts ...transport.ConnOption) *transport.Conn {
+	c := transport.NewConn(e.ep.Dial(t), opts...)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	return c
+}
+
+func (e *env) client(t *testing.T, opts ...transport.ConnOption) testv1.TestServiceClient {
+	return testv1.NewTestServiceClient(e.conn(t, opts...))
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func requireCode(t *testing.T, want transport.Code, err error) {
+	t.Helper()
+	require.Error(t, err)
+	require.Equal(t, want, transport.CodeOf(err), "error: %v", err)
+}
+
+func testRoundTrip(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	payload := []byte("deposit 100 into account 7")
+	resp, err := c.Echo(ctx, &testv1.EchoRequest{Payload: payload, Tag: "one"}, transport.WithMetadata("client", "suite"))
+	require.NoError(t, err)
+	assert.Equal(t, payload, resp.GetPayload())
+	assert.Equal(t, "one", resp.GetTag())
+	assert.NotEmpty(t, resp.GetCallId(), "the handler must see a call id")
+	assert.Equal(t, map[string]string{"client": "suite"}, resp.GetMetadata())
+
+	resp, err = c.Echo(ctx, &testv1.EchoRequest{Tag: "fixed id"}, transport.WithCallID("call-42"))
+	require.NoError(t, err)
+	assert.Equal(t, "call-42", resp.GetCallId(), "WithCallID must reach the handler")
+
+	resp, err = c.Echo(ctx, &testv1.EchoRequest{})
+	require.NoError(t, err, "an empty message must round-trip")
+	assert.Empty(t, resp.GetPayload())
+}
+
+func testConcurrentCalls(t *testing.T, e *env) {
+	const goroutines, calls = 64, 100
+	ctx := testCtx(t, 90*time.Second)
+	c := e.client(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range calls {
+				tag := fmt.Sprintf("g%d-c%d", g, i)
+				resp, err := c.Echo(ctx, &testv1.EchoRequest{Payload: []byte(tag), Tag: tag})
+				if err != nil {
+					errs <- fmt.Errorf("call %s: %w", tag, err)
+					return
+				}
+				if resp.GetTag() != tag || string(resp.GetPayload()) != tag {
+					errs <- fmt.Errorf("call %s got the reply of %s (payload %q)", tag, resp.GetTag(), resp.GetPayload())
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	assert.Equal(t, int64(goroutines*calls), e.svc.echoes.Load(), "every call must execute exactly once")
+}
+
+func testErrors(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	for _, tc := range []struct {
+		code transport.Code
+		msg  string
+	}{
+		{transport.FailedPrecondition, "insufficient funds (balance 120, asked 500)"},
+		{transport.NotFound, "no such receiver 42"},
+		{transport.InvalidArgument, "amount must be positive, got -5"},
+		{transport.Internal, "disk on fire: «unicode» survives"},
+		{transport.Code(99), "a code outside the canonical set"},
+	} {
+		_, err := c.Fail(ctx, &testv1.FailRequest{Code: uint32(tc.code), Message: tc.msg})
+		requireCode(t, tc.code, err)
+		assert.Equal(t, tc.msg, transport.MessageOf(err))
+		var te *transport.Error
+		require.True(t, errors.As(err, &te), "errors must be *transport.Error, got %T", err)
+	}
+	_, err := c.Fail(ctx, &testv1.FailRequest{Code: 0, Message: "OK is not an error"})
+	requireCode(t, transport.Unknown, err)
+}
+
+func testDeadlinePropagated(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	want, _ := callCtx.Deadline()
+	resp, err := c.Echo(callCtx, &testv1.EchoRequest{})
+	require.NoError(t, err)
+	assert.Equal(t, want.UnixNano(), resp.GetDeadlineUnixNano(), "the handler's ctx must carry the caller's absolute deadline")
+
+	resp, err = c.Echo(ctx, &testv1.EchoRequest{}, transport.WithTimeout(5*time.Second))
+	require.NoError(t, err)
+	assert.NotZero(t, resp.GetDeadlineUnixNano(), "WithTimeout must set a deadline on the handler's ctx")
+}
+
+func testExpiredNotExecuted(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	ct := e.ep.Dial(t)
+	t.Cleanup(func() { assert.NoError(t, ct.Close()) })
+	// An envelope whose deadline passed on the way, as after a long queueing.
+	frame, err := codec.EncodeRequest(&wirev1.Request{
+		CallId:           "expired-1",
+		Method:           testv1.TestService_Echo_FullMethodName,
+		DeadlineUnixNano: time.Now().Add(-time.Second).UnixNano(),
+	})
+	require.NoError(t, err)
+	res := roundTripResult(ctx, t, ct, &transport.Call{ID: "expired-1", Method: testv1.TestService_Echo_FullMethodName, Frame: frame})
+	assert.Equal(t, uint32(transport.DeadlineExceeded), res.GetCode(), "reason: %s", res.GetReason())
+	assert.Equal(t, int64(0), e.svc.echoes.Load(), "an expired call must not be executed")
+
+	// The runtime refuses to send a call whose ctx already ended.
+	c := e.client(t)
+	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Millisecond))
+	defer cancel()
+	_, err = c.Echo(expired, &testv1.EchoRequest{})
+	requireCode(t, transport.DeadlineExceeded, err)
+	assert.Equal(t, int64(0), e.svc.echoes.Load())
+}
+
+// roundTripResult sends a hand-made frame and decodes the result. A backend
+// that reports a refused frame as a RoundTrip error (AMQP's error queue) is
+// turned into a result with that error's code.
+func roundTripResult(ctx context.Context, t *testing.T, ct transport.ClientTransport, call *transport.Call) *wirev1.Result {
+	t.Helper()
+	reply, err := ct.RoundTrip(ctx, call)
+	if err != nil {
+		require.NotContains(t, []transport.Code{transport.Canceled, transport.DeadlineExceeded, transport.Unavailable}, transport.CodeOf(err),
+			"the server must answer a bad frame, not drop it: %v", err)
+		return &wirev1.Result{Code: uint32(transport.CodeOf(err)), Reason: transport.MessageOf(err)}
+	}
+	res, err := codec.DecodeResult(reply, 0)
+	require.NoError(t, err)
+	return res
+}
+
+func testClientCancel(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	callCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Sleep(callCtx, &testv1.SleepRequest{Nanos: int64(longSleep)})
+		errc <- err
+	}()
+	// Cancel once the server runs the call, so cancellation of a call in
+	// flight is what is tested.
+	require.Eventually(t, func() bool { return e.svc.sleeps.Load() == 1 }, 10*time.Second, time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		requireCode(t, transport.Canceled, err)
+	case <-ctx.Done():
+		t.Fatal("a canceled call did not return")
+	}
+	_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "after cancel"})
+	require.NoError(t, err, "the connection must stay usable after a canceled call")
+}
+
+func testUnknownMethod(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	conn := e.conn(t)
+	err := conn.Invoke(ctx, "/bankrpc.test.v1.TestService/NoSuchMethod", &testv1.EchoRequest{}, &testv1.EchoResponse{})
+	requireCode(t, transport.Unimplemented, err)
+	assert.Contains(t, transport.MessageOf(err), "/bankrpc.test.v1.TestService/NoSuchMethod")
+	err = conn.Invoke(ctx, "/no.such.Service/Echo", &testv1.EchoRequest{}, &testv1.EchoResponse{})
+	requireCode(t, transport.Unimplemented, err)
+}
+
+func testPanic(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	_, err := c.Panic(ctx, &testv1.PanicRequest{Message: "boom at account 7"})
+	requireCode(t, transport.Internal, err)
+	assert.Contains(t, transport.MessageOf(err), "boom at account 7")
+	_, err = c.Echo(ctx, &testv1.EchoRequest{Tag: "after panic"})
+	require.NoError(t, err, "the server must keep serving after a panic")
+}
+
+func testOversized(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	// Refused by the client before anything is sent.
+	small := e.client(t, transport.WithMaxFrameSize(1024))
+	_, err := small.Echo(ctx, &testv1.EchoRequest{Payload: make([]byte, 2048)})
+	requireCode(t, transport.ResourceExhausted, err)
+	assert.Contains(t, transport.MessageOf(err), "exceeds the limit of 1024 bytes")
+
+	// Refused by the server, whose limit is smaller than the client's.
+	big := e.client(t)
+	_, err = big.Echo(ctx, &testv1.EchoRequest{Payload: make([]byte, serverMaxFrame+1)})
+	requireCode(t, transport.ResourceExhausted, err)
+	assert.Equal(t, int64(0), e.svc.echoes.Load(), "an oversized request must not be executed")
+	_, err = big.Echo(ctx, &testv1.EchoRequest{Payload: make([]byte, serverMaxFrame/2)})
+	require.NoError(t, err, "a request under the limit must pass after an oversized one")
+}
+
+func testGarbage(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	ct := e.ep.Dial(t)
+	t.Cleanup(func() { assert.NoError(t, ct.Close()) })
+	garbage := make([]byte, 512)
+	_, _ = rand.Read(garbage)
+	for i, frame := range [][]byte{garbage, []byte("not a protobuf \xff\xff\xff\xff"), {}} {
+		id := fmt.Sprintf("garbage-%d", i)
+		res := roundTripResult(ctx, t, ct, &transport.Call{ID: id, Method: "?", Frame: frame})
+		assert.Equal(t, uint32(transport.InvalidArgument), res.GetCode(), "frame %d: reason %s", i, res.GetReason())
+		assert.NotEmpty(t, res.GetReason())
+	}
+	c := e.client(t)
+	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "after garbage"})
+	require.NoError(t, err, "the server must keep serving after garbage")
+	assert.Equal(t, "after garbage", resp.GetTag())
+}
+
+func testCloseUnblocks(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	conn := transport.NewConn(e.ep.Dial(t))
+	c := testv1.NewTestServiceClient(conn)
+	const n = 4
+	errc := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := c.Sleep(ctx, &testv1.SleepRequest{Nanos: int64(longSleep)})
+			errc <- err
+		}()
+	}
+	require.Eventually(t, func() bool { return e.svc.sleeps.Load() == n }, 10*time.Second, time.Millisecond)
+	require.NoError(t, conn.Close())
+	for range n {
+		select {
+		case err := <-errc:
+			require.ErrorIs(t, err, transport.ErrClosed)
+		case <-ctx.Done():
+			t.Fatal("Close did not unblock a call in flight")
+		}
+	}
+	require.NoError(t, conn.Close(), "Close must be idempotent")
+	_, err := c.Echo(ctx, &testv1.EchoRequest{})
+	require.ErrorIs(t, err, transport.ErrClosed, "calls after Close must fail with ErrClosed")
+}
+
+func testConcurrentHandlers(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	const n = 4
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			// Each call waits inside the handler until all n are inside.
+			_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: fmt.Sprintf("barrier:b:%d", n)}, transport.WithTimeout(10*time.Second))
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+}
+
+func testStatus(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	var mu sync.Mutex
+	var got []transport.Status
+	resp, err := c.Progress(ctx, &testv1.ProgressRequest{Steps: 3}, transport.OnStatus(func(s transport.Status) {
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}))
+	require.NoError(t, err)
+	assert.Equal(t, int32(3), resp.GetSent())
+	// Statuses are best-effort and may arrive after the result; stale ones may
+	// be dropped, but those that arrive are in order and intact.
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 }, 5*time.Second, time.Millisecond,
+		"no status reached the caller")
+	mu.Lock()
+	defer mu.Unlock()
+	last := 0
+	for _, s := range got {
+		step := int(s.Data[0])
+		assert.Greater(t, step, last, "statuses out of order: %v", got)
+		assert.Equal(t, fmt.Sprintf("step %d", step), s.Reason)
+		last = step
+	}
+}
+
+func testServerRestart(t *testing.T, e *env) {
+	ctx := testCtx(t, 60*time.Second)
+	c := e.client(t)
+	_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "before"})
+	require.NoError(t, err)
+
+	e.stop(t)
+	next := e.ep.Restart(t)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "during restart"})
+		if err == nil && resp.GetTag() != "during restart" {
+			err = fmt.Errorf("got the reply of %q", resp.GetTag())
+		}
+		errc <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the call is sent while no server runs
+	e.serve(t, next)
+	select {
+	case err := <-errc:
+		require.NoError(t, err, "a call made while the server restarts must complete")
+	case <-ctx.Done():
+		t.Fatal("the call did not complete after the server restarted")
+	}
+}
+
+func testPersistent(t *testing.T, e *env) {
+	ctx := testCtx(t, 60*time.Second)
+	c := e.client(t)
+	e.stop(t)
+	next := e.ep.Restart(t)
+	const n = 10
+	errc := make(chan error, n)
+	for i := range n {
+		go func() {
+			tag := fmt.Sprintf("queued-%d", i)
+			resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: tag, Payload: bytes.Repeat([]byte{byte(i)}, 16)})
+			if err == nil && resp.GetTag() != tag {
+				err = fmt.Errorf("call %s got the reply of %q", tag, resp.GetTag())
+			}
+			errc <- err
+		}()
+	}
+	time.Sleep(2 * time.Second) // the calls wait with no server at all
+	e.serve(t, next)
+	for range n {
+		select {
+		case err := <-errc:
+			require.NoError(t, err)
+		case <-ctx.Done():
+			t.Fatal("queued calls were not served after the server started")
+		}
+	}
+	assert.Equal(t, int64(n), e.svc.echoes.Load(), "each queued call must execute exactly once")
+}
+
+
+// longSleep outlasts the moment a test cancels or closes, yet is short,
+// because a server does not learn that a caller gave up: graceful shutdown
+// waits for the handler to finish.
+const longSleep = 2 * time.Second

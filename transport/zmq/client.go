@@ -1,0 +1,542 @@
+package zmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	zmq4 "github.com/pebbe/zmq4"
+
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// Inproc endpoints of a Client, unique in the Client's own zmq context.
+const (
+	requestsEndpoint = "inproc://bankrpc.requests"
+	monitorEndpoint  = "inproc://bankrpc.monitor"
+)
+
+// Client is the client half of the ZeroMQ backend: one DEALER socket that
+// multiplexes any number of concurrent calls to one server, matched by call
+// id. One goroutine owns the socket; RoundTrip hands it the request through
+// a mailbox and waits for the reply on a channel.
+//
+// Calls follow the Lazy Pirate pattern: a request without a reply after
+// AttemptTimeout is sent again with the same call id, until the call's
+// deadline (servers de-duplicate by call id; the client drops the extra
+// replies). When the connection drops, every call in flight is resent as
+// soon as it is back, so a server restart is survived.
+//
+// Client is safe for concurrent use. Close is idempotent; it fails the calls
+// in flight with transport.ErrClosed and returns once the socket is closed.
+type Client struct {
+	endpoint string
+	cfg      ClientConfig
+	log      *slog.Logger
+	zctx     *zmq4.Context
+	dealer   *zmq4.Socket
+	monitor  *zmq4.Socket
+	box      *mailbox[*request]
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close: calls return ErrClosed
+	exited    chan struct{} // closed by the owner once the sockets are closed
+	closeErr  error         // written before exited is closed
+
+	connected atomic.Bool            // a handshake completed and the connection has not dropped since
+	reason    atomic.Pointer[string] // why the client is not connected, for errors
+
+	// Owned by the socket owner goroutine.
+	pending map[string]*request // by call id
+	sent    requestList         // written to the socket, oldest first
+	unsent  requestList         // waiting for a connection, oldest first
+	sticky  bool                // reason is a handshake failure, kept until a handshake succeeds
+	purgeAt int                 // unsent length that triggers dropping abandoned calls
+}
+
+// request is one RoundTrip. The first request of a call id is also the
+// owner's entry for that id: it is in the pending map and in one of the
+// lists, and carries the calls that joined it with the same id.
+type request struct {
+	id       string
+	frame    []byte
+	done     chan []byte // capacity 1: the reply
+	gaveUp   atomic.Bool // the caller returned without a reply
+	attempts atomic.Int32
+
+	// Owned by the socket owner goroutine.
+	extra      []*request // later calls with the same id, answered by the same reply
+	due        time.Time  // when the attempt in flight times out
+	list       *requestList
+	prev, next *request
+}
+
+// live reports whether a caller still waits for the reply.
+func (r *request) live() bool {
+	if !r.gaveUp.Load() {
+		return true
+	}
+	for _, x := range r.extra {
+		if !x.gaveUp.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+var _ transport.ClientTransport = (*Client)(nil)
+
+// Dial returns a Client of the server at endpoint (tcp://host:port or
+// ipc://path). It does not wait for the connection: ZeroMQ connects, and
+// reconnects, in the background, and calls wait for it within their
+// deadline.
+func Dial(endpoint string, cfg ClientConfig) (*Client, error) {
+	if err := checkEndpoint(endpoint); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Curve != nil {
+		if err := cfg.Curve.check(); err != nil {
+			return nil, err
+		}
+	}
+	zctx, err := newContext()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		endpoint: endpoint,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		zctx:     zctx,
+		closing:  make(chan struct{}),
+		exited:   make(chan struct{}),
+		pending:  make(map[string]*request),
+	}
+	c.setReason("no connection to the server yet")
+	if err := c.open(); err != nil {
+		if c.box != nil {
+			c.box.close()
+		}
+		_ = closeAll(zctx, c.monitor, c.dealer)
+		return nil, err
+	}
+	go c.run()
+	return c, nil
+}
+
+func (c *Client) open() error {
+	var err error
+	if c.box, err = newMailbox[*request](c.zctx, requestsEndpoint); err != nil {
+		return err
+	}
+	opts := append(commonOptions(c.cfg.MaxFrameSize),
+		// Queue messages only on a connection whose handshake is complete:
+		// while the server is away a send fails at once and the call waits
+		// for the connection, instead of piling copies up in a dead pipe.
+		opt("ZMQ_IMMEDIATE", func(d *zmq4.Socket) error { return d.SetImmediate(true) }),
+		opt("ZMQ_RECONNECT_IVL", func(d *zmq4.Socket) error { return d.SetReconnectIvl(reconnectInterval) }),
+		opt("ZMQ_RECONNECT_IVL_MAX", func(d *zmq4.Socket) error { return d.SetReconnectIvlMax(reconnectMax) }),
+		opt("ZMQ_CONNECT_TIMEOUT", func(d *zmq4.Socket) error { return d.SetConnectTimeout(c.cfg.AttemptTimeout) }),
+	)
+	if k := c.cfg.Curve; k != nil {
+		opts = append(opts,
+			opt("ZMQ_CURVE_SERVERKEY", func(d *zmq4.Socket) error { return d.SetCurveServerkey(k.ServerPublicKey) }),
+			opt("ZMQ_CURVE_PUBLICKEY", func(d *zmq4.Socket) error { return d.SetCurvePublickey(k.PublicKey) }),
+			opt("ZMQ_CURVE_SECRETKEY", func(d *zmq4.Socket) error { return d.SetCurveSecretkey(k.SecretKey) }),
+		)
+	}
+	if c.dealer, err = newSocket(c.zctx, zmq4.DEALER, opts...); err != nil {
+		return err
+	}
+	events := zmq4.EVENT_CONNECT_RETRIED | zmq4.EVENT_DISCONNECTED |
+		zmq4.EVENT_HANDSHAKE_SUCCEEDED | zmq4.EVENT_HANDSHAKE_FAILED_AUTH |
+		zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+	if err := c.dealer.Monitor(monitorEndpoint, events); err != nil {
+		return transport.Errorf(transport.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
+	}
+	// Connected before the DEALER connects: events with no reader are lost.
+	if c.monitor, err = newSocket(c.zctx, zmq4.PAIR); err != nil {
+		return err
+	}
+	if err := c.monitor.Connect(monitorEndpoint); err != nil {
+		return endpointError("connect", monitorEndpoint, err)
+	}
+	if err := c.dealer.Connect(c.endpoint); err != nil {
+		return endpointError("connect to", c.endpoint, err)
+	}
+	return nil
+}
+
+// RoundTrip sends call.Frame with call.ID as its correlation frame and
+// returns the reply frame. It returns ctx.Err() when ctx is canceled, or when
+// its deadline passes while the server is connected (a slow handler); when
+// the deadline passes, or the MaxAttempts × AttemptTimeout limit of a call
+// without deadline, while the server is unreachable, it returns UNAVAILABLE
+// naming the endpoint and the reason.
+func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, error) {
+	select {
+	case <-c.closing:
+		return nil, transport.ErrClosed
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if call.ID == "" {
+		return nil, transport.Errorf(transport.InvalidArgument, "zmq: call to %s has no call id", c.endpoint)
+	}
+	if len(call.Frame) > c.cfg.MaxFrameSize {
+		return nil, transport.Errorf(transport.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
+	}
+	start := time.Now()
+	r := &request{id: call.ID, frame: call.Frame, done: make(chan []byte, 1)}
+	var limit <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(time.Duration(c.cfg.MaxAttempts) * c.cfg.AttemptTimeout)
+		defer t.Stop()
+		limit = t.C
+	}
+	if !c.box.put(r) {
+		return nil, transport.ErrClosed
+	}
+	select {
+	case reply := <-r.done:
+		return reply, nil
+	case <-ctx.Done():
+		r.gaveUp.Store(true)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !c.connected.Load() {
+			return nil, c.noReply(r, start)
+		}
+		return nil, ctx.Err()
+	case <-limit:
+		r.gaveUp.Store(true)
+		return nil, c.noReply(r, start)
+	case <-c.closing:
+		r.gaveUp.Store(true)
+		return nil, transport.ErrClosed
+	}
+}
+
+func (c *Client) noReply(r *request, start time.Time) error {
+	why := "the server is connected but sent no reply in time"
+	if !c.connected.Load() {
+		why = *c.reason.Load()
+	}
+	return transport.Errorf(transport.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s",
+		c.endpoint, r.attempts.Load(), time.Since(start).Round(time.Millisecond), why)
+}
+
+func (c *Client) setReason(s string) { c.reason.Store(&s) }
+
+// Close closes the socket; calls in flight return transport.ErrClosed.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		c.box.wake()
+	})
+	<-c.exited
+	return c.closeErr
+}
+
+// run is the socket owner.
+func (c *Client) run() {
+	defer close(c.exited)
+	defer func() {
+		// Stop the monitor before closing: libzmq then closes its end.
+		_ = c.dealer.Monitor("", 0)
+		c.box.close()
+		c.closeErr = closeAll(c.zctx, c.monitor, c.dealer)
+	}()
+	poller := zmq4.NewPoller()
+	iDealer := poller.Add(c.dealer, zmq4.POLLIN)
+	iBox := poller.Add(c.box.rx, zmq4.POLLIN)
+	iMonitor := poller.Add(c.monitor, zmq4.POLLIN)
+	var batch []*request
+	for {
+		now := time.Now()
+		c.expire(now)
+		timeout := time.Duration(-1)
+		if r := c.sent.head; r != nil {
+			// Rounded up: zmq_poll counts whole milliseconds.
+			timeout = (r.due.Sub(now) + time.Millisecond - 1).Truncate(time.Millisecond)
+		}
+		events := zmq4.POLLIN
+		if c.unsent.head != nil {
+			events |= zmq4.POLLOUT
+		}
+		if _, err := poller.Update(iDealer, events); err != nil {
+			c.stopOnError("poller", err)
+			return
+		}
+		polled, err := poller.PollAll(timeout)
+		if err != nil {
+			c.stopOnError("poll", err)
+			return
+		}
+		if polled[iMonitor].Events&zmq4.POLLIN != 0 {
+			c.readEvents()
+		}
+		if polled[iBox].Events&zmq4.POLLIN != 0 {
+			c.box.drain()
+		}
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+		now = time.Now()
+		batch = c.box.take(batch[:0])
+		for i, r := range batch {
+			c.start(r, now)
+			batch[i] = nil
+		}
+		if polled[iDealer].Events&zmq4.POLLOUT != 0 {
+			c.flush(now)
+		}
+		if polled[iDealer].Events&zmq4.POLLIN != 0 {
+			c.readReplies()
+		}
+	}
+}
+
+// stopOnError closes the client after an unexpected socket error: calls in
+// flight and later return ErrClosed.
+func (c *Client) stopOnError(op string, err error) {
+	c.log.Error("zmq: client stopped by a socket error", "endpoint", c.endpoint, "op", op, "error", err)
+	c.closeOnce.Do(func() { close(c.closing) })
+}
+
+// start registers a new call and sends it, or joins it to a call in flight
+// with the same id.
+func (c *Client) start(r *request, now time.Time) {
+	if e := c.pending[r.id]; e != nil {
+		if e.live() {
+			e.extra = append(e.extra, r)
+			e.frame = r.frame // the latest deadline travels on the next attempt
+			return
+		}
+		e.list.remove(e)
+	}
+	c.pending[r.id] = r
+	c.send(r, now)
+}
+
+// send writes r, or queues it until the socket has a connection.
+func (c *Client) send(r *request, now time.Time) {
+	if r.list != nil {
+		r.list.remove(r)
+	}
+	if c.unsent.head != nil || !c.write(r) {
+		c.unsent.pushBack(r)
+		if c.unsent.n >= c.purgeAt {
+			c.purgeUnsent()
+		}
+		return
+	}
+	r.due = now.Add(c.cfg.AttemptTimeout)
+	c.sent.pushBack(r)
+}
+
+// write sends [call id, envelope] without blocking; false means no
+// connection can take it now.
+func (c *Client) write(r *request) bool {
+	id := unsafe.Slice(unsafe.StringData(r.id), len(r.id)) // libzmq copies it; never written
+	if _, err := c.dealer.SendBytes(id, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
+		if !isEAGAIN(err) {
+			c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", r.id, "error", err)
+		}
+		return false
+	}
+	if _, err := c.dealer.SendBytes(r.frame, zmq4.DONTWAIT); err != nil {
+		c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", r.id, "error", err)
+		return false
+	}
+	r.attempts.Add(1)
+	return true
+}
+
+// flush sends the queued calls while the socket takes them.
+func (c *Client) flush(now time.Time) {
+	for r := c.unsent.head; r != nil; r = c.unsent.head {
+		if !r.live() {
+			c.drop(r)
+			continue
+		}
+		if !c.write(r) {
+			return
+		}
+		c.unsent.remove(r)
+		r.due = now.Add(c.cfg.AttemptTimeout)
+		c.sent.pushBack(r)
+	}
+}
+
+// expire resends the calls whose attempt timed out and forgets those whose
+// callers gave up.
+func (c *Client) expire(now time.Time) {
+	for r := c.sent.head; r != nil && !r.due.After(now); r = c.sent.head {
+		if !r.live() {
+			c.drop(r)
+			continue
+		}
+		c.log.Debug("zmq: no reply in time; resending", "endpoint", c.endpoint, "call_id", r.id, "attempt", r.attempts.Load()+1)
+		c.send(r, now)
+	}
+}
+
+// purgeUnsent forgets the queued calls whose callers gave up, so a long
+// outage does not accumulate them.
+func (c *Client) purgeUnsent() {
+	for r := c.unsent.head; r != nil; {
+		next := r.next
+		if !r.live() {
+			c.drop(r)
+		}
+		r = next
+	}
+	c.purgeAt = 2*c.unsent.n + 64
+}
+
+func (c *Client) drop(r *request) {
+	r.list.remove(r)
+	delete(c.pending, r.id)
+}
+
+// readReplies delivers every reply the socket holds.
+func (c *Client) readReplies() {
+	for {
+		id, err := c.dealer.RecvBytes(zmq4.DONTWAIT)
+		if err != nil {
+			if !isEAGAIN(err) {
+				c.log.Error("zmq: receive a reply", "endpoint", c.endpoint, "error", err)
+			}
+			return
+		}
+		body, ok := c.recvRest()
+		if !ok {
+			c.log.Warn("zmq: dropped a reply that is not [call id, envelope]", "endpoint", c.endpoint)
+			continue
+		}
+		r := c.pending[string(id)]
+		if r == nil {
+			c.log.Debug("zmq: dropped a duplicate reply", "endpoint", c.endpoint, "call_id", string(id))
+			continue
+		}
+		c.drop(r)
+		r.done <- body
+		for _, x := range r.extra {
+			x.done <- append([]byte(nil), body...)
+		}
+	}
+}
+
+// recvRest reads the rest of a reply after its first frame: exactly one
+// more frame, the envelope.
+func (c *Client) recvRest() ([]byte, bool) {
+	frames := 0
+	var body []byte
+	for {
+		more, err := c.dealer.GetRcvmore()
+		if err != nil || !more {
+			return body, err == nil && frames == 1
+		}
+		if body, err = c.dealer.RecvBytes(0); err != nil {
+			return nil, false
+		}
+		frames++
+	}
+}
+
+// readEvents follows the connection through the socket monitor.
+func (c *Client) readEvents() {
+	for {
+		ev, _, value, err := c.monitor.RecvEvent(zmq4.DONTWAIT)
+		if err != nil {
+			return
+		}
+		switch ev {
+		case zmq4.EVENT_HANDSHAKE_SUCCEEDED:
+			c.connected.Store(true)
+			c.sticky = false
+			c.log.Debug("zmq: connected", "endpoint", c.endpoint)
+		case zmq4.EVENT_DISCONNECTED:
+			if c.connected.Swap(false) {
+				c.log.Info("zmq: connection lost; calls in flight will be resent", "endpoint", c.endpoint, "calls", len(c.pending))
+				// The server forgets our routing id with the connection, so
+				// no reply to an earlier attempt can arrive any more.
+				c.unsent.takeAll(&c.sent)
+			}
+			c.nonSticky("the connection to the server dropped and is not back")
+		case zmq4.EVENT_CONNECT_RETRIED:
+			c.nonSticky("nothing accepts connections there (server down?)")
+		case zmq4.EVENT_HANDSHAKE_FAILED_AUTH:
+			c.failHandshake(fmt.Sprintf("the server refused this client's CURVE key (ZAP status %d)", value))
+		case zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+			c.failHandshake(fmt.Sprintf("ZMTP handshake failed with protocol error %#x (do client and server agree on CURVE?)", value))
+		case zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+			c.failHandshake("the handshake failed (with CURVE: is ServerPublicKey the server's key?)")
+		}
+	}
+}
+
+func (c *Client) nonSticky(reason string) {
+	if !c.sticky && !c.connected.Load() {
+		c.setReason(reason)
+	}
+}
+
+func (c *Client) failHandshake(reason string) {
+	c.sticky = true
+	c.setReason(reason)
+	c.log.Warn("zmq: handshake failed", "endpoint", c.endpoint, "reason", reason)
+}
+
+// requestList is an intrusive doubly linked list of requests, owned by the
+// socket owner goroutine.
+type requestList struct {
+	head, tail *request
+	n          int
+}
+
+func (l *requestList) pushBack(r *request) {
+	r.list, r.prev, r.next = l, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = r
+	} else {
+		l.head = r
+	}
+	l.tail = r
+	l.n++
+}
+
+func (l *requestList) remove(r *request) {
+	if l == nil || r.list != l {
+		return
+	}
+	if r.prev != nil {
+		r.prev.next = r.next
+	} else {
+		l.head = r.next
+	}
+	if r.next != nil {
+		r.next.prev = r.prev
+	} else {
+		l.tail = r.prev
+	}
+	r.list, r.prev, r.next = nil, nil, nil
+	l.n--
+}
+
+// takeAll moves every request of from to the back of l, in order.
+func (l *requestList) takeAll(from *requestList) {
+	for r := from.head; r != nil; r = from.head {
+		from.remove(r)
+		l.pushBack(r)
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,15 +158,39 @@ func TestProtoc(t *testing.T) {
 	})
 }
 
-// buildPlugin builds this package into a temporary directory and returns the
-// binary's path.
+// plugin is the binary built from this package, once for all tests.
+var plugin struct {
+	once sync.Once
+	dir  string // removed by TestMain
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if plugin.dir != "" {
+		_ = os.RemoveAll(plugin.dir)
+	}
+	os.Exit(code)
+}
+
+// buildPlugin builds this package, on the first call, into a temporary
+// directory and returns the binary's path.
 func buildPlugin(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "protoc-gen-bankrpc")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
+	plugin.once.Do(func() {
+		plugin.dir, plugin.err = os.MkdirTemp("", "protoc-gen-bankrpc-test-")
+		if plugin.err != nil {
+			return
+		}
+		plugin.path = filepath.Join(plugin.dir, "protoc-gen-bankrpc")
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", plugin.path, ".").CombinedOutput()
+		if err != nil {
+			plugin.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	require.NoError(t, plugin.err)
+	return plugin.path
 }
 
 // runBinary runs bin with args and stdin, and returns its output. The error

@@ -14,7 +14,7 @@ WITH_TOOLS := PATH="$(TOOLS_BIN):$$PATH"
 
 # Run after `buf generate`, when non-empty (e.g. rebuilding the generator's test
 # descriptors).
-GENERATE_EXTRA ?=
+GENERATE_EXTRA ?= protoc-gen-bankrpc/testdata/regen.sh
 
 AMQP_URL_DEFAULT := amqp://guest:guest@127.0.0.1:5672/
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
@@ -41,11 +41,11 @@ generate:
 
 check-generate: generate
 	$(call banner,check-generate: gen/ matches the sources)
-	@stale=$$(git status --porcelain --untracked-files=all -- gen); \
+	@stale=$$(git status --porcelain --untracked-files=all -- gen protoc-gen-bankrpc/testdata); \
 	if [[ -n $$stale ]]; then \
 		echo "$$stale"; \
-		git --no-pager diff --stat -- gen; \
-		git --no-pager diff -- gen; \
+		git --no-pager diff --stat -- gen protoc-gen-bankrpc/testdata; \
+		git --no-pager diff -- gen protoc-gen-bankrpc/testdata; \
 		echo "gen/ is stale: run make generate and commit" >&2; \
 		exit 1; \
 	fi

@@ -496,7 +496,6 @@ func testPersistent(t *testing.T, e *env) {
 	assert.Equal(t, int64(n), e.svc.echoes.Load(), "each queued call must execute exactly once")
 }
 
-
 // longSleep outlasts the moment a test cancels or closes, yet is short,
 // because a server does not learn that a caller gave up: graceful shutdown
 // waits for the handler to finish.

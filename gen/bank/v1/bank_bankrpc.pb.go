@@ -47,8 +47,8 @@ type bankClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewBankClient returns a BankClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewBankClient returns the client of the bank.v1.Bank service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 func NewBankClient(cc transport.ClientConnInterface) BankClient {
 	return &bankClient{cc}
 }
@@ -148,8 +148,8 @@ func (UnimplementedBankServer) Balance(context.Context, *BalanceRequest) (*Balan
 func (UnimplementedBankServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
 	return nil, transport.Errorf(transport.Unimplemented, "method Close not implemented")
 }
-func (UnimplementedBankServer) mustEmbedUnimplementedBankServer() {}
-func (UnimplementedBankServer) testEmbeddedByValue()              {}
+func (UnimplementedBankServer) mustEmbedUnimplementedBankServer()           {}
+func (UnimplementedBankServer) testEmbeddedUnimplementedBankServerByValue() {}
 
 // UnsafeBankServer may be embedded instead of UnimplementedBankServer to opt out
 // of forward compatibility: adding a method then breaks the build.
@@ -160,8 +160,8 @@ type UnsafeBankServer interface {
 // RegisterBankServer registers srv with r, usually a *transport.Server.
 // It panics when srv is nil or embeds UnimplementedBankServer by nil pointer.
 func RegisterBankServer(r transport.ServiceRegistrar, srv BankServer) {
-	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
-		transport.CheckEmbeddedByValue("bank.v1.Bank", t.testEmbeddedByValue)
+	if t, ok := srv.(interface{ testEmbeddedUnimplementedBankServerByValue() }); ok {
+		transport.CheckEmbeddedByValue("bank.v1.Bank", srv, t.testEmbeddedUnimplementedBankServerByValue)
 	}
 	r.RegisterService(&Bank_ServiceDesc, srv)
 }

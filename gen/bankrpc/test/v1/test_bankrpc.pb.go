@@ -40,8 +40,8 @@ type testServiceClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewTestServiceClient returns a TestServiceClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewTestServiceClient returns the client of the bankrpc.test.v1.TestService service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 func NewTestServiceClient(cc transport.ClientConnInterface) TestServiceClient {
 	return &testServiceClient{cc}
 }
@@ -124,8 +124,8 @@ func (UnimplementedTestServiceServer) Panic(context.Context, *PanicRequest) (*Pa
 func (UnimplementedTestServiceServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
 	return nil, transport.Errorf(transport.Unimplemented, "method Progress not implemented")
 }
-func (UnimplementedTestServiceServer) mustEmbedUnimplementedTestServiceServer() {}
-func (UnimplementedTestServiceServer) testEmbeddedByValue()                     {}
+func (UnimplementedTestServiceServer) mustEmbedUnimplementedTestServiceServer()           {}
+func (UnimplementedTestServiceServer) testEmbeddedUnimplementedTestServiceServerByValue() {}
 
 // UnsafeTestServiceServer may be embedded instead of UnimplementedTestServiceServer to opt out
 // of forward compatibility: adding a method then breaks the build.
@@ -136,8 +136,8 @@ type UnsafeTestServiceServer interface {
 // RegisterTestServiceServer registers srv with r, usually a *transport.Server.
 // It panics when srv is nil or embeds UnimplementedTestServiceServer by nil pointer.
 func RegisterTestServiceServer(r transport.ServiceRegistrar, srv TestServiceServer) {
-	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
-		transport.CheckEmbeddedByValue("bankrpc.test.v1.TestService", t.testEmbeddedByValue)
+	if t, ok := srv.(interface{ testEmbeddedUnimplementedTestServiceServerByValue() }); ok {
+		transport.CheckEmbeddedByValue("bankrpc.test.v1.TestService", srv, t.testEmbeddedUnimplementedTestServiceServerByValue)
 	}
 	r.RegisterService(&TestService_ServiceDesc, srv)
 }

@@ -28,8 +28,8 @@ type greeterServiceClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewGreeterServiceClient returns a GreeterServiceClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewGreeterServiceClient returns the client of the quickstart.greeter.v1.GreeterService service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 func NewGreeterServiceClient(cc transport.ClientConnInterface) GreeterServiceClient {
 	return &greeterServiceClient{cc}
 }
@@ -60,8 +60,8 @@ type UnimplementedGreeterServiceServer struct{}
 func (UnimplementedGreeterServiceServer) SayHello(context.Context, *SayHelloRequest) (*SayHelloResponse, error) {
 	return nil, transport.Errorf(transport.Unimplemented, "method SayHello not implemented")
 }
-func (UnimplementedGreeterServiceServer) mustEmbedUnimplementedGreeterServiceServer() {}
-func (UnimplementedGreeterServiceServer) testEmbeddedByValue()                        {}
+func (UnimplementedGreeterServiceServer) mustEmbedUnimplementedGreeterServiceServer()           {}
+func (UnimplementedGreeterServiceServer) testEmbeddedUnimplementedGreeterServiceServerByValue() {}
 
 // UnsafeGreeterServiceServer may be embedded instead of UnimplementedGreeterServiceServer to opt out
 // of forward compatibility: adding a method then breaks the build.
@@ -72,8 +72,8 @@ type UnsafeGreeterServiceServer interface {
 // RegisterGreeterServiceServer registers srv with r, usually a *transport.Server.
 // It panics when srv is nil or embeds UnimplementedGreeterServiceServer by nil pointer.
 func RegisterGreeterServiceServer(r transport.ServiceRegistrar, srv GreeterServiceServer) {
-	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
-		transport.CheckEmbeddedByValue("quickstart.greeter.v1.GreeterService", t.testEmbeddedByValue)
+	if t, ok := srv.(interface{ testEmbeddedUnimplementedGreeterServiceServerByValue() }); ok {
+		transport.CheckEmbeddedByValue("quickstart.greeter.v1.GreeterService", srv, t.testEmbeddedUnimplementedGreeterServiceServerByValue)
 	}
 	r.RegisterService(&GreeterService_ServiceDesc, srv)
 }

@@ -52,8 +52,8 @@ type ledgerServiceClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewLedgerServiceClient returns a LedgerServiceClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewLedgerServiceClient returns the client of the gentest.v1.LedgerService service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 func NewLedgerServiceClient(cc transport.ClientConnInterface) LedgerServiceClient {
 	return &ledgerServiceClient{cc}
 }
@@ -169,7 +169,7 @@ type UnsafeLedgerServiceServer interface {
 // It panics when srv is nil or embeds UnimplementedLedgerServiceServer by nil pointer.
 func RegisterLedgerServiceServer(r transport.ServiceRegistrar, srv LedgerServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedLedgerServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.v1.LedgerService", t.testEmbeddedUnimplementedLedgerServiceServerByValue)
+		transport.CheckEmbeddedByValue("gentest.v1.LedgerService", srv, t.testEmbeddedUnimplementedLedgerServiceServerByValue)
 	}
 	r.RegisterService(&LedgerService_ServiceDesc, srv)
 }
@@ -335,8 +335,8 @@ type auditServiceClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewAuditServiceClient returns a AuditServiceClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewAuditServiceClient returns the client of the gentest.v1.AuditService service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 //
 // Deprecated: Do not use.
 func NewAuditServiceClient(cc transport.ClientConnInterface) AuditServiceClient {
@@ -387,7 +387,7 @@ type UnsafeAuditServiceServer interface {
 // Deprecated: Do not use.
 func RegisterAuditServiceServer(r transport.ServiceRegistrar, srv AuditServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedAuditServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.v1.AuditService", t.testEmbeddedUnimplementedAuditServiceServerByValue)
+		transport.CheckEmbeddedByValue("gentest.v1.AuditService", srv, t.testEmbeddedUnimplementedAuditServiceServerByValue)
 	}
 	r.RegisterService(&AuditService_ServiceDesc, srv)
 }

@@ -28,8 +28,8 @@ type counterServiceClient struct {
 	cc transport.ClientConnInterface
 }
 
-// NewCounterServiceClient returns a CounterServiceClient that sends its calls through cc,
-// usually a *transport.Conn over one of the bankrpc backends.
+// NewCounterServiceClient returns the client of the gentest.editions.v1.CounterService service. It sends its
+// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
 func NewCounterServiceClient(cc transport.ClientConnInterface) CounterServiceClient {
 	return &counterServiceClient{cc}
 }
@@ -73,7 +73,7 @@ type UnsafeCounterServiceServer interface {
 // It panics when srv is nil or embeds UnimplementedCounterServiceServer by nil pointer.
 func RegisterCounterServiceServer(r transport.ServiceRegistrar, srv CounterServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedCounterServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.editions.v1.CounterService", t.testEmbeddedUnimplementedCounterServiceServerByValue)
+		transport.CheckEmbeddedByValue("gentest.editions.v1.CounterService", srv, t.testEmbeddedUnimplementedCounterServiceServerByValue)
 	}
 	r.RegisterService(&CounterService_ServiceDesc, srv)
 }

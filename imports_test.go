@@ -47,6 +47,8 @@ var importTable = []importRule{
 	// Programs and harnesses that measure the module from outside, like
 	// examples/: the bench command and each backend's raw-vs-bankrpc harness.
 	{pkg: "cmd/...", any: true},
+	// Closed-loop load and latency statistics for the harnesses; standard library only.
+	{pkg: "internal/loadgen"},
 	{pkg: "transport/zmq/zmqbench", any: true},
 	{pkg: "transport/amqp/amqpbench", any: true},
 }

@@ -1,0 +1,140 @@
+// Package loadgen drives closed-loop load and summarises latencies, for the
+// benchmark harnesses and the bankrpc-bench command: each caller sends its
+// next request when the previous reply arrives, as in BASELINE.md.
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Result summarises one run.
+type Result struct {
+	Callers  int
+	Requests int
+	Elapsed  time.Duration
+	PerSec   float64
+	P50, P99 time.Duration
+	Mean     time.Duration
+	Stddev   time.Duration
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("%d callers: %d req in %v = %.0f req/s, p50 %v, p99 %v",
+		r.Callers, r.Requests, r.Elapsed.Round(time.Millisecond), r.PerSec, r.P50, r.P99)
+}
+
+// Call is one request of caller number caller; it returns when the reply
+// arrived.
+type Call func(ctx context.Context, caller int) error
+
+// ClosedLoop runs callers goroutines that call in a loop for duration d,
+// after a short warm-up, and stops at the first error.
+func ClosedLoop(ctx context.Context, callers int, d time.Duration, call Call) (Result, error) {
+	warm, cancel := context.WithTimeout(ctx, min(d/5, 200*time.Millisecond))
+	_, err := run(warm, callers, 0, call)
+	cancel()
+	if err != nil && ctx.Err() == nil && warm.Err() == nil {
+		return Result{}, fmt.Errorf("warm-up: %w", err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return run(runCtx, callers, 0, call)
+}
+
+// Count makes n calls, at most inFlight at a time, and reports the latency of
+// each: the thesis's experiment (n trivial calls, mean and deviation).
+func Count(ctx context.Context, n, inFlight int, call Call) (Result, error) {
+	return run(ctx, inFlight, n, call)
+}
+
+// run calls until ctx ends (limit 0) or limit calls were made.
+func run(ctx context.Context, callers, limit int, call Call) (Result, error) {
+	var (
+		mu    sync.Mutex
+		lats  []time.Duration
+		first error
+		next  int
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	for c := range callers {
+		wg.Go(func() {
+			own := make([]time.Duration, 0, 1024)
+			defer func() {
+				mu.Lock()
+				lats = append(lats, own...)
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil {
+				if limit > 0 {
+					mu.Lock()
+					if next == limit || first != nil {
+						mu.Unlock()
+						return
+					}
+					next++
+					mu.Unlock()
+				}
+				t0 := time.Now()
+				if err := call(ctx, c); err != nil {
+					if ctx.Err() == nil {
+						mu.Lock()
+						if first == nil {
+							first = err
+						}
+						mu.Unlock()
+					}
+					return
+				}
+				own = append(own, time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	r := summarise(callers, time.Since(start), lats)
+	if first != nil {
+		return r, first
+	}
+	if limit > 0 && r.Requests < limit {
+		return r, fmt.Errorf("made %d of %d calls: %w", r.Requests, limit, context.Cause(ctx))
+	}
+	return r, nil
+}
+
+func summarise(callers int, elapsed time.Duration, lats []time.Duration) Result {
+	r := Result{Callers: callers, Requests: len(lats), Elapsed: elapsed}
+	if len(lats) == 0 {
+		return r
+	}
+	slices.Sort(lats)
+	r.PerSec = float64(len(lats)) / elapsed.Seconds()
+	r.P50 = lats[len(lats)/2]
+	r.P99 = lats[min(len(lats)-1, len(lats)*99/100)]
+	var sum float64
+	for _, l := range lats {
+		sum += float64(l)
+	}
+	mean := sum / float64(len(lats))
+	var sq float64
+	for _, l := range lats {
+		sq += (float64(l) - mean) * (float64(l) - mean)
+	}
+	r.Mean = time.Duration(mean)
+	r.Stddev = time.Duration(math.Sqrt(sq / float64(len(lats))))
+	return r
+}
+
+// Median returns the median of xs (the lower middle for an even count).
+func Median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[(len(s)-1)/2]
+}

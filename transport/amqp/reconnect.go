@@ -75,17 +75,18 @@ type session interface {
 func (k *connector) supervise(ctx context.Context, first session, open func() (session, error)) {
 	backoff := k.min
 	s := first
-	for {
-		if s == nil {
+	for lost := false; ; lost = true {
+		for s == nil {
 			var err error
 			if s, err = open(); err != nil {
-				k.logger.WarnContext(ctx, "amqp: reconnect failed", "error", err, "retry_in", backoff)
+				k.logger.WarnContext(ctx, "amqp: connect failed", "error", err, "retry_in", backoff)
 				if !sleep(ctx, jitter(backoff)) {
 					return
 				}
 				backoff = min(backoff*2, k.max)
-				continue
 			}
+		}
+		if lost {
 			k.logger.InfoContext(ctx, "amqp: reconnected")
 		}
 		started := time.Now()

@@ -1,0 +1,441 @@
+package amqp
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// Client is the client half of the AMQP backend: a transport.ClientTransport
+// that publishes requests to a service's queue and matches the replies in the
+// client's own queues by call id (the correlation-id property).
+//
+// A call counts as sent once the broker confirmed its request; a request not
+// confirmed when the connection broke is published again, with the same call
+// id, on the next connection. Replies for calls no longer in flight are kept
+// for a while for a call re-issued with the same id, then dropped (see
+// ClientConfig.OrphanReplies).
+//
+// A Client is safe for concurrent use. Close is idempotent, may be called
+// from any goroutine, and fails the calls in flight with transport.ErrClosed;
+// their requests stay queued and their replies wait in the durable result
+// queue for a client restarted with the same ClientName.
+type Client struct {
+	cfg       ClientConfig
+	connector *connector
+	userID    string
+
+	mu      sync.Mutex // guards pending, orphans, sess, closed
+	pending map[string]*call
+	orphans orphans
+	sess    *clientSession // the session calls are published on; nil while reconnecting
+	closed  bool
+
+	done      chan struct{} // closed by Close
+	stop      context.CancelFunc
+	wg        sync.WaitGroup // the supervisor goroutine
+	closeOnce sync.Once
+}
+
+var (
+	_ transport.ClientTransport = (*Client)(nil)
+	_ transport.StatusCapable   = (*Client)(nil)
+)
+
+// call is one call in flight.
+type call struct {
+	id       string
+	frame    []byte
+	deadline time.Time
+	onStatus func([]byte)
+	outcome  chan outcome // buffered 1: receives the one outcome of the call
+
+	// Guarded by Client.mu.
+	sentOn    *clientSession // the session of the last publish, to publish once per session
+	confirmed bool           // the broker holds the request: never publish it again
+}
+
+// Dial connects to the broker at url (amqp://user:password@host:port/vhost),
+// checks that the service's exchange and queue exist (a server of the service
+// declares them), and declares the client's queues. It returns an error when
+// the first connection fails; later connection losses are repaired in the
+// background.
+func Dial(url string, cfg ClientConfig) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	uri, err := amqp091.ParseURI(url)
+	if err != nil {
+		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
+	}
+	c := &Client{
+		cfg:       cfg,
+		connector: newConnector(url, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
+		pending:   make(map[string]*call),
+		orphans:   newOrphans(cfg.OrphanReplies, cfg.OrphanTTL),
+		done:      make(chan struct{}),
+	}
+	if !cfg.NoUserID {
+		c.userID = uri.Username
+	}
+	first, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.connector.supervise(ctx, first, c.open)
+	}()
+	return c, nil
+}
+
+// Name returns the client name its queues derive from (random unless
+// ClientConfig.ClientName was set).
+func (c *Client) Name() string { return c.cfg.ClientName }
+
+// CarriesStatus reports that the client delivers status messages to
+// transport.Call.OnStatus.
+func (c *Client) CarriesStatus() bool { return true }
+
+// RoundTrip publishes call's request and waits for its reply. A call whose
+// id has a reply kept from before (see ClientConfig.OrphanReplies) gets that
+// reply without publishing anything.
+func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if tc.ID == "" {
+		return nil, transport.Errorf(transport.InvalidArgument, "amqp: call to %s has no call id", tc.Method)
+	}
+	pc := &call{id: tc.ID, frame: tc.Frame, deadline: tc.Deadline, onStatus: tc.OnStatus, outcome: make(chan outcome, 1)}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, transport.ErrClosed
+	}
+	if o, ok := c.orphans.take(tc.ID, time.Now()); ok {
+		c.mu.Unlock()
+		return o.frame, o.err
+	}
+	if _, dup := c.pending[tc.ID]; dup {
+		c.mu.Unlock()
+		return nil, transport.Errorf(transport.FailedPrecondition, "amqp: call %q is already in flight on this client", tc.ID)
+	}
+	c.pending[tc.ID] = pc
+	s := c.sess
+	c.mu.Unlock()
+	defer c.forget(pc)
+
+	if s != nil {
+		s.send(pc)
+	}
+	select {
+	case o := <-pc.outcome:
+		return o.frame, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, transport.ErrClosed
+	}
+}
+
+// Close stops the client: calls in flight fail with transport.ErrClosed, the
+// connection is closed and the background goroutines have ended when it
+// returns.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		close(c.done)
+		c.stop()
+		c.wg.Wait()
+	})
+	return nil
+}
+
+// forget drops pc from the calls in flight, if it is still there.
+func (c *Client) forget(pc *call) {
+	c.mu.Lock()
+	if c.pending[pc.id] == pc {
+		delete(c.pending, pc.id)
+	}
+	c.mu.Unlock()
+}
+
+// finish ends pc with o unless it already ended.
+func (c *Client) finish(pc *call, o outcome) {
+	c.mu.Lock()
+	mine := c.pending[pc.id] == pc
+	if mine {
+		delete(c.pending, pc.id)
+	}
+	c.mu.Unlock()
+	if mine {
+		pc.outcome <- o
+	}
+}
+
+// deliver ends the call id with o, or keeps o for a re-issued call.
+func (c *Client) deliver(id string, o outcome) {
+	c.mu.Lock()
+	pc := c.pending[id]
+	if pc != nil {
+		delete(c.pending, id)
+	} else {
+		c.orphans.put(id, o, time.Now())
+	}
+	c.mu.Unlock()
+	if pc != nil {
+		pc.outcome <- o
+		return
+	}
+	c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
+}
+
+// status hands a status frame to its call's OnStatus.
+func (c *Client) status(id string, frame []byte) {
+	c.mu.Lock()
+	pc := c.pending[id]
+	c.mu.Unlock()
+	if pc != nil && pc.onStatus != nil {
+		pc.onStatus(frame)
+	}
+}
+
+// confirmed records the broker's answer to a request.
+func (c *Client) confirmed(pc *call, o confirmOutcome) {
+	switch o {
+	case confirmAcked:
+		c.mu.Lock()
+		pc.confirmed = true
+		c.mu.Unlock()
+	case confirmNacked:
+		c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
+	case confirmLost:
+		// Published again on the next connection, by attach.
+	}
+}
+
+// open dials and sets up a session.
+func (c *Client) open() (session, error) {
+	conn, err := c.connector.dial()
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.setup(conn)
+	if err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return s, nil
+}
+
+// clientSession is one connection: a confirm-mode channel publishing
+// requests, and a channel consuming the client's three queues.
+type clientSession struct {
+	c        *Client
+	conn     *amqp091.Connection
+	pub      *publisher
+	results  <-chan amqp091.Delivery
+	errs     <-chan amqp091.Delivery
+	statuses <-chan amqp091.Delivery
+	returns  <-chan amqp091.Return
+	closed   [3]<-chan *amqp091.Error // connection, publishing channel, consuming channel
+}
+
+func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
+	s := &clientSession{c: c, conn: conn}
+	pubCh, err := conn.Channel()
+	if err != nil {
+		return nil, channelError(err)
+	}
+	if err := declareClient(pubCh, c.cfg); err != nil {
+		return nil, err
+	}
+	if s.pub, err = newPublisher(pubCh); err != nil {
+		return nil, channelError(err)
+	}
+	s.returns = pubCh.NotifyReturn(make(chan amqp091.Return, 64))
+	conCh, err := conn.Channel()
+	if err != nil {
+		return nil, channelError(err)
+	}
+	if err := conCh.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return nil, channelError(err)
+	}
+	if s.results, err = conCh.Consume(ResultQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
+		return nil, channelError(err)
+	}
+	if s.errs, err = conCh.Consume(ErrorQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
+		return nil, channelError(err)
+	}
+	// Statuses are best-effort: acknowledged on delivery.
+	if s.statuses, err = conCh.Consume(StatusQueue(c.cfg.ClientName), "", true, true, false, false, nil); err != nil {
+		return nil, channelError(err)
+	}
+	s.closed = [3]<-chan *amqp091.Error{notifyClose(conn), notifyClose(pubCh), notifyClose(conCh)}
+	return s, nil
+}
+
+// run attaches the session, then dispatches replies, errors, statuses and
+// returned requests until the connection fails or ctx ends.
+func (s *clientSession) run(ctx context.Context) error {
+	var confirms sync.WaitGroup
+	confirms.Go(s.pub.run)
+	defer func() {
+		s.c.detach(s)
+		closeConn(s.conn)
+		confirms.Wait()
+	}()
+	s.c.attach(s)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-s.closed[0]:
+			return closedError("connection", e)
+		case e := <-s.closed[1]:
+			return closedError("publishing channel", e)
+		case e := <-s.closed[2]:
+			return closedError("consuming channel", e)
+		case d, ok := <-s.results:
+			if !ok {
+				return closedError("result consumer", nil)
+			}
+			// Statuses sent before the reply usually arrived before it.
+			s.drainStatuses()
+			s.c.deliver(d.CorrelationId, outcome{frame: d.Body})
+			_ = d.Ack(false) // a failed ack means a lost connection: the reply comes again, and is dropped as a duplicate
+		case d, ok := <-s.errs:
+			if !ok {
+				return closedError("error consumer", nil)
+			}
+			s.c.deliver(d.CorrelationId, outcome{err: errorFromQueue(d)})
+			_ = d.Ack(false)
+		case d, ok := <-s.statuses:
+			if !ok {
+				return closedError("status consumer", nil)
+			}
+			s.c.status(d.CorrelationId, d.Body)
+		case r, ok := <-s.returns:
+			if !ok {
+				return closedError("publishing channel", nil)
+			}
+			s.c.returned(r)
+		}
+	}
+}
+
+func (s *clientSession) drainStatuses() {
+	for {
+		select {
+		case d, ok := <-s.statuses:
+			if !ok {
+				return
+			}
+			s.c.status(d.CorrelationId, d.Body)
+		default:
+			return
+		}
+	}
+}
+
+// attach makes s the session calls are published on, and publishes on it
+// every request the broker has not confirmed yet.
+func (c *Client) attach(s *clientSession) {
+	c.mu.Lock()
+	c.sess = s
+	var resend []*call
+	for _, pc := range c.pending {
+		if !pc.confirmed {
+			resend = append(resend, pc)
+		}
+	}
+	c.mu.Unlock()
+	for _, pc := range resend {
+		s.send(pc)
+	}
+	if len(resend) > 0 {
+		c.connector.logger.Info("amqp: published unconfirmed requests again", "count", len(resend))
+	}
+}
+
+func (c *Client) detach(s *clientSession) {
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+}
+
+// send publishes pc's request on s, unless s is no longer current, the
+// request was already published on s or confirmed, or the call has ended.
+func (s *clientSession) send(pc *call) {
+	c := s.c
+	c.mu.Lock()
+	if c.sess != s || pc.sentOn == s || pc.confirmed || c.pending[pc.id] != pc {
+		c.mu.Unlock()
+		return
+	}
+	pc.sentOn = s
+	c.mu.Unlock()
+
+	now := time.Now()
+	if !pc.deadline.IsZero() && !now.Before(pc.deadline) {
+		return // the caller's ctx ends now: nothing to send
+	}
+	msg := amqp091.Publishing{
+		ContentType:   contentProto,
+		Type:          typeRequest,
+		AppId:         appID,
+		DeliveryMode:  amqp091.Persistent,
+		CorrelationId: pc.id,
+		MessageId:     pc.id,
+		ReplyTo:       ResultQueue(c.cfg.ClientName),
+		Expiration:    expiration(pc.deadline, now),
+		Timestamp:     now,
+		UserId:        c.userID,
+		Body:          pc.frame,
+	}
+	// mandatory: a request no queue takes comes back (see returned) instead
+	// of vanishing. A failed publish means a lost connection: attach
+	// publishes the request again on the next one.
+	_ = s.pub.publish(RequestExchange, c.cfg.Service, true, msg, func(o confirmOutcome) { c.confirmed(pc, o) })
+}
+
+// returned fails a call whose request no queue took.
+func (c *Client) returned(r amqp091.Return) {
+	c.mu.Lock()
+	pc := c.pending[r.CorrelationId]
+	c.mu.Unlock()
+	if pc == nil {
+		return
+	}
+	c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable,
+		"amqp: request %s was not routed: exchange %s has no queue bound for service %q (%d %s)",
+		pc.id, r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText)})
+}
+
+// errorFromQueue turns a plain-text error-queue message into an error with
+// the code of its bankrpc-code header (Internal without one).
+func errorFromQueue(d amqp091.Delivery) error {
+	code := transport.Internal
+	if n, ok := intHeader(d.Headers, headerCode); ok && n > 0 && n <= 1<<31-1 {
+		code = transport.Code(n)
+	}
+	return transport.NewError(code, string(d.Body))
+}
+
+// channelError describes a failure to open or set up a channel.
+func channelError(err error) error {
+	return transport.Errorf(transport.Unavailable, "amqp: set up channel: %v", err)
+}

@@ -1,0 +1,279 @@
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// envURL names the variable that turns the RabbitMQ tests on.
+const envURL = "BANKRPC_AMQP_URL"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	privateNodeStop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var (
+	brokerOnce sync.Once
+	brokerErr  error
+)
+
+// brokerURL returns the broker of the tests. It skips when BANKRPC_AMQP_URL
+// is not set, and fails loudly when it is set but nothing answers there.
+func brokerURL(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv(envURL)
+	if url == "" {
+		t.Skipf("RabbitMQ tests are off: set %s (make test sets %s=amqp://guest:guest@127.0.0.1:5672/)", envURL, envURL)
+	}
+	brokerOnce.Do(func() {
+		conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+		if err != nil {
+			brokerErr = err
+			return
+		}
+		brokerErr = conn.Close()
+	})
+	if brokerErr != nil {
+		t.Fatalf("%s=%s is set but the broker does not answer: %v (start it with scripts/broker.sh)", envURL, redactURL(url), brokerErr)
+	}
+	return url
+}
+
+var nameChars = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
+// uniqueName returns a name for a service or a client that no other test or
+// test run uses.
+func uniqueName(t *testing.T) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	base := strings.Trim(nameChars.ReplaceAllString(t.Name(), "-"), "-")
+	if len(base) > 60 {
+		base = base[len(base)-60:]
+	}
+	return "test-" + base + "-" + hex.EncodeToString(b[:])
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// deleteQueues deletes queues at the end of the test.
+func deleteQueues(t *testing.T, url string, queues ...string) {
+	t.Cleanup(func() {
+		conn, err := amqp091.Dial(url)
+		if err != nil {
+			t.Logf("delete test queues: %v", err)
+			return
+		}
+		defer conn.Close()
+		for _, q := range queues {
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Logf("delete test queue %s: %v", q, err)
+				return
+			}
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				t.Logf("delete test queue %s: %v", q, err)
+			}
+			_ = ch.Close()
+		}
+	})
+}
+
+// testLogger logs through t, so failures show what the backend saw.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// listen declares a service; its queues are deleted at the end of the test.
+func listen(t *testing.T, url string, cfg ServerConfig) *Server {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	s, err := Listen(url, cfg)
+	require.NoError(t, err)
+	deleteQueues(t, url, ServiceQueue(cfg.Service), DeadLetterQueue(cfg.Service))
+	return s
+}
+
+// serve runs s with h until the end of the test, or until the returned stop
+// is called; stop waits for Serve to return.
+func serve(t *testing.T, s *Server, h transport.Handler) (stop func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background(), h) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			require.NoError(t, s.Close())
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Errorf("Serve of %s did not return within 30s of Close", s.cfg.Service)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// dial connects a client; its queues are deleted at the end of the test.
+func dial(t *testing.T, url string, cfg ClientConfig) *Client {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	c, err := Dial(url, cfg)
+	require.NoError(t, err)
+	deleteQueues(t, url, ResultQueue(c.Name()), ErrorQueue(c.Name()))
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// ledger is a TestService whose Echo applies each call id once, as the bank
+// does: a repeat gets the recorded reply. It counts executions and effects.
+type ledger struct {
+	testv1.UnimplementedTestServiceServer
+
+	// before, when set, runs in Echo before the effect is applied.
+	before func(ctx context.Context, callID string, in *testv1.EchoRequest)
+
+	mu         sync.Mutex
+	executions map[string]int                  // handler runs per call id
+	applied    map[string]*testv1.EchoResponse // the effect: one reply per call id
+	byServer   map[string]int                  // handler runs per server label (see labelled)
+}
+
+func newLedger() *ledger {
+	return &ledger{executions: make(map[string]int), applied: make(map[string]*testv1.EchoResponse), byServer: make(map[string]int)}
+}
+
+func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
+	id := transport.CallIDFromContext(ctx)
+	l.mu.Lock()
+	l.executions[id]++
+	label, _ := ctx.Value(serverLabelKey{}).(string)
+	l.byServer[label]++
+	if r, ok := l.applied[id]; ok {
+		l.mu.Unlock()
+		return r, nil
+	}
+	l.mu.Unlock()
+	if l.before != nil {
+		l.before(ctx, id, in)
+	}
+	resp := &testv1.EchoResponse{Payload: in.GetPayload(), Tag: in.GetTag(), CallId: id}
+	if p, ok := transport.PeerFromContext(ctx); ok {
+		resp.PeerIdentity = p.Identity
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.applied[id]; ok {
+		return r, nil
+	}
+	l.applied[id] = resp
+	return resp, nil
+}
+
+func (l *ledger) counts() (executions, effects int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.executions {
+		executions += n
+	}
+	return executions, len(l.applied)
+}
+
+func (l *ledger) executionsOf(id string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.executions[id]
+}
+
+// handlerFor returns a transport.Server serving l.
+func handlerFor(l *ledger, opts ...transport.ServerOption) *transport.Server {
+	s := transport.NewServer(opts...)
+	testv1.RegisterTestServiceServer(s, l)
+	return s
+}
+
+// labelled marks every request it passes to h with the server label, so a
+// test can tell which replica ran a call.
+func labelled(label string, h transport.Handler) transport.Handler {
+	return transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
+		return h.HandleFrame(context.WithValue(ctx, serverLabelKey{}, label), frame)
+	})
+}
+
+type serverLabelKey struct{}
+
+// connTracker dials TCP connections it can later cut, as a crash or a
+// network failure would: the broker sees the socket close and requeues the
+// unacknowledged deliveries.
+type connTracker struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (k *connTracker) dial(network, addr string) (net.Conn, error) {
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil { // the handshake; amqp091 clears it
+		_ = c.Close()
+		return nil, err
+	}
+	k.mu.Lock()
+	k.conns = append(k.conns, c)
+	k.mu.Unlock()
+	return c, nil
+}
+
+// cut closes every connection dialled so far and reports how many.
+func (k *connTracker) cut() int {
+	k.mu.Lock()
+	conns := k.conns
+	k.conns = nil
+	k.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return len(conns)
+}

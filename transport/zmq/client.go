@@ -232,6 +232,15 @@ func (c *Client) noReply(r *request, start time.Time) error {
 		c.endpoint, r.attempts.Load(), time.Since(start).Round(time.Millisecond), why)
 }
 
+func (c *Client) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
 func (c *Client) setReason(s string) { c.reason.Store(&s) }
 
 // Close closes the socket; calls in flight return transport.ErrClosed.
@@ -274,7 +283,7 @@ func (c *Client) run() {
 			c.stopOnError("poller", err)
 			return
 		}
-		polled, err := poller.PollAll(timeout)
+		polled, err := c.box.poll(poller, timeout, c.isClosing)
 		if err != nil {
 			c.stopOnError("poll", err)
 			return
@@ -285,10 +294,8 @@ func (c *Client) run() {
 		if polled[iBox].Events&zmq4.POLLIN != 0 {
 			c.box.drain()
 		}
-		select {
-		case <-c.closing:
+		if c.isClosing() {
 			return
-		default:
 		}
 		now = time.Now()
 		batch = c.box.take(batch[:0])
@@ -299,8 +306,8 @@ func (c *Client) run() {
 		if polled[iDealer].Events&zmq4.POLLOUT != 0 {
 			c.flush(now)
 		}
-		if polled[iDealer].Events&zmq4.POLLIN != 0 {
-			c.readReplies()
+		if polled[iDealer].Events&zmq4.POLLIN != 0 && c.readReplies() > 0 {
+			yield()
 		}
 	}
 }
@@ -408,15 +415,16 @@ func (c *Client) drop(r *request) {
 	delete(c.pending, r.id)
 }
 
-// readReplies delivers every reply the socket holds.
-func (c *Client) readReplies() {
+// readReplies delivers every reply the socket holds and returns how many
+// callers it woke.
+func (c *Client) readReplies() (woken int) {
 	for {
 		id, err := c.dealer.RecvBytes(zmq4.DONTWAIT)
 		if err != nil {
 			if !isEAGAIN(err) {
 				c.log.Error("zmq: receive a reply", "endpoint", c.endpoint, "error", err)
 			}
-			return
+			return woken
 		}
 		body, ok := c.recvRest()
 		if !ok {
@@ -433,6 +441,7 @@ func (c *Client) readReplies() {
 		for _, x := range r.extra {
 			x.done <- append([]byte(nil), body...)
 		}
+		woken += 1 + len(r.extra)
 	}
 }
 

@@ -2,6 +2,7 @@ package zmq
 
 import (
 	"sync"
+	"time"
 
 	zmq4 "github.com/pebbe/zmq4"
 )
@@ -16,9 +17,10 @@ import (
 // put and wake are safe for concurrent use; rx, drain, take and close belong
 // to the owner goroutine.
 type mailbox[T any] struct {
-	mu       sync.Mutex // guards items, signaled, closed and every use of tx
+	mu       sync.Mutex // guards items, asleep, signaled, closed and every use of tx
 	items    []T
-	signaled bool // a wake-up was sent since the last take
+	asleep   bool // the owner is in, or about to enter, zmq_poll
+	signaled bool // a wake-up was sent during this sleep
 	closed   bool
 	tx       *zmq4.Socket // PAIR, connected to rx
 	rx       *zmq4.Socket // PAIR, bound; polled by the owner
@@ -62,7 +64,8 @@ func (m *mailbox[T]) put(v T) bool {
 	return true
 }
 
-// wake wakes the owner without an item.
+// wake wakes the owner without an item. The owner must check the reason for
+// the wake-up (a flag set before wake) before it sleeps again.
 func (m *mailbox[T]) wake() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -72,7 +75,7 @@ func (m *mailbox[T]) wake() {
 }
 
 func (m *mailbox[T]) signalLocked() {
-	if m.signaled {
+	if !m.asleep || m.signaled {
 		return
 	}
 	// An inproc PAIR with an empty queue never refuses a message; should it
@@ -92,15 +95,49 @@ func (m *mailbox[T]) drain() {
 	}
 }
 
-// take appends the queued items to dst and returns it. Items put after take
-// signal again, so none is left behind without a wake-up.
+// poll runs p.PollAll, blocking for up to timeout only when no item is
+// queued and stop reports false once the mailbox knows the owner sleeps.
+// stop checks the flags that wake is used for.
+func (m *mailbox[T]) poll(p *zmq4.Poller, timeout time.Duration, stop func() bool) ([]zmq4.Polled, error) {
+	if !m.sleep() {
+		return p.PollAll(0)
+	}
+	if stop() {
+		m.awake()
+		return p.PollAll(0)
+	}
+	polled, err := p.PollAll(timeout)
+	m.awake()
+	return polled, err
+}
+
+// sleep tells the mailbox the owner is about to block in zmq_poll, so that
+// puts from now on signal. It reports false, and the owner must not block,
+// when items are already queued.
+func (m *mailbox[T]) sleep() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.items) > 0 {
+		return false
+	}
+	m.asleep = true
+	return true
+}
+
+// awake tells the mailbox the owner is back from zmq_poll.
+func (m *mailbox[T]) awake() {
+	m.mu.Lock()
+	m.asleep, m.signaled = false, false
+	m.mu.Unlock()
+}
+
+// take appends the queued items to dst and returns it.
 func (m *mailbox[T]) take(dst []T) []T {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dst = append(dst, m.items...)
 	clear(m.items)
 	m.items = m.items[:0]
-	m.signaled = false
 	return dst
 }
 

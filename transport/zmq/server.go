@@ -235,7 +235,7 @@ func (s *Server) loop(jobs chan<- *job) error {
 		if _, err := poller.Update(iRouter, want); err != nil {
 			return transport.Errorf(transport.Internal, "zmq: server %s: poller: %v", s.addr, err)
 		}
-		polled, err := poller.PollAll(-1)
+		polled, err := s.box.poll(poller, -1, s.stopping.Load)
 		if err != nil {
 			s.log.Error("zmq: poll failed; the server stops", "addr", s.addr, "error", err)
 			return transport.Errorf(transport.Internal, "zmq: server %s: poll: %v", s.addr, err)
@@ -254,6 +254,7 @@ func (s *Server) loop(jobs chan<- *job) error {
 		if iZAP >= 0 && polled[iZAP].Events&zmq4.POLLIN != 0 {
 			s.zap.serve()
 		}
+		dispatched := 0
 		for want != 0 && inflight < s.cfg.Workers && !s.stopping.Load() {
 			var j *job
 			if n := len(free); n > 0 {
@@ -271,7 +272,11 @@ func (s *Server) loop(jobs chan<- *job) error {
 				continue
 			}
 			inflight++
+			dispatched++
 			jobs <- j
+		}
+		if dispatched > 0 {
+			yield()
 		}
 	}
 }

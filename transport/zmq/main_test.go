@@ -1,0 +1,190 @@
+package zmq_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	zmq4 "github.com/pebbe/zmq4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bankrpc/bankrpc/codec"
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/zmq"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// needZMQ skips tests that open sockets unless BANKRPC_ZMQ is set, as
+// `make test` does: a bare `go test ./...` stays quick and local.
+func needZMQ(t testing.TB) {
+	t.Helper()
+	if os.Getenv("BANKRPC_ZMQ") == "" {
+		t.Skip("set BANKRPC_ZMQ=1 to run the ZeroMQ backend against libzmq")
+	}
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// svc implements the test service: Echo reports what the server saw, Sleep
+// waits, and both count their calls.
+type svc struct {
+	testv1.UnimplementedTestServiceServer
+	echoes atomic.Int64
+	sleeps atomic.Int64
+	tag    string // returned by Echo when the request has no tag: tells servers apart
+}
+
+func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
+	s.echoes.Add(1)
+	p, _ := transport.PeerFromContext(ctx)
+	tag := in.GetTag()
+	if tag == "" {
+		tag = s.tag
+	}
+	return &testv1.EchoResponse{
+		Payload:      in.GetPayload(),
+		Tag:          tag,
+		CallId:       transport.CallIDFromContext(ctx),
+		PeerIdentity: p.Identity,
+		Metadata:     map[string]string{"transport": p.Transport, "addr": p.Addr},
+	}, nil
+}
+
+func (s *svc) Sleep(ctx context.Context, in *testv1.SleepRequest) (*testv1.SleepResponse, error) {
+	s.sleeps.Add(1)
+	select {
+	case <-time.After(time.Duration(in.GetNanos())):
+		return &testv1.SleepResponse{}, nil
+	case <-ctx.Done():
+		return &testv1.SleepResponse{Interrupted: true}, nil
+	}
+}
+
+func newRPCServer(s *svc, opts ...transport.ServerOption) *transport.Server {
+	srv := transport.NewServer(opts...)
+	testv1.RegisterTestServiceServer(srv, s)
+	return srv
+}
+
+// serve listens on a free port of 127.0.0.1 and serves h until the test
+// ends.
+func serve(t *testing.T, cfg zmq.ServerConfig, h transport.Handler) *zmq.Server {
+	t.Helper()
+	s, err := zmq.Listen("tcp://127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	serveOn(t, s, h)
+	return s
+}
+
+// serveOn serves h on s until the test ends.
+func serveOn(t *testing.T, s *zmq.Server, h transport.Handler) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background(), h) }()
+	t.Cleanup(func() {
+		assert.NoError(t, s.Close())
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return within 10s of Close")
+		}
+	})
+}
+
+func dial(t *testing.T, addr string, cfg zmq.ClientConfig) *zmq.Client {
+	t.Helper()
+	c, err := zmq.Dial(addr, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	return c
+}
+
+func stub(t *testing.T, ct transport.ClientTransport) testv1.TestServiceClient {
+	return testv1.NewTestServiceClient(transport.NewConn(ct))
+}
+
+// echoFrame encodes an Echo request envelope.
+func echoFrame(t *testing.T, callID, tag string) []byte {
+	t.Helper()
+	payload, err := proto.Marshal(&testv1.EchoRequest{Tag: tag})
+	require.NoError(t, err)
+	frame, err := codec.EncodeRequest(&wirev1.Request{CallId: callID, Method: testv1.TestService_Echo_FullMethodName, Payload: payload})
+	require.NoError(t, err)
+	return frame
+}
+
+// echoTag decodes an Echo result envelope and returns the echoed tag.
+func echoTag(t *testing.T, frame []byte) string {
+	t.Helper()
+	res, err := codec.DecodeResult(frame, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint32(transport.OK), res.GetCode(), "reason: %s", res.GetReason())
+	var out testv1.EchoResponse
+	require.NoError(t, proto.Unmarshal(res.GetPayload(), &out))
+	return out.GetTag()
+}
+
+// rawSocket opens a pebbe/zmq4 socket in a context of its own, with a
+// receive timeout, closed when the test ends.
+func rawSocket(t *testing.T, typ zmq4.Type) *zmq4.Socket {
+	t.Helper()
+	zctx, err := zmq4.NewContext()
+	require.NoError(t, err)
+	s, err := zctx.NewSocket(typ)
+	require.NoError(t, err)
+	require.NoError(t, s.SetLinger(0))
+	require.NoError(t, s.SetRcvtimeo(5*time.Second))
+	t.Cleanup(func() {
+		assert.NoError(t, s.Close())
+		assert.NoError(t, zctx.Term())
+	})
+	return s
+}
+
+// logRecorder is a slog handler that keeps the messages it receives.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *logRecorder) logger() *slog.Logger { return slog.New(r) }
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler      { return r }
+
+// has reports whether a message containing sub was logged.
+func (r *logRecorder) has(sub string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.msgs {
+		if strings.Contains(m, sub) {
+			return true
+		}
+	}
+	return false
+}

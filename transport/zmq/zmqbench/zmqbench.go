@@ -1,0 +1,250 @@
+// Package zmqbench measures the ZeroMQ backend against raw pebbe/zmq4 in the
+// same process and run, so that a benchmark report can print ratios rather
+// than absolute figures that vary between machines.
+//
+// Both measurements are closed loops on 127.0.0.1: each caller sends its
+// next request when the previous reply arrived.
+//
+//   - RunRaw: a REQ socket per caller, a ROUTER echo server in its own
+//     goroutine, a 16 byte payload (the size of an encoded Deposit request).
+//   - RunBankrpc: generated bank.v1 stubs calling Deposit through one shared
+//     zmq.Client (a multiplexed DEALER) on a zmq.Server running a trivial
+//     in-memory bank.
+package zmqbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	zmq4 "github.com/pebbe/zmq4"
+
+	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/zmq"
+)
+
+// PayloadSize is the size of the raw benchmark's request, that of an encoded
+// Deposit request.
+const PayloadSize = 16
+
+// Result is one measurement.
+type Result struct {
+	Callers  int
+	Requests int64         // completed calls
+	Elapsed  time.Duration // measured time
+	PerSec   float64       // Requests / Elapsed
+	P50, P99 time.Duration // call latency percentiles
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("%d callers: %.0f req/s, p50 %v, p99 %v (%d calls in %v)",
+		r.Callers, r.PerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Requests, r.Elapsed.Round(time.Millisecond))
+}
+
+// RunRaw measures raw pebbe/zmq4 REQ/REP for duration d with the given
+// number of callers.
+//
+// The server and the callers have a zmq context each, as the two processes
+// of a deployment have (and as a zmq.Server and a zmq.Client have): each
+// side has its own I/O thread.
+func RunRaw(ctx context.Context, callers int, d time.Duration) (Result, error) {
+	zctx, err := zmq4.NewContext()
+	if err != nil {
+		return Result{}, err
+	}
+	cctx, err := zmq4.NewContext()
+	if err != nil {
+		return Result{}, errors.Join(err, zctx.Term())
+	}
+	closeAll := func(socks ...*zmq4.Socket) error {
+		var errs []error
+		for _, s := range socks {
+			errs = append(errs, s.Close())
+		}
+		return errors.Join(append(errs, zctx.Term(), cctx.Term())...)
+	}
+	router, err := zctx.NewSocket(zmq4.ROUTER)
+	if err != nil {
+		return Result{}, errors.Join(err, closeAll())
+	}
+	if err := errors.Join(router.SetLinger(0), router.Bind("tcp://127.0.0.1:*")); err != nil {
+		return Result{}, errors.Join(err, closeAll(router))
+	}
+	addr, err := router.GetLastEndpoint()
+	if err != nil {
+		return Result{}, errors.Join(err, closeAll(router))
+	}
+	// The echo server stops when a control PAIR tells it to.
+	ctlIn, err := zctx.NewSocket(zmq4.PAIR)
+	if err != nil {
+		return Result{}, errors.Join(err, closeAll(router))
+	}
+	ctlOut, err := zctx.NewSocket(zmq4.PAIR)
+	if err != nil {
+		return Result{}, errors.Join(err, closeAll(router, ctlIn))
+	}
+	if err := errors.Join(ctlIn.Bind("inproc://stop"), ctlOut.Connect("inproc://stop")); err != nil {
+		return Result{}, errors.Join(err, closeAll(router, ctlIn, ctlOut))
+	}
+	echoDone := make(chan error, 1)
+	go func() { echoDone <- echo(router, ctlIn) }()
+
+	socks := make([]*zmq4.Socket, callers)
+	for i := range socks {
+		s, err := cctx.NewSocket(zmq4.REQ)
+		if err == nil {
+			err = errors.Join(s.SetLinger(0), s.Connect(addr))
+		}
+		if err != nil {
+			_, _ = ctlOut.Send("stop", 0)
+			<-echoDone
+			return Result{}, errors.Join(err, closeAll(append(socks[:i:i], router, ctlIn, ctlOut)...))
+		}
+		socks[i] = s
+	}
+	payload := make([]byte, PayloadSize)
+	res, runErr := measure(ctx, callers, d, func(i int) error {
+		if _, err := socks[i].SendBytes(payload, 0); err != nil {
+			return err
+		}
+		_, err := socks[i].RecvBytes(0)
+		return err
+	})
+	_, stopErr := ctlOut.Send("stop", 0)
+	echoErr := <-echoDone
+	return res, errors.Join(runErr, stopErr, echoErr, closeAll(append(socks, router, ctlIn, ctlOut)...))
+}
+
+// echo sends every message back on router until ctl is readable.
+func echo(router, ctl *zmq4.Socket) error {
+	poller := zmq4.NewPoller()
+	poller.Add(router, zmq4.POLLIN)
+	poller.Add(ctl, zmq4.POLLIN)
+	for {
+		polled, err := poller.Poll(-1)
+		if err != nil {
+			return err
+		}
+		for _, p := range polled {
+			if p.Socket == ctl {
+				_, err := ctl.Recv(0)
+				return err
+			}
+			msg, err := router.RecvMessageBytes(0)
+			if err != nil {
+				return err
+			}
+			if _, err := router.SendMessage(msg); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// bank is the trivial in-memory BankServer the bankrpc measurement calls.
+type bank struct {
+	bankv1.UnimplementedBankServer
+	mu       sync.Mutex
+	balances map[int32]int64
+}
+
+func (b *bank) Deposit(_ context.Context, in *bankv1.DepositRequest) (*bankv1.DepositResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.balances[in.GetAccountId()] += in.GetAmount()
+	return &bankv1.DepositResponse{Balance: b.balances[in.GetAccountId()]}, nil
+}
+
+// RunBankrpc measures Deposit calls through the generated stubs over the
+// ZeroMQ backend for duration d with the given number of callers sharing
+// one connection.
+func RunBankrpc(ctx context.Context, callers int, d time.Duration) (Result, error) {
+	ln, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	if err != nil {
+		return Result{}, err
+	}
+	srv := transport.NewServer()
+	bankv1.RegisterBankServer(srv, &bank{balances: make(map[int32]int64)})
+	served := make(chan error, 1)
+	go func() { served <- ln.Serve(context.WithoutCancel(ctx), srv) }()
+	cl, err := zmq.Dial(ln.Addr(), zmq.ClientConfig{})
+	if err != nil {
+		return Result{}, errors.Join(err, ln.Close(), <-served)
+	}
+	conn := transport.NewConn(cl, transport.WithDefaultTimeout(30*time.Second))
+	stub := bankv1.NewBankClient(conn)
+	res, runErr := measure(ctx, callers, d, func(i int) error {
+		_, err := stub.Deposit(ctx, &bankv1.DepositRequest{AccountId: int32(i + 1), Amount: 100})
+		return err
+	})
+	return res, errors.Join(runErr, conn.Close(), ln.Close(), <-served)
+}
+
+// measure runs call in a closed loop on callers goroutines (call gets the
+// caller's index) for d after one warm-up call each, and returns the rate
+// and latency percentiles.
+func measure(ctx context.Context, callers int, d time.Duration, call func(i int) error) (Result, error) {
+	if callers < 1 {
+		return Result{}, fmt.Errorf("zmqbench: %d callers; need at least 1", callers)
+	}
+	for i := range callers {
+		if err := call(i); err != nil {
+			return Result{}, fmt.Errorf("zmqbench: warm-up call: %w", err)
+		}
+	}
+	var (
+		stop      atomic.Bool
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		latencies []time.Duration
+		firstErr  error
+	)
+	start := time.Now()
+	for i := range callers {
+		wg.Go(func() {
+			own := make([]time.Duration, 0, 4096)
+			var err error
+			for !stop.Load() && ctx.Err() == nil {
+				t0 := time.Now()
+				if err = call(i); err != nil {
+					break
+				}
+				own = append(own, time.Since(t0))
+			}
+			mu.Lock()
+			latencies = append(latencies, own...)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		})
+	}
+	timer := time.NewTimer(d)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		timer.Stop()
+	}
+	stop.Store(true)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return Result{}, fmt.Errorf("zmqbench: call failed: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	slices.Sort(latencies)
+	res := Result{Callers: callers, Requests: int64(len(latencies)), Elapsed: elapsed}
+	if n := len(latencies); n > 0 {
+		res.PerSec = float64(n) / elapsed.Seconds()
+		res.P50 = latencies[n*50/100]
+		res.P99 = latencies[min(n-1, n*99/100)]
+	}
+	return res, nil
+}

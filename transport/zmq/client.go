@@ -228,8 +228,11 @@ func (c *Client) noReply(r *request, start time.Time) error {
 	if !c.connected.Load() {
 		why = *c.reason.Load()
 	}
-	return transport.Errorf(transport.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s",
-		c.endpoint, r.attempts.Load(), time.Since(start).Round(time.Millisecond), why)
+	elapsed := time.Since(start).Round(time.Millisecond)
+	if n := r.attempts.Load(); n > 0 {
+		return transport.Errorf(transport.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s", c.endpoint, n, elapsed, why)
+	}
+	return transport.Errorf(transport.Unavailable, "zmq: no reply from %s: the request could not be sent in %v: %s", c.endpoint, elapsed, why)
 }
 
 func (c *Client) isClosing() bool {

@@ -1,0 +1,199 @@
+package zmq_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/zmq"
+)
+
+func TestPeerSeenByHandler(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
+	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
+	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "peer"})
+	require.NoError(t, err)
+	assert.Equal(t, "zmq", resp.GetMetadata()["transport"])
+	assert.Regexp(t, regexp.MustCompile(`^[0-9a-f]{10}$`), resp.GetMetadata()["addr"], "the routing id in hex")
+	assert.Empty(t, resp.GetPeerIdentity(), "no identity without CURVE")
+}
+
+func TestAddrResolvesPort(t *testing.T) {
+	needZMQ(t)
+	for _, endpoint := range []string{"tcp://127.0.0.1:0", "tcp://127.0.0.1:*"} {
+		s, err := zmq.Listen(endpoint, zmq.ServerConfig{})
+		require.NoError(t, err, endpoint)
+		assert.Regexp(t, regexp.MustCompile(`^tcp://127\.0\.0\.1:[1-9][0-9]*$`), s.Addr(), endpoint)
+		assert.NoError(t, s.Close())
+	}
+}
+
+func TestListenErrors(t *testing.T) {
+	needZMQ(t)
+	busy := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
+	for _, tc := range []struct {
+		endpoint string
+		code     transport.Code
+		msg      string
+	}{
+		{"127.0.0.1:4040", transport.InvalidArgument, "not of the form"},
+		{"inproc://bank", transport.InvalidArgument, `transport "inproc" is not supported`},
+		{"tcp://127.0.0.1:notaport", transport.InvalidArgument, "tcp://127.0.0.1:notaport"},
+		{busy.Addr(), transport.Unavailable, busy.Addr()},
+	} {
+		_, err := zmq.Listen(tc.endpoint, zmq.ServerConfig{})
+		require.Error(t, err, tc.endpoint)
+		assert.Equal(t, tc.code, transport.CodeOf(err), "%s: %v", tc.endpoint, err)
+		assert.Contains(t, err.Error(), tc.msg)
+	}
+	_, err := zmq.Dial("udp://127.0.0.1:1", zmq.ClientConfig{})
+	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "%v", err)
+}
+
+// Several servers and several clients in one process: every call is
+// answered by the server its client dialled.
+func TestSeveralServersAndClients(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 30*time.Second)
+	const servers, clientsPerServer, calls = 3, 2, 50
+	var wg sync.WaitGroup
+	for i := range servers {
+		name := fmt.Sprintf("bank-%d", i)
+		s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{tag: name}))
+		for j := range clientsPerServer {
+			c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
+			wg.Go(func() {
+				for k := range calls {
+					resp, err := c.Echo(ctx, &testv1.EchoRequest{Payload: []byte{byte(j), byte(k)}})
+					if !assert.NoError(t, err) {
+						return
+					}
+					assert.Equal(t, name, resp.GetTag(), "client %d of %s was answered by another server", j, name)
+					assert.Equal(t, []byte{byte(j), byte(k)}, resp.GetPayload())
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func TestServeAfterCloseAndTwice(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, s.Close(), "Close before Serve")
+	require.NoError(t, s.Close(), "Close is idempotent")
+	err = s.Serve(ctx, newRPCServer(&svc{}))
+	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+
+	s = serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
+	_, err = stub(t, dial(t, s.Addr(), zmq.ClientConfig{})).Echo(ctx, &testv1.EchoRequest{})
+	require.NoError(t, err, "the first Serve runs")
+	err = s.Serve(ctx, newRPCServer(&svc{}))
+	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+}
+
+func TestServeStopsWhenCtxEnds(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	serveCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(serveCtx, newRPCServer(&svc{})) }()
+	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
+	_, err = c.Echo(ctx, &testv1.EchoRequest{})
+	require.NoError(t, err)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("Serve did not return when its ctx ended")
+	}
+	require.NoError(t, s.Close())
+	// The address is free again.
+	again, err := zmq.Listen(s.Addr(), zmq.ServerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, again.Close())
+}
+
+// Close lets the handlers in flight finish and sends their replies.
+func TestGracefulClose(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	impl := &svc{}
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, newRPCServer(impl)) }()
+	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
+	const sleep = 300 * time.Millisecond
+	replied := make(chan error, 1)
+	go func() {
+		resp, err := c.Sleep(ctx, &testv1.SleepRequest{Nanos: int64(sleep)})
+		if err == nil && resp.GetInterrupted() {
+			err = fmt.Errorf("the handler's ctx was canceled by the shutdown")
+		}
+		replied <- err
+	}()
+	require.Eventually(t, func() bool { return impl.sleeps.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, s.Close())
+	require.NoError(t, <-done)
+	select {
+	case err := <-replied:
+		require.NoError(t, err, "a call in flight during Close must get its reply")
+	case <-ctx.Done():
+		t.Fatal("the call in flight did not return")
+	}
+}
+
+// freeAddr returns a tcp endpoint on 127.0.0.1 where nothing listens.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return "tcp://" + addr
+}
+
+func TestHandlerPanicKeepsServing(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	logs := &logRecorder{}
+	var calls int
+	var mu sync.Mutex
+	h := transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n == 1 {
+			panic("raw handler bug")
+		}
+		return frame, nil
+	})
+	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, h)
+	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: 200 * time.Millisecond})
+	// The first attempt panics and gets no reply; the resend is answered.
+	reply, err := c.RoundTrip(ctx, &transport.Call{ID: "p-1", Frame: []byte("ping")})
+	require.NoError(t, err)
+	assert.Equal(t, "ping", string(reply))
+	assert.True(t, logs.has("handler panicked"), "the panic must be logged")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 2, calls, "one panicking attempt, one answered resend")
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bankrpc/bankrpc/examples/internal/backend"
+	"github.com/bankrpc/bankrpc/examples/internal/cli"
+	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// session is one logged-on client: it runs commands for one account and
+// prints one line per reply. It is used by one goroutine.
+type session struct {
+	bank   bankv1.BankClient
+	id     int32
+	target backend.Target
+	// newCallID returns a fresh call id, unique across processes.
+	newCallID func() string
+	json      bool
+	out       io.Writer // replies
+	errOut    io.Writer // explanations of calls that got no reply, usage errors
+	// unreachable is set when the last call got no answer: logging off
+	// would only wait for the timeout again.
+	unreachable bool
+}
+
+// open logs the client on. It prints nothing on success, but a line on
+// failure, and returns the exit status. nothingSent names the command that
+// was not sent because of the failure, if any.
+func (s *session) open(ctx context.Context, nothingSent string) (*bankv1.OpenResponse, int) {
+	resp, err := s.bank.Open(ctx, &bankv1.OpenRequest{AccountId: s.id})
+	if err == nil {
+		return resp, cli.ExitOK
+	}
+	code := transport.CodeOf(err)
+	s.unreachable = cli.Unreachable(code)
+	if s.json {
+		s.printError(code, transport.MessageOf(err))
+	}
+	switch {
+	case cli.Unreachable(code):
+		fmt.Fprintf(s.errOut, "log-on of account %d: no answer from the bank over %s within %v: %s\n",
+			s.id, s.target, s.target.Timeout, transport.MessageOf(err))
+		fmt.Fprint(s.errOut, s.checkHint())
+		if nothingSent != "" {
+			fmt.Fprintf(s.errOut, "  the %s was not sent.\n", nothingSent)
+		}
+	case !s.json:
+		fmt.Fprintf(s.out, "log-on %s: %s\n", verdict(code), describe(code, err))
+	}
+	return nil, cli.ExitStatus(code)
+}
+
+// logOff logs the client off, unless the bank was just found unreachable.
+// A failure is reported on errOut but does not change the exit status: the
+// command itself is done.
+func (s *session) logOff(ctx context.Context) {
+	if s.unreachable {
+		return
+	}
+	if _, err := s.bank.Close(ctx, &bankv1.CloseRequest{AccountId: s.id}); err != nil {
+		fmt.Fprintf(s.errOut, "log-off of account %d failed: %v\n", s.id, err)
+	}
+}
+
+// exec runs one bank command with the given call id (used by mutating
+// commands) and prints its reply. It returns the exit status.
+func (s *session) exec(ctx context.Context, c command, callID string) int {
+	var (
+		resp    proto.Message
+		balance int64
+		err     error
+		opt     = transport.WithCallID(callID)
+	)
+	switch c.name {
+	case cmdDeposit:
+		var r *bankv1.DepositResponse
+		r, err = s.bank.Deposit(ctx, &bankv1.DepositRequest{AccountId: s.id, Amount: c.amount}, opt)
+		resp, balance = r, r.GetBalance()
+	case cmdWithdraw:
+		var r *bankv1.WithdrawResponse
+		r, err = s.bank.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: s.id, Amount: c.amount}, opt)
+		resp, balance = r, r.GetBalance()
+	case cmdTransfer:
+		var r *bankv1.TransferResponse
+		r, err = s.bank.Transfer(ctx, &bankv1.TransferRequest{AccountId: s.id, ToAccountId: c.to, Amount: c.amount}, opt)
+		resp, balance = r, r.GetBalance()
+	case cmdBalance:
+		var r *bankv1.BalanceResponse
+		r, err = s.bank.Balance(ctx, &bankv1.BalanceRequest{AccountId: s.id})
+		resp, balance = r, r.GetBalance()
+	default:
+		panic("bank-client: exec of " + c.name) // parseCommand and the callers keep other names out
+	}
+	if err != nil {
+		return s.failed(c, callID, err)
+	}
+	s.unreachable = false
+	if s.json {
+		s.printJSON(resp)
+	} else {
+		fmt.Fprintf(s.out, "balance %d\n", balance)
+	}
+	return cli.ExitOK
+}
+
+// failed prints why c failed and returns the exit status.
+func (s *session) failed(c command, callID string, err error) int {
+	code := transport.CodeOf(err)
+	s.unreachable = cli.Unreachable(code)
+	if s.json {
+		s.printError(code, transport.MessageOf(err))
+	} else if !cli.Unreachable(code) && code != transport.Canceled {
+		fmt.Fprintf(s.out, "%s %s: %s\n", c.name, verdict(code), describe(code, err))
+	}
+	switch {
+	case cli.Unreachable(code):
+		fmt.Fprintf(s.errOut, "%s: no answer from the bank over %s within %v: %s\n", c.name, s.target, s.target.Timeout, transport.MessageOf(err))
+		fmt.Fprint(s.errOut, s.checkHint())
+		if c.mutating() {
+			fmt.Fprint(s.errOut, s.unknownOutcome(c, callID))
+		}
+	case code == transport.Canceled:
+		fmt.Fprintf(s.errOut, "%s: interrupted before the bank answered.\n", c.name)
+		if c.mutating() {
+			fmt.Fprint(s.errOut, s.unknownOutcome(c, callID))
+		}
+	}
+	return cli.ExitStatus(code)
+}
+
+// checkHint says what to check when the bank did not answer.
+func (s *session) checkHint() string {
+	if s.target.Kind == backend.AMQP {
+		return fmt.Sprintf("  check that bank-server --transport amqp --bank %s runs and reaches the same broker, or raise --timeout.\n", s.target.Bank)
+	}
+	return fmt.Sprintf("  check that bank-server --transport %s --addr %s runs (and that nothing blocks the port), or raise --timeout.\n", s.target.Kind, s.target.Addr)
+}
+
+// unknownOutcome explains what may have become of a mutating call that got
+// no answer, and how to find out without applying it twice.
+func (s *session) unknownOutcome(c command, callID string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  the %s (call id %s) may or may not have been applied.\n", c.name, callID)
+	if s.target.Kind == backend.AMQP {
+		// The request waits in the durable queue, but it carries its
+		// deadline: the runtime of a bank that takes it later refuses it
+		// with DEADLINE_EXCEEDED before the bank sees it.
+		b.WriteString("  the request stays queued until a bank takes it, but its deadline has passed: a bank that takes it now\n" +
+			"  refuses it unapplied. A bank that took it just before the deadline may have applied it.\n")
+	}
+	b.WriteString("  to find out without applying it twice, repeat it with the same call id: the bank applies a call id\n" +
+		"  at most once and answers a repeat with the recorded result:\n    ")
+	b.WriteString(s.repeatCommand(c, callID))
+	b.WriteString("\n")
+	return b.String()
+}
+
+// repeatCommand is the bank-client command line that repeats c with the
+// same call id.
+func (s *session) repeatCommand(c command, callID string) string {
+	words := []string{"bank-client"}
+	if s.target.Kind != backend.ZMQ {
+		words = append(words, "--transport", string(s.target.Kind))
+	}
+	if s.target.Addr != backend.DefaultZMQAddr && s.target.Addr != backend.DefaultAMQPAddr {
+		words = append(words, "--addr", backend.Redact(s.target.Addr))
+	}
+	if s.target.Bank != backend.DefaultBank {
+		words = append(words, "--bank", s.target.Bank)
+	}
+	if s.json {
+		words = append(words, "--json")
+	}
+	words = append(words, "--id", fmt.Sprint(s.id), "--call-id", callID)
+	words = append(words, c.args()...)
+	return strings.Join(words, " ")
+}
+
+// verdict is "refused" when the bank turned the request down, "failed"
+// otherwise.
+func verdict(code transport.Code) string {
+	if cli.Refusal(code) {
+		return "refused"
+	}
+	return "failed"
+}
+
+// describe is the message of a refusal, or the code and message of another
+// failure.
+func describe(code transport.Code, err error) string {
+	if cli.Refusal(code) {
+		return transport.MessageOf(err)
+	}
+	return code.String() + ": " + transport.MessageOf(err)
+}
+
+// jsonMarshal gives every field, zeros included, so that a balance of 0
+// reads "0" rather than being left out.
+var jsonMarshal = protojson.MarshalOptions{EmitUnpopulated: true}
+
+// printJSON prints resp as protojson on one line.
+func (s *session) printJSON(resp proto.Message) {
+	b, err := jsonMarshal.Marshal(resp)
+	if err != nil {
+		s.printError(transport.Internal, fmt.Sprintf("encode the reply as JSON: %v", err))
+		return
+	}
+	var line bytes.Buffer
+	// protojson varies its whitespace on purpose; compact it to one line.
+	if err := json.Compact(&line, b); err != nil {
+		s.printError(transport.Internal, fmt.Sprintf("compact the JSON reply: %v", err))
+		return
+	}
+	line.WriteByte('\n')
+	_, _ = s.out.Write(line.Bytes())
+}
+
+// jsonError is the --json form of a failed call.
+type jsonError struct {
+	Error jsonErrorBody `json:"error"`
+}
+
+type jsonErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// printError prints {"error":{"code":"...","message":"..."}} on one line.
+func (s *session) printError(code transport.Code, msg string) {
+	b, _ := json.Marshal(jsonError{Error: jsonErrorBody{Code: code.String(), Message: msg}}) // two strings always encode
+	_, _ = s.out.Write(append(b, '\n'))
+}
+
+// logOffTimeout bounds the log-off after an interruption: the user wants out.
+const logOffTimeout = time.Second

@@ -1,0 +1,116 @@
+package backend
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/bankrpc/bankrpc/examples/internal/cli"
+)
+
+// Kind names a backend, as --transport spells it.
+type Kind string
+
+// The backends bank-server and bank-client can use.
+const (
+	ZMQ  Kind = "zmq"
+	AMQP Kind = "amqp"
+)
+
+// Default addresses, per backend, when --addr is not given.
+const (
+	DefaultZMQAddr  = "tcp://127.0.0.1:4040"
+	DefaultAMQPAddr = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultBank     = "bank"
+)
+
+// Flags holds the values of the flags both programs take.
+type Flags struct {
+	Transport string
+	Addr      string
+	Bank      string
+	Timeout   time.Duration
+}
+
+// Register defines --transport, --addr, --bank and --timeout on fs, with
+// timeoutUsage and defaultTimeout for --timeout, whose meaning differs
+// between the server and the client.
+func (f *Flags) Register(fs *flag.FlagSet, timeoutUsage string, defaultTimeout time.Duration) {
+	fs.StringVar(&f.Transport, "transport", string(ZMQ), "the `backend`: zmq (ZeroMQ, brokerless) or amqp (RabbitMQ, durable queues)")
+	fs.StringVar(&f.Addr, "addr", "", "the `address`: a ZeroMQ endpoint (default "+DefaultZMQAddr+")\nor an AMQP broker URL (default "+DefaultAMQPAddr+")")
+	fs.StringVar(&f.Bank, "bank", DefaultBank, "the bank's `name`: names its data directory and its AMQP service queue")
+	fs.DurationVar(&f.Timeout, "timeout", defaultTimeout, timeoutUsage)
+}
+
+// Target is a checked choice of backend, address and bank.
+type Target struct {
+	Kind    Kind
+	Addr    string
+	Bank    string
+	Timeout time.Duration
+}
+
+// Resolve checks the flag values, after cli.Parse, and fills in the default
+// address of the chosen backend unless --addr (or BANKRPC_ADDR) was set.
+// Errors are *cli.UsageError.
+func (f *Flags) Resolve(set map[string]bool) (Target, error) {
+	t := Target{Addr: f.Addr, Bank: f.Bank, Timeout: f.Timeout}
+	switch strings.ToLower(f.Transport) {
+	case string(ZMQ):
+		t.Kind = ZMQ
+	case string(AMQP):
+		t.Kind = AMQP
+	case "inproc":
+		return t, cli.Usagef("--transport inproc is refused: the inproc backend moves calls in memory inside one process " +
+			"(tests, examples/quickstart), and bank-server and bank-client are separate processes; use --transport zmq or --transport amqp")
+	default:
+		return t, cli.Usagef("--transport %q is not a backend: give zmq or amqp", f.Transport)
+	}
+	if err := cli.CheckBankName(t.Bank); err != nil {
+		return t, err
+	}
+	if t.Timeout <= 0 {
+		return t, cli.Usagef("--timeout %v is not accepted: give a positive duration such as 5s or 1m30s", t.Timeout)
+	}
+	if !set["addr"] {
+		t.Addr = DefaultZMQAddr
+		if t.Kind == AMQP {
+			t.Addr = DefaultAMQPAddr
+		}
+		return t, nil
+	}
+	scheme, _, _ := strings.Cut(t.Addr, "://")
+	switch t.Kind {
+	case ZMQ:
+		if scheme != "tcp" && scheme != "ipc" {
+			return t, cli.Usagef("--addr %q is not a ZeroMQ endpoint: give tcp://HOST:PORT or ipc:///PATH (or pick --transport amqp for a broker URL)", Redact(t.Addr))
+		}
+	case AMQP:
+		if scheme != "amqp" && scheme != "amqps" {
+			return t, cli.Usagef("--addr %q is not an AMQP URL: give amqp://USER:PASSWORD@HOST:PORT/VHOST (or pick --transport zmq for a ZeroMQ endpoint)", Redact(t.Addr))
+		}
+	}
+	return t, nil
+}
+
+// String describes the target for messages: "zmq tcp://127.0.0.1:4040" or
+// `amqp amqp://guest:xxxxx@127.0.0.1:5672/ (bank "bank")`, never showing a
+// password.
+func (t Target) String() string {
+	if t.Kind == AMQP {
+		return fmt.Sprintf("amqp %s (bank %q)", Redact(t.Addr), t.Bank)
+	}
+	return fmt.Sprintf("%s %s", t.Kind, t.Addr)
+}
+
+// Redact hides the password of a URL; other addresses are returned as they
+// are.
+func Redact(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil || u.User == nil {
+		return addr
+	}
+	return u.Redacted()
+}

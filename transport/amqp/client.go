@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -83,7 +84,7 @@ func Dial(url string, cfg ClientConfig) (*Client, error) {
 	if !cfg.NoUserID {
 		c.userID = uri.Username
 	}
-	first, err := c.open()
+	first, err := c.openFirst()
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +223,21 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 		c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
 	case confirmLost:
 		// Published again on the next connection, by attach.
+	}
+}
+
+// openFirst opens the first session. A client restarted right after its
+// previous process died may find the broker still cleaning up the old
+// connection and its exclusive status queue: that is waited for, briefly.
+func (c *Client) openFirst() (session, error) {
+	deadline := time.Now().Add(nameReleaseWait)
+	for {
+		s, err := c.open()
+		var inUse *nameInUseError
+		if err == nil || !errors.As(err, &inUse) || time.Now().After(deadline) {
+			return s, err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

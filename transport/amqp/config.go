@@ -38,7 +38,8 @@ const (
 	DefaultReconnectMax   = 5 * time.Second
 	defaultHeartbeat      = 10 * time.Second
 	defaultDialTimeout    = 10 * time.Second
-	maxNameLen            = 200 // queue names are AMQP short strings: 255 bytes with our prefixes and suffixes
+	nameReleaseWait       = 3 * time.Second // how long Dial waits for a dead connection to release its client name
+	maxNameLen            = 200             // queue names are AMQP short strings: 255 bytes with our prefixes and suffixes
 )
 
 // ClientConfig configures Dial. Service is required; the zero value of every
@@ -51,7 +52,8 @@ type ClientConfig struct {
 	// bankrpc.client.<ClientName>.{results,errors,status}. A client restarted
 	// with the same name finds the replies sent while it was away. Only one
 	// live connection may use a name at a time (its status queue is
-	// exclusive); Dial fails while another holds it. Default: a random name,
+	// exclusive): Dial waits up to 3 s for the broker to notice that a
+	// previous holder died, then fails. Default: a random name,
 	// whose queues the broker deletes after AnonymousQueueTTL unused.
 	ClientName string
 	// QueueType of the result and error queues (default QueueClassic).

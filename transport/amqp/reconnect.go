@@ -75,19 +75,26 @@ type session interface {
 func (k *connector) supervise(ctx context.Context, first session, open func() (session, error)) {
 	backoff := k.min
 	s := first
-	for lost := false; ; lost = true {
-		for s == nil {
+	var down time.Time // when the last session ended
+	for {
+		for attempt := 1; s == nil; attempt++ {
 			var err error
 			if s, err = open(); err != nil {
-				k.logger.WarnContext(ctx, "amqp: connect failed", "error", err, "retry_in", backoff)
+				// The first failure of an outage is worth a warning; the
+				// retries that follow are not.
+				level := slog.LevelDebug
+				if attempt == 1 {
+					level = slog.LevelWarn
+				}
+				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", backoff)
 				if !sleep(ctx, jitter(backoff)) {
 					return
 				}
 				backoff = min(backoff*2, k.max)
 			}
 		}
-		if lost {
-			k.logger.InfoContext(ctx, "amqp: reconnected")
+		if !down.IsZero() {
+			k.logger.InfoContext(ctx, "amqp: reconnected", "after", time.Since(down).Round(time.Millisecond))
 		}
 		started := time.Now()
 		err := s.run(ctx)
@@ -95,6 +102,7 @@ func (k *connector) supervise(ctx context.Context, first session, open func() (s
 		if ctx.Err() != nil {
 			return
 		}
+		down = time.Now()
 		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err)
 		if time.Since(started) > k.max {
 			backoff = k.min

@@ -159,7 +159,7 @@ func declareError(kind, name string, err error) error {
 	case amqp091.NotFound:
 		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s does not exist: start a server of the service once, it declares the service topology (%s)", kind, name, ae.Reason)
 	case amqp091.ResourceLocked:
-		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s is held by another connection: another client uses this client name (%s)", kind, name, ae.Reason)
+		return &nameInUseError{err: transport.Errorf(transport.FailedPrecondition, "amqp: %s %s is held by another connection: another live client uses this client name (%s)", kind, name, ae.Reason)}
 	case amqp091.PreconditionFailed:
 		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s exists with other arguments (queue type, delivery limit, single active consumer or expiry differ): %s", kind, name, ae.Reason)
 	case amqp091.AccessRefused:
@@ -167,6 +167,13 @@ func declareError(kind, name string, err error) error {
 	}
 	return transport.Errorf(transport.Unavailable, "amqp: declare %s %s: %s", kind, name, ae.Reason)
 }
+
+// nameInUseError reports that a client name's exclusive status queue belongs
+// to another connection. It unwraps to a *transport.Error.
+type nameInUseError struct{ err *transport.Error }
+
+func (e *nameInUseError) Error() string { return e.err.Error() }
+func (e *nameInUseError) Unwrap() error { return e.err }
 
 // intHeader reads an integer header the broker set (x-delivery-count),
 // whatever integer type the broker chose.

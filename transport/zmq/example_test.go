@@ -1,0 +1,62 @@
+package zmq_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/zmq"
+)
+
+// exampleBank credits deposits in memory.
+type exampleBank struct {
+	bankv1.UnimplementedBankServer
+	balance int64
+}
+
+func (b *exampleBank) Deposit(_ context.Context, in *bankv1.DepositRequest) (*bankv1.DepositResponse, error) {
+	b.balance += in.GetAmount() // one call at a time in this example
+	return &bankv1.DepositResponse{Balance: b.balance}, nil
+}
+
+// A bank served over ZeroMQ on a free port of 127.0.0.1, and a client
+// depositing through the generated stub.
+func Example() {
+	ctx := context.Background()
+
+	ln, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := transport.NewServer()
+	bankv1.RegisterBankServer(srv, &exampleBank{})
+	served := make(chan error, 1)
+	go func() { served <- ln.Serve(ctx, srv) }()
+
+	cl, err := zmq.Dial(ln.Addr(), zmq.ClientConfig{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	conn := transport.NewConn(cl, transport.WithDefaultTimeout(5*time.Second))
+	bank := bankv1.NewBankClient(conn)
+	for _, amount := range []int64{100, 250} {
+		resp, err := bank.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: amount})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println("balance:", resp.GetBalance())
+	}
+
+	_ = conn.Close()
+	_ = ln.Close()
+	fmt.Println("serve:", <-served)
+	// Output:
+	// balance: 100
+	// balance: 350
+	// serve: <nil>
+}

@@ -171,7 +171,7 @@ func dial(t *testing.T, url string, cfg ClientConfig) *Client {
 type ledger struct {
 	testv1.UnimplementedTestServiceServer
 
-	// before, when set, runs in Echo before the effect is applied.
+	// before, when set, runs at the start of every execution of Echo.
 	before func(ctx context.Context, callID string, in *testv1.EchoRequest)
 
 	mu         sync.Mutex
@@ -190,14 +190,16 @@ func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.Echo
 	l.executions[id]++
 	label, _ := ctx.Value(serverLabelKey{}).(string)
 	l.byServer[label]++
+	l.mu.Unlock()
+	if l.before != nil {
+		l.before(ctx, id, in)
+	}
+	l.mu.Lock()
 	if r, ok := l.applied[id]; ok {
 		l.mu.Unlock()
 		return r, nil
 	}
 	l.mu.Unlock()
-	if l.before != nil {
-		l.before(ctx, id, in)
-	}
 	resp := &testv1.EchoResponse{Payload: in.GetPayload(), Tag: in.GetTag(), CallId: id}
 	if p, ok := transport.PeerFromContext(ctx); ok {
 		resp.PeerIdentity = p.Identity

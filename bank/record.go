@@ -1,0 +1,127 @@
+package bank
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// The log record, version 1 (FORMAT.md has the table):
+//
+//	u32 body length | u32 CRC-32C of (length field, body) | body
+//	body: u8 version | u8 op | u8 code | u8 flags | u64 lsn | i32 account |
+//	      i32 to | i64 amount | i64 value | u8 call id length | call id
+const (
+	recordVersion    = 1
+	recordHeaderSize = 8
+	recordFixedBody  = 37
+	// maxCallIDLen is the longest call id the bank accepts (one length byte).
+	maxCallIDLen  = 255
+	maxRecordBody = recordFixedBody + maxCallIDLen
+	maxRecordSize = recordHeaderSize + maxRecordBody
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// record is one applied mutating call, as the log stores it.
+type record struct {
+	lsn    uint64 // sequence number: 1 for the bank's first record, then +1
+	req    request
+	res    result
+	callID string
+}
+
+// appendRecord appends the encoding of r to dst.
+func appendRecord(dst []byte, r *record) []byte {
+	start := len(dst)
+	bodyLen := recordFixedBody + len(r.callID)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(bodyLen))
+	dst = append(dst, 0, 0, 0, 0) // CRC, filled below
+	dst = append(dst, recordVersion, byte(r.req.op), byte(r.res.code), r.res.flags)
+	dst = binary.LittleEndian.AppendUint64(dst, r.lsn)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(r.req.account))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(r.req.to))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.req.amount))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.res.value))
+	dst = append(dst, byte(len(r.callID)))
+	dst = append(dst, r.callID...)
+	binary.LittleEndian.PutUint32(dst[start+4:], recordChecksum(dst[start:start+4], dst[start+recordHeaderSize:]))
+	return dst
+}
+
+func recordChecksum(length, body []byte) uint32 {
+	return crc32.Update(crc32.Checksum(length, castagnoli), castagnoli, body)
+}
+
+// Record decoding errors. decodeRecord returns errRecordTruncated when b
+// ends inside the record, errRecordChecksum when the checksum does not
+// match, a *VersionError for a record of another format version, and other
+// errors for a record that is well formed but impossible.
+var (
+	errRecordTruncated = errors.New("the record is cut short")
+	errRecordChecksum  = errors.New("checksum mismatch")
+)
+
+// recordLengthError reports a length field no record can have.
+type recordLengthError struct{ n uint32 }
+
+func (e *recordLengthError) Error() string {
+	return fmt.Sprintf("impossible record length %d (a record body is %d to %d bytes)", e.n, recordFixedBody, maxRecordBody)
+}
+
+// decodeRecord decodes the record at the start of b and returns it with its
+// encoded size.
+func decodeRecord(b []byte) (record, int, error) {
+	if len(b) < recordHeaderSize {
+		return record{}, 0, errRecordTruncated
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n < recordFixedBody || n > maxRecordBody {
+		return record{}, 0, &recordLengthError{n}
+	}
+	size := recordHeaderSize + int(n)
+	if len(b) < size {
+		return record{}, 0, errRecordTruncated
+	}
+	body := b[recordHeaderSize:size]
+	if recordChecksum(b[:4], body) != binary.LittleEndian.Uint32(b[4:]) {
+		return record{}, 0, errRecordChecksum
+	}
+	if v := body[0]; v != recordVersion {
+		return record{}, 0, &VersionError{What: "log record", Got: uint32(v), Want: recordVersion}
+	}
+	r := record{
+		req: request{
+			op:      op(body[1]),
+			account: int32(binary.LittleEndian.Uint32(body[12:])),
+			to:      int32(binary.LittleEndian.Uint32(body[16:])),
+			amount:  int64(binary.LittleEndian.Uint64(body[20:])),
+		},
+		res: result{
+			code:  codeOf(body[2]),
+			flags: body[3],
+			value: int64(binary.LittleEndian.Uint64(body[28:])),
+		},
+		lsn: binary.LittleEndian.Uint64(body[4:]),
+	}
+	if k := int(body[36]); recordFixedBody+k != int(n) {
+		return record{}, 0, fmt.Errorf("call id length %d does not fit a record body of %d bytes", k, n)
+	}
+	r.callID = string(body[recordFixedBody:])
+	if !r.req.op.valid() {
+		return record{}, 0, fmt.Errorf("unknown operation %d", body[1])
+	}
+	if !recordableCode(r.res.code) {
+		return record{}, 0, fmt.Errorf("result code %s is not one the bank records", r.res.code)
+	}
+	if r.res.flags&^(resultCreated|resultReceiver) != 0 {
+		return record{}, 0, fmt.Errorf("unknown result flags %#x", r.res.flags)
+	}
+	if err := r.req.validate(); err != nil {
+		return record{}, 0, fmt.Errorf("invalid %s request: %s", r.req.op, transport.MessageOf(err))
+	}
+	return r, size, nil
+}

@@ -1,0 +1,237 @@
+package bank
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// The snapshot, version 1 (FORMAT.md has the table), little-endian:
+//
+//	"BANKSNAP" | u32 version | u64 last lsn | u64 next log generation |
+//	u32 account count | accounts | u32 orphan count | orphans | u32 CRC-32C
+//
+// account: i32 id | i64 balance | u8 online | u16 entry count | entries
+// orphan:  i32 account id | entry
+// entry:   [12]byte call key | u8 op | u8 code | u8 flags | i64 value | i64 amount
+const (
+	snapshotMagic       = "BANKSNAP"
+	snapshotVersion     = 1
+	snapshotHeaderSize  = 8 + 4 + 8 + 8 + 4
+	snapshotAccountSize = 4 + 8 + 1 + 2
+	snapshotEntrySize   = 12 + 1 + 1 + 1 + 8 + 8
+	snapshotOrphanSize  = 4 + snapshotEntrySize
+)
+
+// snapshotMeta says where the log continues after a snapshot.
+type snapshotMeta struct {
+	// lastLSN is the sequence number of the last record the snapshot
+	// includes; the log continues at lastLSN+1.
+	lastLSN uint64
+	// nextGen is the first log generation not included in the snapshot.
+	nextGen uint64
+}
+
+// encodeSnapshot returns the snapshot of s.
+func encodeSnapshot(s *state, m snapshotMeta) []byte {
+	size := snapshotHeaderSize + len(s.accounts)*snapshotAccountSize + 4 + len(s.orphans.order)*snapshotOrphanSize + 4
+	for i := range s.accounts {
+		size += s.dedup.count(&s.accounts[i]) * snapshotEntrySize
+	}
+	b := make([]byte, 0, size)
+	b = append(b, snapshotMagic...)
+	b = binary.LittleEndian.AppendUint32(b, snapshotVersion)
+	b = binary.LittleEndian.AppendUint64(b, m.lastLSN)
+	b = binary.LittleEndian.AppendUint64(b, m.nextGen)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.accounts)))
+	for i := range s.accounts {
+		a := &s.accounts[i]
+		b = binary.LittleEndian.AppendUint32(b, uint32(a.id))
+		b = binary.LittleEndian.AppendUint64(b, uint64(a.balance()))
+		online := byte(0)
+		if a.online() {
+			online = 1
+		}
+		b = append(b, online)
+		b = binary.LittleEndian.AppendUint16(b, uint16(s.dedup.count(a)))
+		s.dedup.each(a, func(e dedupEntry) { b = appendEntry(b, e) })
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.orphans.order)))
+	for _, k := range s.orphans.order {
+		b = binary.LittleEndian.AppendUint32(b, uint32(k.account))
+		b = appendEntry(b, s.orphans.byKey[k])
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func appendEntry(b []byte, e dedupEntry) []byte {
+	b = append(b, e.key[:]...)
+	b = append(b, byte(e.op), e.code, e.flags)
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.value))
+	return binary.LittleEndian.AppendUint64(b, uint64(e.amount))
+}
+
+// snapshotReader reads a snapshot field by field, keeping the offset and the
+// running checksum. After the first error it reads nothing more.
+type snapshotReader struct {
+	r   *bufio.Reader
+	off int64
+	crc uint32
+	buf [snapshotEntrySize]byte
+	err error
+}
+
+func (d *snapshotReader) next(n int) []byte {
+	b := d.buf[:n]
+	if d.err != nil {
+		clear(b)
+		return b
+	}
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		clear(b)
+		d.fail(d.off, errors.New("the snapshot is cut short (truncated file?)"))
+		return b
+	}
+	d.crc = crc32.Update(d.crc, castagnoli, b)
+	d.off += int64(n)
+	return b
+}
+
+func (d *snapshotReader) fail(off int64, err error) {
+	if d.err == nil {
+		d.err = &CorruptError{Offset: off, Err: err}
+	}
+}
+
+func (d *snapshotReader) entry() dedupEntry {
+	at := d.off
+	b := d.next(snapshotEntrySize)
+	e := dedupEntry{
+		key:    callKey(b[:12]),
+		op:     op(b[12]),
+		code:   b[13],
+		flags:  b[14],
+		value:  int64(binary.LittleEndian.Uint64(b[15:])),
+		amount: int64(binary.LittleEndian.Uint64(b[23:])),
+	}
+	switch {
+	case d.err != nil:
+	case !e.op.valid():
+		d.fail(at, fmt.Errorf("dedup entry with unknown operation %d", e.op))
+	case !recordableCode(codeOf(e.code)):
+		d.fail(at, fmt.Errorf("dedup entry with result code %s, which the bank never records", codeOf(e.code)))
+	case e.flags&^(resultCreated|resultReceiver) != 0:
+		d.fail(at, fmt.Errorf("dedup entry with unknown flags %#x", e.flags))
+	}
+	return e
+}
+
+// decodeSnapshot reads a snapshot of size bytes from r. Corruption is
+// reported as a *CorruptError (whose File the caller fills in), an unknown
+// version as a *VersionError. Rings longer than retention keep their newest
+// entries.
+func decodeSnapshot(r io.Reader, size int64, retention int) (state, snapshotMeta, error) {
+	d := &snapshotReader{r: bufio.NewReaderSize(r, int(min(size+1, 1<<20)))}
+	s := newState(retention)
+	var m snapshotMeta
+
+	if magic := d.next(8); d.err == nil && string(magic) != snapshotMagic {
+		return s, m, &CorruptError{Offset: 0, Err: fmt.Errorf("not a bank snapshot (starts with %q)", magic)}
+	}
+	if v := binary.LittleEndian.Uint32(d.next(4)); d.err == nil && v != snapshotVersion {
+		return s, m, &VersionError{What: "snapshot", Got: v, Want: snapshotVersion}
+	}
+	m.lastLSN = binary.LittleEndian.Uint64(d.next(8))
+	m.nextGen = binary.LittleEndian.Uint64(d.next(8))
+	if d.err == nil && m.nextGen == 0 {
+		d.fail(20, errors.New("next log generation is 0"))
+	}
+	countAt := d.off
+	n := binary.LittleEndian.Uint32(d.next(4))
+	if d.err == nil && n > maxAccounts {
+		d.fail(countAt, fmt.Errorf("%d accounts, more than a bank can hold (%d)", n, maxAccounts))
+	}
+	if d.err != nil {
+		return s, m, d.err
+	}
+	// Trust the count only as far as the file is long enough to hold it.
+	s.accounts = make([]account, 0, min(int64(n), max(0, size-snapshotHeaderSize)/snapshotAccountSize))
+	for range n {
+		at := d.off
+		b := d.next(snapshotAccountSize)
+		id := int32(binary.LittleEndian.Uint32(b))
+		bal := int64(binary.LittleEndian.Uint64(b[4:]))
+		online := b[12]
+		entries := binary.LittleEndian.Uint16(b[13:])
+		switch {
+		case d.err != nil:
+		case id <= 0:
+			d.fail(at, fmt.Errorf("account id %d is not positive", id))
+		case len(s.accounts) > 0 && id <= s.accounts[len(s.accounts)-1].id:
+			d.fail(at, fmt.Errorf("account %d follows account %d: ids are not increasing", id, s.accounts[len(s.accounts)-1].id))
+		case bal < 0:
+			d.fail(at, fmt.Errorf("account %d has a negative balance %d", id, bal))
+		case online > 1:
+			d.fail(at, fmt.Errorf("account %d has online flag %d", id, online))
+		}
+		if d.err != nil {
+			return s, m, d.err
+		}
+		s.accounts = append(s.accounts, account{id: id})
+		a := &s.accounts[len(s.accounts)-1]
+		a.setBalance(bal)
+		if online == 1 {
+			a.setOnline(true)
+			s.online++
+		}
+		for range entries {
+			e := d.entry()
+			if d.err != nil {
+				return s, m, d.err
+			}
+			s.dedup.add(a, e)
+		}
+	}
+	countAt = d.off
+	n = binary.LittleEndian.Uint32(d.next(4))
+	if d.err == nil && n > maxOrphans {
+		d.fail(countAt, fmt.Errorf("%d orphan entries, more than the bank keeps (%d)", n, maxOrphans))
+	}
+	for range n {
+		at := d.off
+		id := int32(binary.LittleEndian.Uint32(d.next(4)))
+		e := d.entry()
+		switch {
+		case d.err != nil:
+		case id <= 0:
+			d.fail(at, fmt.Errorf("orphan entry for account id %d, which is not positive", id))
+		default:
+			if _, dup := s.orphans.find(id, e.key); dup {
+				d.fail(at, fmt.Errorf("duplicate orphan entry for account %d", id))
+			}
+		}
+		if d.err != nil {
+			return s, m, d.err
+		}
+		s.orphans.add(id, e)
+	}
+	want := d.crc
+	at := d.off
+	got := binary.LittleEndian.Uint32(d.next(4))
+	if d.err != nil {
+		return s, m, d.err
+	}
+	if got != want {
+		return s, m, &CorruptError{Offset: at, Err: fmt.Errorf("checksum mismatch (stored %#08x, computed %#08x)", got, want)}
+	}
+	switch _, err := d.r.ReadByte(); {
+	case err == nil:
+		return s, m, &CorruptError{Offset: d.off, Err: errors.New("unexpected data after the checksum")}
+	case err != io.EOF:
+		return s, m, err
+	}
+	return s, m, nil
+}

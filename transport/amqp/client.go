@@ -256,7 +256,8 @@ func (c *Client) open() (session, error) {
 }
 
 // clientSession is one connection: a confirm-mode channel publishing
-// requests, and a channel consuming the client's three queues.
+// requests, a channel consuming replies, and one consuming errors and
+// statuses.
 type clientSession struct {
 	c        *Client
 	conn     *amqp091.Connection
@@ -265,7 +266,7 @@ type clientSession struct {
 	errs     <-chan amqp091.Delivery
 	statuses <-chan amqp091.Delivery
 	returns  <-chan amqp091.Return
-	closed   [3]<-chan *amqp091.Error // connection, publishing channel, consuming channel
+	closed   [4]<-chan *amqp091.Error // connection, publishing, result and auxiliary channels
 }
 
 func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
@@ -281,24 +282,33 @@ func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
 		return nil, channelError(err)
 	}
 	s.returns = pubCh.NotifyReturn(make(chan amqp091.Return, 64))
-	conCh, err := conn.Channel()
+	// Replies have a channel of their own, so that they can be acknowledged
+	// in batches (see ackBatch); errors and statuses share another.
+	resCh, err := conn.Channel()
 	if err != nil {
 		return nil, channelError(err)
 	}
-	if err := conCh.Qos(c.cfg.Prefetch, 0, false); err != nil {
+	if err := resCh.Qos(c.cfg.Prefetch, 0, false); err != nil {
 		return nil, channelError(err)
 	}
-	if s.results, err = conCh.Consume(ResultQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
+	if s.results, err = resCh.Consume(ResultQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
-	if s.errs, err = conCh.Consume(ErrorQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
+	auxCh, err := conn.Channel()
+	if err != nil {
+		return nil, channelError(err)
+	}
+	if err := auxCh.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return nil, channelError(err)
+	}
+	if s.errs, err = auxCh.Consume(ErrorQueue(c.cfg.ClientName), "", false, false, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
 	// Statuses are best-effort: acknowledged on delivery.
-	if s.statuses, err = conCh.Consume(StatusQueue(c.cfg.ClientName), "", true, true, false, false, nil); err != nil {
+	if s.statuses, err = auxCh.Consume(StatusQueue(c.cfg.ClientName), "", true, true, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
-	s.closed = [3]<-chan *amqp091.Error{notifyClose(conn), notifyClose(pubCh), notifyClose(conCh)}
+	s.closed = [4]<-chan *amqp091.Error{notifyClose(conn), notifyClose(pubCh), notifyClose(resCh), notifyClose(auxCh)}
 	return s, nil
 }
 
@@ -322,15 +332,14 @@ func (s *clientSession) run(ctx context.Context) error {
 		case e := <-s.closed[1]:
 			return closedError("publishing channel", e)
 		case e := <-s.closed[2]:
-			return closedError("consuming channel", e)
+			return closedError("result channel", e)
+		case e := <-s.closed[3]:
+			return closedError("error and status channel", e)
 		case d, ok := <-s.results:
 			if !ok {
 				return closedError("result consumer", nil)
 			}
-			// Statuses sent before the reply usually arrived before it.
-			s.drainStatuses()
-			s.c.deliver(d.CorrelationId, outcome{frame: d.Body})
-			_ = d.Ack(false) // a failed ack means a lost connection: the reply comes again, and is dropped as a duplicate
+			s.ackBatch(s.reply(d))
 		case d, ok := <-s.errs:
 			if !ok {
 				return closedError("error consumer", nil)
@@ -349,6 +358,39 @@ func (s *clientSession) run(ctx context.Context) error {
 			s.c.returned(r)
 		}
 	}
+}
+
+// maxAckBatch bounds the replies acknowledged at once.
+const maxAckBatch = 64
+
+// reply delivers a reply to its call.
+func (s *clientSession) reply(d amqp091.Delivery) amqp091.Delivery {
+	// Statuses sent before the reply usually arrived before it.
+	s.drainStatuses()
+	s.c.deliver(d.CorrelationId, outcome{frame: d.Body})
+	return d
+}
+
+// ackBatch delivers the replies already waiting behind last too, then
+// acknowledges them all with one frame (multiple): fewer frames for the
+// broker, and no reply waits for another. The result consumer is alone on
+// its channel, so "multiple" covers exactly the replies delivered here. A
+// failed acknowledgement means a lost connection: the replies come again and
+// are dropped as duplicates.
+func (s *clientSession) ackBatch(last amqp091.Delivery) {
+batch:
+	for range maxAckBatch - 1 {
+		select {
+		case d, ok := <-s.results:
+			if !ok {
+				break batch // run sees the closed consumer next
+			}
+			last = s.reply(d)
+		default:
+			break batch
+		}
+	}
+	_ = last.Ack(true)
 }
 
 func (s *clientSession) drainStatuses() {
@@ -412,10 +454,8 @@ func (s *clientSession) send(pc *call) {
 	msg := amqp091.Publishing{
 		ContentType:   contentProto,
 		Type:          typeRequest,
-		AppId:         appID,
 		DeliveryMode:  amqp091.Persistent,
 		CorrelationId: pc.id,
-		MessageId:     pc.id,
 		ReplyTo:       ResultQueue(c.cfg.ClientName),
 		Expiration:    expiration(pc.deadline, now),
 		Timestamp:     now,

@@ -272,7 +272,6 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 	ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
 		ContentType:   contentProto,
 		Type:          typeResult,
-		AppId:         appID,
 		DeliveryMode:  amqp091.Persistent,
 		CorrelationId: d.CorrelationId,
 		Timestamp:     time.Now(),
@@ -311,7 +310,6 @@ func errorMessage(callID string, code transport.Code, text string) amqp091.Publi
 	return amqp091.Publishing{
 		ContentType:   contentText,
 		Type:          typeError,
-		AppId:         appID,
 		DeliveryMode:  amqp091.Persistent,
 		CorrelationId: callID,
 		Timestamp:     time.Now(),
@@ -356,7 +354,6 @@ func (ss *serverSession) statusSink(d amqp091.Delivery) transport.StatusSink {
 		_ = ss.pub.publish("", statusQueue, false, amqp091.Publishing{
 			ContentType:   contentProto,
 			Type:          typeStatus,
-			AppId:         appID,
 			DeliveryMode:  amqp091.Transient,
 			CorrelationId: d.CorrelationId,
 			Body:          frame,

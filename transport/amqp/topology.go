@@ -36,7 +36,6 @@ const (
 	typeResult   = "bankrpc.wire.v1.Result"
 	typeStatus   = "bankrpc.wire.v1.Status"
 	typeError    = "bankrpc.error"
-	appID        = "bankrpc"
 )
 
 // ServiceQueue returns the name of the durable request queue of a service,

@@ -120,6 +120,13 @@ type ServerConfig struct {
 	// time (a bank, single writer of its data directory). All replicas must
 	// agree.
 	SingleActiveConsumer bool
+	// OwnQueuesOnly makes the server answer a request only into queues of
+	// its caller: the request must carry a user-id (validated by the broker)
+	// and name as reply_to the result queue of a client name equal to that
+	// user-id or starting with it and a dot ("alice", "alice.teller-2").
+	// Other requests are not run; they go to the dead-letter queue. Without
+	// it a client can name another client's result queue as its reply_to.
+	OwnQueuesOnly bool
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts (defaults DefaultReconnectMin, DefaultReconnectMax).
 	ReconnectMin, ReconnectMax time.Duration

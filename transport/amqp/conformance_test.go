@@ -10,15 +10,25 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	runConformance(t, QueueClassic)
+}
+
+// TestConformanceQuorum runs the suite with quorum queues, the choice for a
+// cluster (here a single node).
+func TestConformanceQuorum(t *testing.T) {
+	runConformance(t, QueueQuorum)
+}
+
+func runConformance(t *testing.T, qt QueueType) {
 	url := brokerURL(t)
 	features := transporttest.Features{ConcurrentHandlers: true, Status: true, Persistent: true, SurvivesServerRestart: true}
 	transporttest.Run(t, features, func(t *testing.T) transporttest.Endpoint {
-		cfg := ServerConfig{Service: uniqueName(t), Logger: testLogger(t)}
+		cfg := ServerConfig{Service: uniqueName(t), QueueType: qt, Logger: testLogger(t)}
 		srv := listen(t, url, cfg)
 		return transporttest.Endpoint{
 			Server: srv,
 			Dial: func(t *testing.T) transport.ClientTransport {
-				c, err := Dial(url, ClientConfig{Service: cfg.Service, ClientName: uniqueName(t), Logger: testLogger(t)})
+				c, err := Dial(url, ClientConfig{Service: cfg.Service, ClientName: uniqueName(t), QueueType: qt, Logger: testLogger(t)})
 				require.NoError(t, err)
 				deleteQueues(t, url, ResultQueue(c.Name()), ErrorQueue(c.Name()))
 				return c

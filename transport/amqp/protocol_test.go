@@ -323,6 +323,47 @@ func TestCallerIdentity(t *testing.T) {
 	}
 }
 
+// TestOwnQueuesOnly: a server with OwnQueuesOnly answers only into the
+// queues of the caller's broker user; a request naming another client's
+// queue goes to the dead-letter queue unanswered.
+func TestOwnQueuesOnly(t *testing.T) {
+	t.Parallel()
+	url := brokerURL(t)
+	ctx := testCtx(t, 20*time.Second)
+	uri, err := amqp091.ParseURI(url)
+	require.NoError(t, err)
+	svc := uniqueName(t)
+	l := newLedger()
+	serve(t, listen(t, url, ServerConfig{Service: svc, OwnQueuesOnly: true}), handlerFor(l))
+
+	own := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uri.Username + "." + uniqueName(t)})))
+	resp, err := own.Echo(ctx, &testv1.EchoRequest{Tag: "own"})
+	require.NoError(t, err)
+	assert.Equal(t, "own", resp.GetTag())
+
+	other := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uniqueName(t)})))
+	_, err = other.Echo(ctx, &testv1.EchoRequest{Tag: "other"}, transport.WithCallID("other-1"), transport.WithTimeout(time.Second))
+	assert.Equal(t, transport.DeadlineExceeded, transport.CodeOf(err), "error: %v", err)
+	d := getOne(t, rawChannel(t, url), DeadLetterQueue(svc))
+	assert.Equal(t, "other-1", d.CorrelationId)
+	assert.Contains(t, d.Headers[headerDeadReason], "is not a result queue of user-id")
+	assert.Zero(t, l.executionsOf("other-1"))
+
+	for _, tc := range []struct {
+		user, replyTo string
+		ok            bool
+	}{
+		{"alice", "bankrpc.client.alice.results", true},
+		{"alice", "bankrpc.client.alice.teller-2.results", true},
+		{"alice", "bankrpc.client.alicia.results", false},
+		{"alice", "bankrpc.client.bob.results", false},
+		{"alice", "bankrpc.client.alice.errors", false},
+		{"", "bankrpc.client..results", false},
+	} {
+		assert.Equal(t, tc.ok, ownReplyQueue(tc.user, tc.replyTo), "user %q reply_to %q", tc.user, tc.replyTo)
+	}
+}
+
 // TestServeTwiceAndAfterClose: Serve runs once.
 func TestServeTwiceAndAfterClose(t *testing.T) {
 	t.Parallel()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -257,6 +259,11 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 	if ss.overLimit(d) {
 		return
 	}
+	if ss.l.s.cfg.OwnQueuesOnly && !ownReplyQueue(d.UserId, d.ReplyTo) {
+		ss.l.s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", d.UserId, "reply_to", d.ReplyTo)
+		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, d.UserId))
+		return
+	}
 	ctx := transport.NewPeerContext(ss.l.base, transport.Peer{Transport: "amqp", Addr: d.ReplyTo, Identity: d.UserId})
 	ctx = transport.NewStatusContext(ctx, ss.statusSink(d))
 	reply, err := ss.l.h.HandleFrame(ctx, d.Body)
@@ -304,6 +311,17 @@ func (ss *serverSession) refuse(d amqp091.Delivery, err error) {
 		return
 	}
 	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, transport.CodeOf(err), text))
+}
+
+// ownReplyQueue reports whether replyTo is the result queue of a client name
+// that is userID or starts with userID and a dot.
+func ownReplyQueue(userID, replyTo string) bool {
+	rest, ok := strings.CutPrefix(replyTo, clientQueuePrefix)
+	if !ok || userID == "" {
+		return false
+	}
+	client, ok := strings.CutSuffix(rest, resultSuffix)
+	return ok && (client == userID || strings.HasPrefix(client, userID+"."))
 }
 
 func errorMessage(callID string, code transport.Code, text string) amqp091.Publishing {

@@ -48,16 +48,19 @@ func DeadLetterQueue(service string) string { return "bankrpc.svc." + service + 
 
 // ResultQueue returns the name of a client's durable result queue: the
 // reply_to of its requests.
-func ResultQueue(client string) string { return "bankrpc.client." + client + ".results" }
+func ResultQueue(client string) string { return clientQueuePrefix + client + resultSuffix }
 
 // ErrorQueue returns the name of a client's durable error queue (plain-text
 // errors the protocol cannot express, such as an undecodable request).
-func ErrorQueue(client string) string { return "bankrpc.client." + client + ".errors" }
+func ErrorQueue(client string) string { return clientQueuePrefix + client + ".errors" }
 
 // StatusQueue returns the name of a client's transient status queue.
-func StatusQueue(client string) string { return "bankrpc.client." + client + ".status" }
+func StatusQueue(client string) string { return clientQueuePrefix + client + ".status" }
 
-const resultSuffix = ".results"
+const (
+	clientQueuePrefix = "bankrpc.client."
+	resultSuffix      = ".results"
+)
 
 // companionQueues derives the error and status queues from a request's
 // reply_to, <prefix>.results; ok is false when reply_to does not follow the

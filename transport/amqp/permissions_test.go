@@ -1,0 +1,79 @@
+package amqp
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// TestDocumentedPermissions gives a client user and a server user exactly the
+// permissions docs/protocol-amqp.md lists, on the private node, and checks
+// that they suffice for a call, and that the client can neither write into
+// another client's queue nor take another client's name. It is not parallel:
+// it runs before the test that restarts the node.
+func TestDocumentedPermissions(t *testing.T) {
+	base := privateNodeURL(t)
+	ctx := testCtx(t, 60*time.Second)
+	uri, err := amqp091.ParseURI(base)
+	require.NoError(t, err)
+	svc := uniqueName(t)
+	alice := "alice-" + strings.TrimPrefix(uniqueName(t), "test-")
+	server := "bank-" + svc
+	q := regexp.QuoteMeta
+
+	userURL := func(user string) string {
+		return fmt.Sprintf("amqp://%s:secret@127.0.0.1:%d/", user, uri.Port)
+	}
+	clientQueues := `^bankrpc\.client\.` + q(alice) + `\.(results|errors|status)$`
+	svcRes := `bankrpc\.svc\.` + q(svc) + `(\.dead)?`
+	for _, u := range []struct{ name, configure, write, read string }{
+		{alice, clientQueues, `^bankrpc\.requests$`, clientQueues},
+		{server, `^bankrpc\.(requests|svc\.` + q(svc) + `(\.dead)?)$`, `^(amq\.default|` + svcRes + `)$`, `^bankrpc\.(requests|svc\.` + q(svc) + `(\.dead)?)$`},
+	} {
+		privateNodeCtl(t, "add_user", u.name, "secret")
+		t.Cleanup(func() { privateNodeCtl(t, "delete_user", u.name) })
+		privateNodeCtl(t, "set_permissions", "-p", "/", u.name, u.configure, u.write, u.read)
+	}
+	deleteQueues(t, base, ServiceQueue(svc), DeadLetterQueue(svc), ResultQueue(alice), ErrorQueue(alice))
+
+	srv, err := Listen(userURL(server), ServerConfig{Service: svc, OwnQueuesOnly: true, Logger: testLogger(t)})
+	require.NoError(t, err, "the server's documented permissions must suffice")
+	serve(t, srv, handlerFor(newLedger()))
+	c, err := Dial(userURL(alice), ClientConfig{Service: svc, ClientName: alice, Logger: testLogger(t)})
+	require.NoError(t, err, "the client's documented permissions must suffice")
+	t.Cleanup(func() { _ = c.Close() })
+	resp, err := testv1.NewTestServiceClient(transport.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "allowed"})
+	require.NoError(t, err)
+	assert.Equal(t, "allowed", resp.GetTag())
+	assert.Equal(t, alice, resp.GetPeerIdentity(), "the validated user-id is the caller's identity")
+
+	_, err = Dial(userURL(alice), ClientConfig{Service: svc, ClientName: "someone-else"})
+	assert.Equal(t, transport.PermissionDenied, transport.CodeOf(err), "another client's name: %v", err)
+
+	// Straight into a queue through the default exchange: refused.
+	conn, err := amqp091.Dial(userURL(alice))
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	require.NoError(t, ch.Publish("", ServiceQueue(svc), false, false, amqp091.Publishing{Body: []byte("sneaky")}))
+	select {
+	case e := <-closed:
+		var ae *amqp091.Error
+		require.True(t, errors.As(e, &ae), "channel closed with %v", e)
+		assert.Equal(t, amqp091.AccessRefused, ae.Code, "%v", ae)
+	case <-ctx.Done():
+		t.Fatal("publishing to the default exchange was not refused")
+	}
+}

@@ -388,3 +388,22 @@ func TestCrashRecovery(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestLockHeldByAnotherProcess checks the error a second process gets, and
+// that the lock dies with its holder however it dies.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	dir := t.TempDir()
+	c := startChild(t, dir)
+	require.Equal(t, []string{"ready"}, c.next(t, ctx), "child stderr:\n%s", c.stderr)
+
+	_, err := Open(dir)
+	var lerr *LockedError
+	require.ErrorAs(t, err, &lerr)
+	assert.Equal(t, c.cmd.Process.Pid, lerr.PID)
+	assert.EqualError(t, err, fmt.Sprintf("bank: directory %s is in use by process %d", dir, c.cmd.Process.Pid))
+
+	c.kill(t)
+	b := openBank(t, dir)
+	require.NoError(t, b.Shutdown())
+}

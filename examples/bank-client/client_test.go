@@ -261,7 +261,7 @@ func TestUnknownOutcomeExplainsHowToRepeat(t *testing.T) {
 		assert.NotContains(t, msg, "secret")
 		if kind == backend.AMQP {
 			assert.Contains(t, msg, "bank-client --transport amqp --addr amqp://guest:xxxxx@10.0.0.1:5672/")
-			assert.Contains(t, msg, "refuses it unapplied")
+			assert.Contains(t, msg, "it will not be applied from now on")
 		} else {
 			assert.Contains(t, msg, "--addr tcp://127.0.0.1:4040 runs")
 		}

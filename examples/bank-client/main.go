@@ -207,7 +207,9 @@ func dialFailure(w io.Writer, t backend.Target, err error) int {
 		return usageFailure(w, cli.Usagef("%s", transport.MessageOf(err)))
 	}
 	fmt.Fprintf(w, "cannot reach the bank over %s: %s\n", t, transport.MessageOf(err))
-	if t.Kind == backend.AMQP {
+	// Other codes (the bank's queue missing, the client name in use) come
+	// with a message of their own that says what to do.
+	if t.Kind == backend.AMQP && transport.CodeOf(err) == transport.Unavailable {
 		fmt.Fprintf(w, "  check that RabbitMQ answers at %s (make broker starts one), and that\n"+
 			"  bank-server --transport amqp --bank %s was started at least once: it declares the bank's queue.\n", backend.Redact(t.Addr), t.Bank)
 	}

@@ -153,11 +153,12 @@ func (s *session) unknownOutcome(c command, callID string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  the %s (call id %s) may or may not have been applied.\n", c.name, callID)
 	if s.target.Kind == backend.AMQP {
-		// The request waits in the durable queue, but it carries its
-		// deadline: the runtime of a bank that takes it later refuses it
-		// with DEADLINE_EXCEEDED before the bank sees it.
-		b.WriteString("  the request stays queued until a bank takes it, but its deadline has passed: a bank that takes it now\n" +
-			"  refuses it unapplied. A bank that took it just before the deadline may have applied it.\n")
+		// The request carries its deadline as its AMQP expiration: the
+		// broker discards it if it is still queued then, and the runtime of
+		// a bank that receives it later refuses it with DEADLINE_EXCEEDED
+		// before the bank sees it (docs/protocol-amqp.md, Deadlines).
+		b.WriteString("  it will not be applied from now on: the request carried its deadline, so RabbitMQ discards it if it is\n" +
+			"  still queued, and a bank that receives it late refuses it. A bank that took it in time may have applied it.\n")
 	}
 	b.WriteString("  to find out without applying it twice, repeat it with the same call id: the bank applies a call id\n" +
 		"  at most once and answers a repeat with the recorded result:\n    ")

@@ -1,0 +1,106 @@
+package banktest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/bankrpc/bankrpc/examples/internal/backend"
+	"github.com/bankrpc/bankrpc/transport/amqp"
+)
+
+// envURL names the variable that turns the RabbitMQ tests on.
+const envURL = "BANKRPC_AMQP_URL"
+
+var (
+	brokerOnce sync.Once
+	brokerErr  error
+)
+
+// brokerURL returns the broker of the tests. It skips when BANKRPC_AMQP_URL
+// is not set, and fails loudly when it is set but nothing answers there.
+func brokerURL(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv(envURL)
+	if url == "" {
+		t.Skipf("RabbitMQ tests are off: set %s (make test sets %s=amqp://guest:guest@127.0.0.1:5672/)", envURL, envURL)
+	}
+	brokerOnce.Do(func() {
+		conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+		if err != nil {
+			brokerErr = err
+			return
+		}
+		brokerErr = conn.Close()
+	})
+	if brokerErr != nil {
+		t.Fatalf("%s=%s is set but the broker does not answer: %v (start it with make broker)", envURL, backend.Redact(url), brokerErr)
+	}
+	return url
+}
+
+var nameChars = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
+// uniqueBank returns a bank name no other test or test run uses. Over AMQP
+// it also deletes the bank's queues from the broker when the test ends
+// (after its processes are gone: cleanups run last-registered first).
+func uniqueBank(t *testing.T, prefix string) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	base := strings.Trim(nameChars.ReplaceAllString(t.Name(), "-"), "-")
+	if len(base) > 40 {
+		base = base[len(base)-40:]
+	}
+	name := prefix + "-" + base + "-" + hex.EncodeToString(b[:])
+	if url := os.Getenv(envURL); url != "" {
+		t.Cleanup(func() { deleteQueues(t, url, amqp.ServiceQueue(name), amqp.DeadLetterQueue(name)) })
+	}
+	return name
+}
+
+// deleteQueues removes queues a test left on the shared broker.
+func deleteQueues(t *testing.T, url string, queues ...string) {
+	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Logf("could not delete queues %v: %v", queues, err)
+		return
+	}
+	defer conn.Close()
+	for _, q := range queues {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Logf("could not delete queue %s: %v", q, err)
+			return
+		}
+		_, _ = ch.QueueDelete(q, false, false, false) // a queue never declared is fine
+		_ = ch.Close()
+	}
+}
+
+// queueState returns the ready messages and consumers of a queue.
+func queueState(t *testing.T, url, queue string) (messages, consumers int) {
+	t.Helper()
+	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("connect to the broker: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("open a channel: %v", err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect queue %s: %v", queue, err)
+	}
+	return q.Messages, q.Consumers
+}

@@ -78,6 +78,9 @@ func (k *connector) supervise(ctx context.Context, first session, open func() (s
 	var down time.Time // when the last session ended
 	for {
 		for attempt := 1; s == nil; attempt++ {
+			if ctx.Err() != nil {
+				return
+			}
 			var err error
 			if s, err = open(); err != nil {
 				// The first failure of an outage is worth a warning; the

@@ -1,6 +1,7 @@
 package bank
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -11,5 +12,13 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		os.Exit(runCrashChild(dir))
 	}
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	removeFixtures()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

@@ -35,43 +35,62 @@ type snapshotMeta struct {
 	nextGen uint64
 }
 
-// encodeSnapshot returns the snapshot of s.
+// encodeSnapshot returns the snapshot of s. The bank holds its mutex while
+// this runs, so it writes into one preallocated buffer, without closures.
 func encodeSnapshot(s *state, m snapshotMeta) []byte {
 	size := snapshotHeaderSize + len(s.accounts)*snapshotAccountSize + 4 + len(s.orphans.order)*snapshotOrphanSize + 4
 	for i := range s.accounts {
 		size += s.dedup.count(&s.accounts[i]) * snapshotEntrySize
 	}
-	b := make([]byte, 0, size)
-	b = append(b, snapshotMagic...)
-	b = binary.LittleEndian.AppendUint32(b, snapshotVersion)
-	b = binary.LittleEndian.AppendUint64(b, m.lastLSN)
-	b = binary.LittleEndian.AppendUint64(b, m.nextGen)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.accounts)))
+	b := make([]byte, size)
+	copy(b, snapshotMagic)
+	binary.LittleEndian.PutUint32(b[8:], snapshotVersion)
+	binary.LittleEndian.PutUint64(b[12:], m.lastLSN)
+	binary.LittleEndian.PutUint64(b[20:], m.nextGen)
+	binary.LittleEndian.PutUint32(b[28:], uint32(len(s.accounts)))
+	off := snapshotHeaderSize
 	for i := range s.accounts {
 		a := &s.accounts[i]
-		b = binary.LittleEndian.AppendUint32(b, uint32(a.id))
-		b = binary.LittleEndian.AppendUint64(b, uint64(a.balance()))
-		online := byte(0)
+		binary.LittleEndian.PutUint32(b[off:], uint32(a.id))
+		binary.LittleEndian.PutUint64(b[off+4:], uint64(a.balance()))
 		if a.online() {
-			online = 1
+			b[off+12] = 1
 		}
-		b = append(b, online)
-		b = binary.LittleEndian.AppendUint16(b, uint16(s.dedup.count(a)))
-		s.dedup.each(a, func(e dedupEntry) { b = appendEntry(b, e) })
+		k := a.ringClass()
+		off += snapshotAccountSize
+		if k == 0 {
+			continue
+		}
+		c := &s.dedup.classes[k-1]
+		slot := a.ringSlot()
+		meta := c.meta[slot]
+		binary.LittleEndian.PutUint16(b[off-2:], meta.n)
+		r := c.entries(slot)[:meta.n]
+		for j := range r[meta.next:] {
+			off = putEntry(b, off, &r[int(meta.next)+j])
+		}
+		for j := range r[:meta.next] {
+			off = putEntry(b, off, &r[j])
+		}
 	}
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.orphans.order)))
+	binary.LittleEndian.PutUint32(b[off:], uint32(len(s.orphans.order)))
+	off += 4
 	for _, k := range s.orphans.order {
-		b = binary.LittleEndian.AppendUint32(b, uint32(k.account))
-		b = appendEntry(b, s.orphans.byKey[k])
+		binary.LittleEndian.PutUint32(b[off:], uint32(k.account))
+		e := s.orphans.byKey[k]
+		off = putEntry(b, off+4, &e)
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	binary.LittleEndian.PutUint32(b[off:], crc32.Checksum(b[:off], castagnoli))
+	return b
 }
 
-func appendEntry(b []byte, e dedupEntry) []byte {
-	b = append(b, e.key[:]...)
-	b = append(b, byte(e.op), e.code, e.flags)
-	b = binary.LittleEndian.AppendUint64(b, uint64(e.value))
-	return binary.LittleEndian.AppendUint64(b, uint64(e.amount))
+// putEntry writes e at b[off:] and returns the offset after it.
+func putEntry(b []byte, off int, e *dedupEntry) int {
+	copy(b[off:], e.key[:])
+	b[off+12], b[off+13], b[off+14] = byte(e.op), e.code, e.flags
+	binary.LittleEndian.PutUint64(b[off+15:], uint64(e.value))
+	binary.LittleEndian.PutUint64(b[off+23:], uint64(e.amount))
+	return off + snapshotEntrySize
 }
 
 // snapshotReader reads a snapshot field by field, keeping the offset and the

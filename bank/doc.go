@@ -14,6 +14,11 @@
 // overflow the receiver OUT_OF_RANGE. Any call on an account that was never
 // opened is NOT_FOUND and tells the caller to call Open first. A transfer is
 // atomic: no observer ever sees the money on both sides or on neither.
+// Whether a client is logged on is durable like the rest, so a restarted
+// bank still counts the clients that have not closed (WithOnIdle).
+//
+// Refusals carry canonical codes and messages naming the values involved, so
+// that a command-line client can print them as they are.
 //
 // # At most once
 //

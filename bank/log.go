@@ -2,6 +2,7 @@ package bank
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -195,7 +196,7 @@ func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) 
 		}
 		need := recordHeaderSize
 		if len(b) == recordHeaderSize {
-			if n := int(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24); n <= maxRecordBody {
+			if n := int(binary.LittleEndian.Uint32(b)); n <= maxRecordBody {
 				need += n
 			}
 		}

@@ -21,7 +21,6 @@ const (
 	// maxCallIDLen is the longest call id the bank accepts (one length byte).
 	maxCallIDLen  = 255
 	maxRecordBody = recordFixedBody + maxCallIDLen
-	maxRecordSize = recordHeaderSize + maxRecordBody
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -55,6 +55,8 @@ func (s *session) open(ctx context.Context, nothingSent string) (*bankv1.OpenRes
 		if nothingSent != "" {
 			fmt.Fprintf(s.errOut, "  the %s was not sent.\n", nothingSent)
 		}
+	case code == transport.Canceled:
+		fmt.Fprintf(s.errOut, "log-on of account %d: interrupted.\n", s.id)
 	case !s.json:
 		fmt.Fprintf(s.out, "log-on %s: %s\n", verdict(code), describe(code, err))
 	}

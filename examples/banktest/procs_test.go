@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // The binaries under test, built once by TestMain.
@@ -52,6 +53,12 @@ func testMain(m *testing.M) int {
 	if left := leftovers(dir); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "banktest: processes of the built binaries still run after the tests: %v\n", left)
 		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "banktest: goroutines left after the tests: %v\n", err)
+			code = 1
+		}
 	}
 	return code
 }

@@ -23,8 +23,11 @@ const (
 
 // Client is the client half of the ZeroMQ backend: one DEALER socket that
 // multiplexes any number of concurrent calls to one server, matched by call
-// id. One goroutine owns the socket; RoundTrip hands it the request through
-// a mailbox and waits for the reply on a channel.
+// id. The socket has one user at a time, the leader: a caller that has no
+// leader to hand its request to leads, sending the requests of every caller
+// and delivering their replies, until its own reply arrives; it then hands
+// the lead to a caller still waiting. A lone caller thus works the socket on
+// its own goroutine, as with a plain REQ socket.
 //
 // Calls follow the Lazy Pirate pattern: a request without a reply after
 // AttemptTimeout is sent again with the same call id, until the call's
@@ -43,37 +46,49 @@ type Client struct {
 	monitor  *zmq4.Socket
 	box      *mailbox[*request]
 
-	closeOnce sync.Once
-	closing   chan struct{} // closed by Close: calls return ErrClosed
-	exited    chan struct{} // closed by the owner once the sockets are closed
-	closeErr  error         // written before exited is closed
+	closeOnce   sync.Once
+	closingOnce sync.Once
+	closing     chan struct{} // closed by Close: calls return ErrClosed
+	exited      chan struct{} // closed by Close once the sockets are closed
+	closeErr    error         // written before exited is closed
+	idle        sync.Cond     // on box.mu: signalled when nobody leads
 
 	connected atomic.Bool            // a handshake completed and the connection has not dropped since
 	reason    atomic.Pointer[string] // why the client is not connected, for errors
 
-	// Owned by the socket owner goroutine.
-	pending map[string]*request // by call id
-	sent    requestList         // written to the socket, oldest first
-	unsent  requestList         // waiting for a connection, oldest first
-	sticky  bool                // reason is a handshake failure, kept until a handshake succeeds
-	purgeAt int                 // unsent length that triggers dropping abandoned calls
+	// Owned by the caller that leads (see lead).
+	poller                  *zmq4.Poller
+	iDealer, iBox, iMonitor int
+	batch                   []*request
+	pending                 map[string]*request // by call id
+	sent                    requestList         // written to the socket, oldest first
+	unsent                  requestList         // waiting for a connection, oldest first
+	sticky                  bool                // reason is a handshake failure, kept until a handshake succeeds
+	purgeAt                 int                 // unsent length that triggers dropping abandoned calls
 }
 
 // request is one RoundTrip. The first request of a call id is also the
-// owner's entry for that id: it is in the pending map and in one of the
+// leader's entry for that id: it is in the pending map and in one of the
 // lists, and carries the calls that joined it with the same id.
 type request struct {
 	id       string
 	frame    []byte
-	done     chan []byte // capacity 1: the reply
-	gaveUp   atomic.Bool // the caller returned without a reply
+	done     chan delivery // capacity 1: the reply, or the lead
+	gaveUp   atomic.Bool   // the caller returned without a reply
 	attempts atomic.Int32
+	promoted bool // handed the lead; guarded by Client.box.mu
 
-	// Owned by the socket owner goroutine.
+	// Owned by the leader.
 	extra      []*request // later calls with the same id, answered by the same reply
 	due        time.Time  // when the attempt in flight times out
 	list       *requestList
 	prev, next *request
+}
+
+// delivery is what a waiting caller receives: its reply, or the lead.
+type delivery struct {
+	reply []byte
+	lead  bool
 }
 
 // live reports whether a caller still waits for the reply.
@@ -126,7 +141,11 @@ func Dial(endpoint string, cfg ClientConfig) (*Client, error) {
 		_ = closeAll(zctx, c.monitor, c.dealer)
 		return nil, err
 	}
-	go c.run()
+	c.idle.L = &c.box.mu
+	c.poller = zmq4.NewPoller()
+	c.iDealer = c.poller.Add(c.dealer, zmq4.POLLIN)
+	c.iBox = c.poller.Add(c.box.rx, zmq4.POLLIN)
+	c.iMonitor = c.poller.Add(c.monitor, zmq4.POLLIN)
 	return c, nil
 }
 
@@ -195,32 +214,56 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 		return nil, transport.Errorf(transport.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
 	}
 	start := time.Now()
-	r := &request{id: call.ID, frame: call.Frame, done: make(chan []byte, 1)}
-	var limit <-chan time.Time
+	r := &request{id: call.ID, frame: call.Frame, done: make(chan delivery, 1)}
+	var limit time.Time // the overall limit of a call without deadline
+	var limitC <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		t := time.NewTimer(time.Duration(c.cfg.MaxAttempts) * c.cfg.AttemptTimeout)
+		d := time.Duration(c.cfg.MaxAttempts) * c.cfg.AttemptTimeout
+		limit = start.Add(d)
+		t := time.NewTimer(d)
 		defer t.Stop()
-		limit = t.C
+		limitC = t.C
 	}
-	if !c.box.put(r) {
+	lead, ok := c.enter(r)
+	if !ok {
 		return nil, transport.ErrClosed
 	}
-	select {
-	case reply := <-r.done:
-		return reply, nil
-	case <-ctx.Done():
-		r.gaveUp.Store(true)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !c.connected.Load() {
+	if !lead {
+		select {
+		case d := <-r.done:
+			if !d.lead {
+				return d.reply, nil
+			}
+		case <-ctx.Done():
+			c.abandon(r)
+			return nil, c.ctxError(ctx, r, start)
+		case <-limitC:
+			c.abandon(r)
 			return nil, c.noReply(r, start)
+		case <-c.closing:
+			c.abandon(r)
+			return nil, transport.ErrClosed
 		}
-		return nil, ctx.Err()
-	case <-limit:
-		r.gaveUp.Store(true)
-		return nil, c.noReply(r, start)
-	case <-c.closing:
-		r.gaveUp.Store(true)
-		return nil, transport.ErrClosed
 	}
+	reply, done := c.lead(ctx, r, limit)
+	switch {
+	case done:
+		return reply, nil
+	case c.isClosing():
+		return nil, transport.ErrClosed
+	case ctx.Err() != nil:
+		return nil, c.ctxError(ctx, r, start)
+	}
+	return nil, c.noReply(r, start)
+}
+
+// ctxError is the error of a call whose ctx ended: UNAVAILABLE when the
+// deadline passed while the server is unreachable, ctx.Err() otherwise.
+func (c *Client) ctxError(ctx context.Context, r *request, start time.Time) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !c.connected.Load() {
+		return c.noReply(r, start)
+	}
+	return ctx.Err()
 }
 
 func (c *Client) noReply(r *request, start time.Time) error {
@@ -249,77 +292,179 @@ func (c *Client) setReason(s string) { c.reason.Store(&s) }
 // Close closes the socket; calls in flight return transport.ErrClosed.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
-		close(c.closing)
-		c.box.wake()
+		c.markClosing()
+		m := c.box
+		m.mu.Lock()
+		m.signalLocked() // wakes the leader
+		m.closed = true  // no caller enters, nobody is promoted
+		for m.leading {
+			c.idle.Wait()
+		}
+		m.leading = true // for good: Close owns the socket now
+		m.mu.Unlock()
+		// Stop the monitor before closing: libzmq then closes its end.
+		_ = c.dealer.Monitor("", 0)
+		m.close()
+		c.closeErr = closeAll(c.zctx, c.monitor, c.dealer)
+		close(c.exited)
 	})
 	<-c.exited
 	return c.closeErr
 }
 
-// run is the socket owner.
-func (c *Client) run() {
-	defer close(c.exited)
+func (c *Client) markClosing() {
+	c.closingOnce.Do(func() { close(c.closing) })
+}
+
+// enter queues r for the leader, or makes its caller the leader when nobody
+// leads. ok is false once the client is closed.
+func (c *Client) enter(r *request) (lead, ok bool) {
+	m := c.box
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false, false
+	}
+	m.items = append(m.items, r)
+	if !m.leading {
+		m.leading = true
+		return true, true
+	}
+	m.signalLocked()
+	return false, true
+}
+
+// abandon records that r's caller returns without its reply. If r had just
+// been promoted to leader, the lead passes on.
+func (c *Client) abandon(r *request) {
+	m := c.box
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r.gaveUp.Store(true)
+	if r.promoted {
+		<-r.done
+		c.handoffLocked()
+	}
+}
+
+// handoffLocked passes the lead to a caller still waiting, or leaves the
+// socket idle. The caller holds the lead and c.box.mu.
+func (c *Client) handoffLocked() {
+	if !c.box.closed {
+		if x := c.successorLocked(); x != nil {
+			x.promoted = true
+			x.done <- delivery{lead: true}
+			return
+		}
+	}
+	c.box.leading = false
+	c.idle.Broadcast()
+}
+
+// successorLocked returns a caller that waits for a reply: one whose call is
+// queued, else one whose call is in flight.
+func (c *Client) successorLocked() *request {
+	for _, x := range c.box.items {
+		if !x.gaveUp.Load() {
+			return x
+		}
+	}
+	for _, l := range []*requestList{&c.sent, &c.unsent} {
+		for e := l.head; e != nil; e = e.next {
+			if !e.gaveUp.Load() {
+				return e
+			}
+			for _, x := range e.extra {
+				if !x.gaveUp.Load() {
+					return x
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// lead runs the socket for every caller until r has its reply (done), its
+// ctx ends, limit passes or the client closes, then hands the lead on.
+//
+// Whoever leads owns the socket and the owner fields of Client; the lead
+// passes between callers under c.box.mu, so one goroutine at a time uses
+// the socket. A lone caller thus sends and receives on its own goroutine,
+// as with a plain REQ socket, and concurrent callers share one poll.
+func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply []byte, done bool) {
+	stopWake := context.AfterFunc(ctx, c.box.wake)
+	defer stopWake()
+	stop := func() bool {
+		return c.isClosing() || ctx.Err() != nil || (!limit.IsZero() && !time.Now().Before(limit))
+	}
 	defer func() {
-		// Stop the monitor before closing: libzmq then closes its end.
-		_ = c.dealer.Monitor("", 0)
-		c.box.close()
-		c.closeErr = closeAll(c.zctx, c.monitor, c.dealer)
+		c.box.mu.Lock()
+		if !done {
+			r.gaveUp.Store(true) // the caller returns without its reply
+		}
+		c.handoffLocked()
+		c.box.mu.Unlock()
 	}()
-	poller := zmq4.NewPoller()
-	iDealer := poller.Add(c.dealer, zmq4.POLLIN)
-	iBox := poller.Add(c.box.rx, zmq4.POLLIN)
-	iMonitor := poller.Add(c.monitor, zmq4.POLLIN)
-	var batch []*request
 	for {
 		now := time.Now()
+		c.batch = c.box.take(c.batch[:0])
+		for i, x := range c.batch {
+			c.start(x, now)
+			c.batch[i] = nil
+		}
 		c.expire(now)
+		select {
+		case d := <-r.done:
+			return d.reply, true
+		default:
+		}
+		if stop() {
+			return nil, false
+		}
 		timeout := time.Duration(-1)
-		if r := c.sent.head; r != nil {
+		if x := c.sent.head; x != nil {
+			timeout = x.due.Sub(now)
+		}
+		if !limit.IsZero() && (timeout < 0 || limit.Sub(now) < timeout) {
+			timeout = limit.Sub(now)
+		}
+		if timeout >= 0 {
 			// Rounded up: zmq_poll counts whole milliseconds.
-			timeout = (r.due.Sub(now) + time.Millisecond - 1).Truncate(time.Millisecond)
+			timeout = (timeout + time.Millisecond - 1).Truncate(time.Millisecond)
 		}
 		events := zmq4.POLLIN
 		if c.unsent.head != nil {
 			events |= zmq4.POLLOUT
 		}
-		if _, err := poller.Update(iDealer, events); err != nil {
+		if _, err := c.poller.Update(c.iDealer, events); err != nil {
 			c.stopOnError("poller", err)
-			return
+			return nil, false
 		}
-		polled, err := c.box.poll(poller, timeout, c.isClosing)
+		polled, err := c.box.poll(c.poller, timeout, stop)
 		if err != nil {
 			c.stopOnError("poll", err)
-			return
+			return nil, false
 		}
-		if polled[iMonitor].Events&zmq4.POLLIN != 0 {
+		if polled[c.iMonitor].Events&zmq4.POLLIN != 0 {
 			c.readEvents()
 		}
-		if polled[iBox].Events&zmq4.POLLIN != 0 {
+		if polled[c.iBox].Events&zmq4.POLLIN != 0 {
 			c.box.drain()
 		}
-		if c.isClosing() {
-			return
+		if polled[c.iDealer].Events&zmq4.POLLOUT != 0 {
+			c.flush(time.Now())
 		}
-		now = time.Now()
-		batch = c.box.take(batch[:0])
-		for i, r := range batch {
-			c.start(r, now)
-			batch[i] = nil
-		}
-		if polled[iDealer].Events&zmq4.POLLOUT != 0 {
-			c.flush(now)
-		}
-		if polled[iDealer].Events&zmq4.POLLIN != 0 && c.readReplies() > 0 {
+		if polled[c.iDealer].Events&zmq4.POLLIN != 0 && c.readReplies(r) > 0 {
 			yield()
 		}
 	}
 }
 
-// stopOnError closes the client after an unexpected socket error: calls in
-// flight and later return ErrClosed.
+// stopOnError closes the client for its callers after an unexpected socket
+// error: calls in flight and later return ErrClosed.
 func (c *Client) stopOnError(op string, err error) {
 	c.log.Error("zmq: client stopped by a socket error", "endpoint", c.endpoint, "op", op, "error", err)
-	c.closeOnce.Do(func() { close(c.closing) })
+	c.markClosing()
 }
 
 // start registers a new call and sends it, or joins it to a call in flight
@@ -419,8 +564,8 @@ func (c *Client) drop(r *request) {
 }
 
 // readReplies delivers every reply the socket holds and returns how many
-// callers it woke.
-func (c *Client) readReplies() (woken int) {
+// callers other than self it woke.
+func (c *Client) readReplies(self *request) (woken int) {
 	for {
 		id, err := c.dealer.RecvBytes(zmq4.DONTWAIT)
 		if err != nil {
@@ -440,11 +585,14 @@ func (c *Client) readReplies() (woken int) {
 			continue
 		}
 		c.drop(r)
-		r.done <- body
+		r.done <- delivery{reply: body}
 		for _, x := range r.extra {
-			x.done <- append([]byte(nil), body...)
+			x.done <- delivery{reply: append([]byte(nil), body...)}
 		}
-		woken += 1 + len(r.extra)
+		woken += len(r.extra)
+		if r != self {
+			woken++
+		}
 	}
 }
 
@@ -510,7 +658,7 @@ func (c *Client) failHandshake(reason string) {
 }
 
 // requestList is an intrusive doubly linked list of requests, owned by the
-// socket owner goroutine.
+// leader.
 type requestList struct {
 	head, tail *request
 	n          int

@@ -17,11 +17,12 @@ import (
 // put and wake are safe for concurrent use; rx, drain, take and close belong
 // to the owner goroutine.
 type mailbox[T any] struct {
-	mu       sync.Mutex // guards items, asleep, signaled, closed and every use of tx
+	mu       sync.Mutex // guards items, asleep, signaled, closed, leading and every use of tx
 	items    []T
 	asleep   bool // the owner is in, or about to enter, zmq_poll
 	signaled bool // a wake-up was sent during this sleep
 	closed   bool
+	leading  bool         // Client only: a caller owns the socket (see Client.lead)
 	tx       *zmq4.Socket // PAIR, connected to rx
 	rx       *zmq4.Socket // PAIR, bound; polled by the owner
 	one      []byte

@@ -2,8 +2,8 @@
 // same process and run, so that a benchmark report can print ratios rather
 // than absolute figures that vary between machines.
 //
-// Both measurements are closed loops on 127.0.0.1: each caller sends its
-// next request when the previous reply arrived.
+// Both measurements are closed loops on 127.0.0.1 (internal/loadgen): each
+// caller sends its next request when the previous reply arrived.
 //
 //   - RunRaw: a REQ socket per caller, a ROUTER echo server in its own
 //     goroutine, a 16 byte payload (the size of an encoded Deposit request).
@@ -15,15 +15,13 @@ package zmqbench
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	zmq4 "github.com/pebbe/zmq4"
 
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	"github.com/bankrpc/bankrpc/internal/loadgen"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
@@ -32,19 +30,9 @@ import (
 // Deposit request.
 const PayloadSize = 16
 
-// Result is one measurement.
-type Result struct {
-	Callers  int
-	Requests int64         // completed calls
-	Elapsed  time.Duration // measured time
-	PerSec   float64       // Requests / Elapsed
-	P50, P99 time.Duration // call latency percentiles
-}
-
-func (r Result) String() string {
-	return fmt.Sprintf("%d callers: %.0f req/s, p50 %v, p99 %v (%d calls in %v)",
-		r.Callers, r.PerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Requests, r.Elapsed.Round(time.Millisecond))
-}
+// Result is one measurement: the number of calls, the rate, and the
+// latency percentiles, mean and standard deviation.
+type Result = loadgen.Result
 
 // RunRaw measures raw pebbe/zmq4 REQ/REP for duration d with the given
 // number of callers.
@@ -98,7 +86,8 @@ func RunRaw(ctx context.Context, callers int, d time.Duration) (Result, error) {
 	for i := range socks {
 		s, err := cctx.NewSocket(zmq4.REQ)
 		if err == nil {
-			err = errors.Join(s.SetLinger(0), s.Connect(addr))
+			// A bound on each receive, so that a lost reply fails the run.
+			err = errors.Join(s.SetLinger(0), s.SetRcvtimeo(10*time.Second), s.Connect(addr))
 		}
 		if err != nil {
 			_, _ = ctlOut.Send("stop", 0)
@@ -108,7 +97,7 @@ func RunRaw(ctx context.Context, callers int, d time.Duration) (Result, error) {
 		socks[i] = s
 	}
 	payload := make([]byte, PayloadSize)
-	res, runErr := measure(ctx, callers, d, func(i int) error {
+	res, runErr := loadgen.ClosedLoop(ctx, callers, d, func(_ context.Context, i int) error {
 		if _, err := socks[i].SendBytes(payload, 0); err != nil {
 			return err
 		}
@@ -178,73 +167,9 @@ func RunBankrpc(ctx context.Context, callers int, d time.Duration) (Result, erro
 	}
 	conn := transport.NewConn(cl, transport.WithDefaultTimeout(30*time.Second))
 	stub := bankv1.NewBankClient(conn)
-	res, runErr := measure(ctx, callers, d, func(i int) error {
+	res, runErr := loadgen.ClosedLoop(ctx, callers, d, func(ctx context.Context, i int) error {
 		_, err := stub.Deposit(ctx, &bankv1.DepositRequest{AccountId: int32(i + 1), Amount: 100})
 		return err
 	})
 	return res, errors.Join(runErr, conn.Close(), ln.Close(), <-served)
-}
-
-// measure runs call in a closed loop on callers goroutines (call gets the
-// caller's index) for d after one warm-up call each, and returns the rate
-// and latency percentiles.
-func measure(ctx context.Context, callers int, d time.Duration, call func(i int) error) (Result, error) {
-	if callers < 1 {
-		return Result{}, fmt.Errorf("zmqbench: %d callers; need at least 1", callers)
-	}
-	for i := range callers {
-		if err := call(i); err != nil {
-			return Result{}, fmt.Errorf("zmqbench: warm-up call: %w", err)
-		}
-	}
-	var (
-		stop      atomic.Bool
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		latencies []time.Duration
-		firstErr  error
-	)
-	start := time.Now()
-	for i := range callers {
-		wg.Go(func() {
-			own := make([]time.Duration, 0, 4096)
-			var err error
-			for !stop.Load() && ctx.Err() == nil {
-				t0 := time.Now()
-				if err = call(i); err != nil {
-					break
-				}
-				own = append(own, time.Since(t0))
-			}
-			mu.Lock()
-			latencies = append(latencies, own...)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		})
-	}
-	timer := time.NewTimer(d)
-	select {
-	case <-timer.C:
-	case <-ctx.Done():
-		timer.Stop()
-	}
-	stop.Store(true)
-	wg.Wait()
-	elapsed := time.Since(start)
-	if firstErr != nil {
-		return Result{}, fmt.Errorf("zmqbench: call failed: %w", firstErr)
-	}
-	if err := ctx.Err(); err != nil {
-		return Result{}, err
-	}
-	slices.Sort(latencies)
-	res := Result{Callers: callers, Requests: int64(len(latencies)), Elapsed: elapsed}
-	if n := len(latencies); n > 0 {
-		res.PerSec = float64(n) / elapsed.Seconds()
-		res.P50 = latencies[n*50/100]
-		res.P99 = latencies[min(n-1, n*99/100)]
-	}
-	return res, nil
 }

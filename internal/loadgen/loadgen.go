@@ -33,27 +33,24 @@ func (r Result) String() string {
 type Call func(ctx context.Context, caller int) error
 
 // ClosedLoop runs callers goroutines that call in a loop for duration d,
-// after a short warm-up, and stops at the first error.
+// after a short warm-up, and stops at the first error. Calls get ctx: the
+// end of the measurement stops the loop, it does not cut calls in flight.
 func ClosedLoop(ctx context.Context, callers int, d time.Duration, call Call) (Result, error) {
-	warm, cancel := context.WithTimeout(ctx, min(d/5, 200*time.Millisecond))
-	_, err := run(warm, callers, 0, call)
-	cancel()
-	if err != nil && ctx.Err() == nil && warm.Err() == nil {
+	if _, err := run(ctx, time.Now().Add(min(d/5, 200*time.Millisecond)), callers, 0, call); err != nil {
 		return Result{}, fmt.Errorf("warm-up: %w", err)
 	}
-	runCtx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return run(runCtx, callers, 0, call)
+	return run(ctx, time.Now().Add(d), callers, 0, call)
 }
 
 // Count makes n calls, at most inFlight at a time, and reports the latency of
 // each: the thesis's experiment (n trivial calls, mean and deviation).
 func Count(ctx context.Context, n, inFlight int, call Call) (Result, error) {
-	return run(ctx, inFlight, n, call)
+	return run(ctx, time.Time{}, inFlight, n, call)
 }
 
-// run calls until ctx ends (limit 0) or limit calls were made.
-func run(ctx context.Context, callers, limit int, call Call) (Result, error) {
+// run calls until end (when not zero) or until limit calls were made (when
+// limit > 0), or ctx ends.
+func run(ctx context.Context, end time.Time, callers, limit int, call Call) (Result, error) {
 	var (
 		mu    sync.Mutex
 		lats  []time.Duration
@@ -70,7 +67,7 @@ func run(ctx context.Context, callers, limit int, call Call) (Result, error) {
 				lats = append(lats, own...)
 				mu.Unlock()
 			}()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && (end.IsZero() || time.Now().Before(end)) {
 				if limit > 0 {
 					mu.Lock()
 					if next == limit || first != nil {
@@ -100,8 +97,8 @@ func run(ctx context.Context, callers, limit int, call Call) (Result, error) {
 	if first != nil {
 		return r, first
 	}
-	if limit > 0 && r.Requests < limit {
-		return r, fmt.Errorf("made %d of %d calls: %w", r.Requests, limit, context.Cause(ctx))
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("made %d calls: %w", r.Requests, context.Cause(ctx))
 	}
 	return r, nil
 }

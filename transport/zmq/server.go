@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	zmq4 "github.com/pebbe/zmq4"
 
@@ -27,10 +28,16 @@ const (
 // in the Server's own zmq context.
 const repliesEndpoint = "inproc://bankrpc.replies"
 
+// standbyDelay is how long a leader running a handler keeps the socket
+// unattended before another goroutine takes the lead.
+const standbyDelay = 50 * time.Microsecond
+
 // Server is the server half of the ZeroMQ backend: a ROUTER socket that both
-// REQ peers and Clients (DEALER) call. Serve runs the handler in a bounded
-// pool of worker goroutines; one goroutine, the one running Serve, owns the
-// socket and sends the replies the workers hand back.
+// REQ peers and Clients (DEALER) call. Serve runs handlers in a bounded pool
+// of goroutines; one of them at a time, the leader, owns the socket: it
+// reads requests, hands them to the others and sends the replies they hand
+// back. A lone request is handled by the leader itself, which lets another
+// goroutine take the lead if the handler is not done within 50µs.
 //
 // Server is safe for concurrent use. Close is idempotent and may be called
 // from any goroutine, before, during or after Serve.
@@ -48,6 +55,24 @@ type Server struct {
 	stopping atomic.Bool   // Serve stops reading requests and drains
 	done     chan struct{} // closed once the sockets and context are closed
 	closeErr error         // written before done is closed
+
+	// Set by Serve before its goroutines start.
+	h        transport.Handler
+	base     context.Context
+	jobs     chan *job     // requests for the pool
+	leadCh   chan struct{} // holds the lead while no goroutine has it
+	quit     chan struct{} // closed when the pool must exit
+	finished chan error    // the last leader reports the end of serving
+	standby  *time.Timer   // promotes a goroutine while the leader runs a handler
+
+	leadMu   sync.Mutex // guards leadFree
+	leadFree bool       // the leader runs a handler and nobody has the lead
+
+	// Owned by the goroutine that leads (see lead).
+	poller               *zmq4.Poller
+	iRouter, iBox, iZAP  int
+	inflight             int
+	replies, batch, free []*job // free: recycled jobs
 }
 
 type serverState int
@@ -169,15 +194,32 @@ func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
 	stop := context.AfterFunc(ctx, s.requestStop)
 	defer stop()
 
-	jobs := make(chan *job, s.cfg.Workers)
-	var workers sync.WaitGroup
-	base := context.WithoutCancel(ctx)
-	for range s.cfg.Workers {
-		workers.Go(func() { s.work(base, h, jobs) })
+	s.h, s.base = h, context.WithoutCancel(ctx)
+	s.jobs = make(chan *job, s.cfg.Workers)
+	s.leadCh = make(chan struct{}, 1)
+	s.quit = make(chan struct{})
+	s.finished = make(chan error, 1)
+	s.standby = time.AfterFunc(time.Hour, s.promote)
+	s.standby.Stop()
+	s.poller = zmq4.NewPoller()
+	s.iRouter = s.poller.Add(s.router, zmq4.POLLIN)
+	s.iBox = s.poller.Add(s.box.rx, zmq4.POLLIN)
+	s.iZAP = -1
+	if s.zap != nil {
+		s.iZAP = s.poller.Add(s.zap.sock, zmq4.POLLIN)
 	}
-	err := s.loop(jobs)
-	close(jobs)
+
+	s.leadCh <- struct{}{} // the first worker to take it leads
+	var workers sync.WaitGroup
+	// One more goroutine than handlers may run, so that one is always free
+	// to lead.
+	for range s.cfg.Workers + 1 {
+		workers.Go(s.work)
+	}
+	err := <-s.finished
+	close(s.quit)
 	workers.Wait()
+	s.standby.Stop()
 	s.closeErr = s.release()
 	close(s.done)
 	return err
@@ -207,77 +249,147 @@ func (s *Server) requestStop() {
 	s.box.wake()
 }
 
-// loop is the socket owner: it reads requests while there is a free worker,
-// sends the replies the workers hand back and answers ZAP requests, until a
-// stop is requested and no request is in flight.
-func (s *Server) loop(jobs chan<- *job) error {
-	poller := zmq4.NewPoller()
-	iRouter := poller.Add(s.router, zmq4.POLLIN)
-	iBox := poller.Add(s.box.rx, zmq4.POLLIN)
-	iZAP := -1
-	if s.zap != nil {
-		iZAP = poller.Add(s.zap.sock, zmq4.POLLIN)
+// work is a pool goroutine: it runs the handler of the jobs it is given, or
+// takes the lead.
+func (s *Server) work() {
+	for {
+		select {
+		case <-s.quit:
+			return
+		case j := <-s.jobs:
+			j.reply = s.handle(j)
+			s.box.put(j)
+		case <-s.leadCh:
+			s.lead()
+		}
 	}
-	var (
-		inflight int
-		replies  []*job
-		free     []*job // recycled jobs, owned by this goroutine
-	)
+}
+
+// lead owns the socket: it reads requests while fewer than Workers are in
+// flight, sends the replies handed back and answers ZAP requests. It returns
+// when it handed the lead on (see runInline), or when a stop was requested
+// and no request is in flight, after reporting on s.finished.
+func (s *Server) lead() {
 	for {
 		stopping := s.stopping.Load()
-		if stopping && inflight == 0 {
-			return nil
+		if stopping && s.inflight == 0 {
+			s.finished <- nil
+			return
 		}
 		var want zmq4.State
-		if !stopping && inflight < s.cfg.Workers {
+		if !stopping && s.inflight < s.cfg.Workers {
 			want = zmq4.POLLIN
 		}
-		if _, err := poller.Update(iRouter, want); err != nil {
-			return transport.Errorf(transport.Internal, "zmq: server %s: poller: %v", s.addr, err)
+		if _, err := s.poller.Update(s.iRouter, want); err != nil {
+			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poller: %v", s.addr, err)
+			return
 		}
-		polled, err := s.box.poll(poller, -1, s.stopping.Load)
+		polled, err := s.box.poll(s.poller, -1, s.stopping.Load)
 		if err != nil {
 			s.log.Error("zmq: poll failed; the server stops", "addr", s.addr, "error", err)
-			return transport.Errorf(transport.Internal, "zmq: server %s: poll: %v", s.addr, err)
+			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poll: %v", s.addr, err)
+			return
 		}
-		if polled[iBox].Events&zmq4.POLLIN != 0 {
+		if polled[s.iBox].Events&zmq4.POLLIN != 0 {
 			s.box.drain()
 		}
-		replies = s.box.take(replies[:0])
-		for i, j := range replies {
-			s.send(j)
-			inflight--
-			j.reset()
-			free = append(free, j)
-			replies[i] = nil
+		s.replies = s.box.take(s.replies[:0])
+		for i, j := range s.replies {
+			s.done1(j)
+			s.replies[i] = nil
 		}
-		if iZAP >= 0 && polled[iZAP].Events&zmq4.POLLIN != 0 {
+		if s.iZAP >= 0 && polled[s.iZAP].Events&zmq4.POLLIN != 0 {
 			s.zap.serve()
 		}
-		dispatched := 0
-		for want != 0 && inflight < s.cfg.Workers && !s.stopping.Load() {
-			var j *job
-			if n := len(free); n > 0 {
-				j, free = free[n-1], free[:n-1]
-			} else {
-				j = new(job)
-			}
+		if want == 0 {
+			continue
+		}
+		s.batch = s.batch[:0]
+		for s.inflight < s.cfg.Workers && !s.stopping.Load() {
+			j := s.newJob()
 			ok, more := s.recv(j)
 			if !ok {
 				j.reset()
-				free = append(free, j)
+				s.free = append(s.free, j)
 				if !more {
 					break
 				}
 				continue
 			}
-			inflight++
-			dispatched++
-			jobs <- j
+			s.inflight++
+			s.batch = append(s.batch, j)
 		}
-		if dispatched > 0 {
+		if len(s.batch) == 1 && s.inflight == 1 {
+			// A lone request: run it here, sparing two goroutine switches.
+			j := s.batch[0]
+			s.batch[0] = nil
+			if !s.runInline(j) {
+				return
+			}
+			continue
+		}
+		for i, j := range s.batch {
+			s.jobs <- j
+			s.batch[i] = nil
+		}
+		if len(s.batch) > 0 {
 			yield()
 		}
+	}
+}
+
+func (s *Server) newJob() *job {
+	if n := len(s.free); n > 0 {
+		j := s.free[n-1]
+		s.free = s.free[:n-1]
+		return j
+	}
+	return new(job)
+}
+
+// done1 sends j's reply and recycles j.
+func (s *Server) done1(j *job) {
+	s.send(j)
+	s.inflight--
+	j.reset()
+	s.free = append(s.free, j)
+}
+
+// runInline runs j's handler on the leader's goroutine, with the lead left
+// free meanwhile: if the handler takes longer than standbyDelay, another
+// goroutine takes the lead (promote), so a slow handler never stalls the
+// socket. It reports whether this goroutine still leads afterwards; if not,
+// the reply goes to the new leader.
+func (s *Server) runInline(j *job) bool {
+	s.leadMu.Lock()
+	s.leadFree = true
+	s.standby.Reset(standbyDelay)
+	s.leadMu.Unlock()
+
+	j.reply = s.handle(j)
+
+	s.leadMu.Lock()
+	kept := s.leadFree
+	if kept {
+		s.leadFree = false
+		s.standby.Stop()
+	}
+	s.leadMu.Unlock()
+	if !kept {
+		s.box.put(j)
+		return false
+	}
+	s.done1(j)
+	return true
+}
+
+// promote hands a free lead to a pool goroutine.
+func (s *Server) promote() {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	if s.leadFree {
+		s.leadFree = false
+		s.leadCh <- struct{}{}
 	}
 }
 
@@ -365,15 +477,7 @@ func (s *Server) send(j *job) {
 	}
 }
 
-// work runs the handler for each job and hands the job back to the owner.
-func (s *Server) work(base context.Context, h transport.Handler, jobs <-chan *job) {
-	for j := range jobs {
-		j.reply = s.handle(base, h, j)
-		s.box.put(j)
-	}
-}
-
-func (s *Server) handle(base context.Context, h transport.Handler, j *job) (reply []byte) {
+func (s *Server) handle(j *job) (reply []byte) {
 	peer := transport.Peer{Transport: "zmq", Addr: hex.EncodeToString(j.rid), Identity: j.identity}
 	defer func() {
 		if r := recover(); r != nil {
@@ -381,7 +485,7 @@ func (s *Server) handle(base context.Context, h transport.Handler, j *job) (repl
 			reply = nil
 		}
 	}()
-	reply, err := h.HandleFrame(transport.NewPeerContext(base, peer), j.frame)
+	reply, err := s.h.HandleFrame(transport.NewPeerContext(s.base, peer), j.frame)
 	if err != nil {
 		s.log.Warn("zmq: refused a request frame", "peer", peer.Addr, "identity", peer.Identity, "bytes", len(j.frame), "error", err)
 	}

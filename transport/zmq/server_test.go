@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,4 +197,32 @@ func TestHandlerPanicKeepsServing(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, 2, calls, "one panicking attempt, one answered resend")
+}
+
+// A lone request runs on the goroutine that owns the socket; while its
+// handler blocks, another goroutine takes the socket over and serves the
+// next request.
+func TestBlockedHandlerDoesNotStallOthers(t *testing.T) {
+	needZMQ(t)
+	ctx := testCtx(t, 10*time.Second)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	s := serve(t, zmq.ServerConfig{}, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+		if calls.Add(1) == 1 {
+			<-release
+		}
+		return frame, nil
+	}))
+	defer close(release) // before the server's cleanup, which waits for the handler
+	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: time.Minute})
+	blocked := goRoundTrip(ctx, c, &transport.Call{ID: "blocked", Frame: []byte("first")})
+	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, time.Millisecond)
+	reply, err := c.RoundTrip(ctx, &transport.Call{ID: "next", Frame: []byte("second")})
+	require.NoError(t, err)
+	assert.Equal(t, "second", string(reply))
+	select {
+	case r := <-blocked:
+		t.Fatalf("the blocked call returned early: %q, %v", r.reply, r.err)
+	default:
+	}
 }

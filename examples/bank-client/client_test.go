@@ -123,7 +123,7 @@ func TestParseCommand(t *testing.T) {
 	} {
 		_, err := parseCommand(strings.Fields(line))
 		require.Error(t, err, line)
-		assert.True(t, cli.IsUsage(err), line)
+		assert.ErrorAs(t, err, new(*cli.UsageError), line)
 		assert.Contains(t, err.Error(), says, line)
 	}
 }

@@ -34,6 +34,9 @@ import (
 // defaultTimeout bounds each call unless --timeout says otherwise.
 const defaultTimeout = 5 * time.Second
 
+// logOffTimeout bounds the log-off after an interruption: the user wants out.
+const logOffTimeout = time.Second
+
 // maxCallIDLen bounds --call-id; the bank records call ids of up to 255
 // bytes.
 const maxCallIDLen = 200

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -244,6 +243,3 @@ func (s *session) printError(code transport.Code, msg string) {
 	b, _ := json.Marshal(jsonError{Error: jsonErrorBody{Code: code.String(), Message: msg}}) // two strings always encode
 	_, _ = s.out.Write(append(b, '\n'))
 }
-
-// logOffTimeout bounds the log-off after an interruption: the user wants out.
-const logOffTimeout = time.Second

@@ -61,7 +61,7 @@ func TestResolveRefusals(t *testing.T) {
 	} {
 		_, err := resolve(t, tc.args, nil)
 		require.Error(t, err, "%v", tc.args)
-		assert.True(t, cli.IsUsage(err), "%v", tc.args)
+		assert.ErrorAs(t, err, new(*cli.UsageError), "%v", tc.args)
 		assert.Contains(t, err.Error(), tc.says, "%v", tc.args)
 	}
 }

@@ -62,7 +62,7 @@ func TestParseInvalidEnvironmentNamesTheVariable(t *testing.T) {
 	fs, _, _, _ := newFlagSet()
 	_, err := Parse(fs, nil, env(map[string]string{"BANKRPC_TIMEOUT": "soon"}))
 	require.Error(t, err)
-	assert.True(t, IsUsage(err))
+	assert.ErrorAs(t, err, new(*UsageError))
 	assert.Contains(t, err.Error(), `BANKRPC_TIMEOUT="soon"`)
 	assert.Contains(t, err.Error(), "--timeout")
 }
@@ -75,7 +75,7 @@ func TestParseErrors(t *testing.T) {
 	fs, _, _, _ = newFlagSet()
 	_, err = Parse(fs, []string{"--nope"}, env(nil))
 	require.Error(t, err)
-	assert.True(t, IsUsage(err))
+	assert.ErrorAs(t, err, new(*UsageError))
 	assert.Contains(t, err.Error(), "nope")
 }
 
@@ -117,7 +117,7 @@ func TestParseAmount(t *testing.T) {
 	} {
 		_, err := ParseAmount(tc.in)
 		require.Error(t, err, "%q must be refused", tc.in)
-		assert.True(t, IsUsage(err), tc.in)
+		assert.ErrorAs(t, err, new(*UsageError), tc.in)
 		assert.Contains(t, err.Error(), tc.says, tc.in)
 		assert.Contains(t, err.Error(), "positive whole number of minor units", "%q: the message says what is accepted", tc.in)
 	}
@@ -142,7 +142,7 @@ func TestCheckBankName(t *testing.T) {
 	for _, bad := range []string{"", ".", "..", "-b", ".hidden", "a/b", "a b", "ü", strings.Repeat("b", 65)} {
 		err := CheckBankName(bad)
 		require.Error(t, err, "%q", bad)
-		assert.True(t, IsUsage(err))
+		assert.ErrorAs(t, err, new(*UsageError))
 	}
 }
 

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/bankrpc/bankrpc/transport"
@@ -41,12 +40,6 @@ func (e *UsageError) Error() string { return e.Msg }
 // Usagef returns a *UsageError with a fmt-formatted message.
 func Usagef(format string, args ...any) error {
 	return &UsageError{Msg: fmt.Sprintf(format, args...)}
-}
-
-// IsUsage reports whether err is, or wraps, a *UsageError.
-func IsUsage(err error) bool {
-	var u *UsageError
-	return errors.As(err, &u)
 }
 
 // Unreachable reports whether a call that failed with code got no answer

@@ -405,6 +405,9 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 		c.handoffLocked()
 		c.box.mu.Unlock()
 	}()
+	// Catch up with the connection's events first: an idle client reads
+	// none, and a reconnection it missed must not requeue calls sent now.
+	c.readEvents()
 	for {
 		now := time.Now()
 		c.batch = c.box.take(c.batch[:0])

@@ -139,16 +139,17 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	return nil
 }
 
-// roundTripError gives a backend error a code: the context's when the call
-// was canceled or timed out, the backend's own when it set one, Unavailable
-// otherwise.
+// roundTripError gives a backend error a code: the backend's own when it set
+// one (its reason, such as "no reply from tcp://... after 3 attempts", says
+// more than the deadline that ended the wait), the context's when the call was
+// canceled or timed out, Unavailable otherwise.
 func (c *Conn) roundTripError(ctx context.Context, method string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return FromContextError(ctxErr)
-	}
 	var e *Error
 	if errors.As(err, &e) {
 		return err
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return FromContextError(ctxErr)
 	}
 	if c := CodeOf(err); c == Canceled || c == DeadlineExceeded {
 		return FromContextError(err)

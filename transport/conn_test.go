@@ -54,6 +54,15 @@ func TestConnGivesBackendErrorsACode(t *testing.T) {
 		return nil, transport.Errorf(transport.PermissionDenied, "key not allowed")
 	}))
 	assert.Equal(t, transport.PermissionDenied, transport.CodeOf(err), "a backend's own code is kept")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	err = transport.NewConn(backendFunc(func(ctx context.Context, _ *transport.Call) ([]byte, error) {
+		<-ctx.Done()
+		return nil, transport.Errorf(transport.Unavailable, "no reply from tcp://127.0.0.1:4040 after 3 attempts")
+	})).Invoke(ctx, "/s.S/M", &testv1.EchoRequest{}, &testv1.EchoResponse{})
+	assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "the backend's reason outlives the deadline that ended the wait")
+	assert.Contains(t, err.Error(), "tcp://127.0.0.1:4040")
 }
 
 func TestConnRefusesBadReplies(t *testing.T) {

@@ -63,6 +63,7 @@ type Client struct {
 	pending                 map[string]*request // by call id
 	sent                    requestList         // written to the socket, oldest first
 	unsent                  requestList         // waiting for a connection, oldest first
+	forceAt                 time.Time           // when to try unsent calls even though no connection was seen
 	sticky                  bool                // reason is a handshake failure, kept until a handshake succeeds
 	purgeAt                 int                 // unsent length that triggers dropping abandoned calls
 }
@@ -424,19 +425,21 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 		if stop() {
 			return nil, false
 		}
-		timeout := time.Duration(-1)
-		if x := c.sent.head; x != nil {
-			timeout = x.due.Sub(now)
+		if !c.forceAt.IsZero() && !now.Before(c.forceAt) {
+			c.flush(now) // the connection events may have been missed
 		}
-		if !limit.IsZero() && (timeout < 0 || limit.Sub(now) < timeout) {
-			timeout = limit.Sub(now)
+		timeout := time.Duration(-1)
+		for _, at := range []time.Time{c.sentDue(), c.forceAt, limit} {
+			if !at.IsZero() && (timeout < 0 || at.Sub(now) < timeout) {
+				timeout = max(0, at.Sub(now))
+			}
 		}
 		if timeout >= 0 {
 			// Rounded up: zmq_poll counts whole milliseconds.
 			timeout = (timeout + time.Millisecond - 1).Truncate(time.Millisecond)
 		}
 		events := zmq4.POLLIN
-		if c.unsent.head != nil {
+		if c.unsent.head != nil && c.connected.Load() {
 			events |= zmq4.POLLOUT
 		}
 		if _, err := c.poller.Update(c.iDealer, events); err != nil {
@@ -454,7 +457,7 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 		if polled[c.iBox].Events&zmq4.POLLIN != 0 {
 			c.box.drain()
 		}
-		if polled[c.iDealer].Events&zmq4.POLLOUT != 0 {
+		if c.unsent.head != nil && c.connected.Load() {
 			c.flush(time.Now())
 		}
 		if polled[c.iDealer].Events&zmq4.POLLIN != 0 && c.readReplies(r) > 0 {
@@ -485,13 +488,19 @@ func (c *Client) start(r *request, now time.Time) {
 	c.send(r, now)
 }
 
-// send writes r, or queues it until the socket has a connection.
+// send writes r, or queues it until the socket has a connection. A call is
+// written only once the monitor reported the handshake of the current
+// connection: right after a disconnection the DEALER may still hold the dead
+// connection's pipe for a moment, and a message written there is lost.
 func (c *Client) send(r *request, now time.Time) {
 	if r.list != nil {
 		r.list.remove(r)
 	}
-	if c.unsent.head != nil || !c.write(r) {
+	if c.unsent.head != nil || !c.connected.Load() || !c.write(r) {
 		c.unsent.pushBack(r)
+		if c.forceAt.IsZero() {
+			c.forceAt = now.Add(c.cfg.AttemptTimeout)
+		}
 		if c.unsent.n >= c.purgeAt {
 			c.purgeUnsent()
 		}
@@ -519,14 +528,26 @@ func (c *Client) write(r *request) bool {
 	return true
 }
 
-// flush sends the queued calls while the socket takes them.
+// sentDue is when the oldest attempt in flight times out; zero for none.
+func (c *Client) sentDue() time.Time {
+	if c.sent.head == nil {
+		return time.Time{}
+	}
+	return c.sent.head.due
+}
+
+// flush sends the queued calls while the socket takes them. The caller has
+// seen the connection up, or forces the attempt after AttemptTimeout in case
+// connection events were lost.
 func (c *Client) flush(now time.Time) {
+	c.forceAt = time.Time{}
 	for r := c.unsent.head; r != nil; r = c.unsent.head {
 		if !r.live() {
 			c.drop(r)
 			continue
 		}
 		if !c.write(r) {
+			c.forceAt = now.Add(c.cfg.AttemptTimeout)
 			return
 		}
 		c.unsent.remove(r)

@@ -36,10 +36,11 @@ const frameHeadroom = 64 << 10
 // ServerConfig configures a Server. The zero value is usable.
 type ServerConfig struct {
 	// Workers is the number of handlers that may run at once (default
-	// max(64, 8×GOMAXPROCS)). Handlers usually wait on disk or locks (the
-	// bank fsyncs), so the pool is sized for waiting, not for CPU. When all
-	// workers are busy the server stops reading requests and libzmq queues
-	// them, up to the high-water mark.
+	// max(64, 8×GOMAXPROCS)); Serve runs Workers+1 goroutines, one of which
+	// at a time owns the socket. Handlers usually wait on disk or locks (the
+	// bank fsyncs), so the pool is sized for waiting, not for CPU. When
+	// Workers requests are in flight the server stops reading requests and
+	// libzmq queues them, up to the high-water mark.
 	Workers int
 	// MaxFrameSize sets ZMQ_MAXMSGSIZE to MaxFrameSize plus 64 KiB (default
 	// DefaultMaxFrameSize). The exact limit is the handler's: configure

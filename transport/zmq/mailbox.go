@@ -7,15 +7,16 @@ import (
 	zmq4 "github.com/pebbe/zmq4"
 )
 
-// mailbox hands items from any goroutine to the goroutine that owns a zmq
-// socket. The owner sleeps in zmq_poll, which cannot wait on a Go channel,
-// so a put also writes a one-byte wake-up message to an inproc PAIR socket
-// that the owner polls. Wake-ups are coalesced: only the first put after the
-// owner took the items signals, so a busy owner drains many items per
-// wake-up and a burst of puts costs one signal.
+// mailbox hands items from any goroutine to the goroutine that currently
+// owns a zmq socket (the leader of a Server or Client). The owner may sleep
+// in zmq_poll, which cannot wait on a Go channel, so a put while it sleeps
+// also writes a one-byte wake-up message to an inproc PAIR socket that the
+// owner polls. Wake-ups are spared when they are not needed: only the first
+// put of a sleep signals, and a put while the owner is awake costs none, so
+// a busy owner drains many items per wake-up.
 //
-// put and wake are safe for concurrent use; rx, drain, take and close belong
-// to the owner goroutine.
+// put and wake are safe for concurrent use; rx, drain, poll, take and close
+// belong to the owner.
 type mailbox[T any] struct {
 	mu       sync.Mutex // guards items, asleep, signaled, closed, leading and every use of tx
 	items    []T

@@ -76,8 +76,8 @@ test:
 	@$(MAKE) broker
 	@$(MAKE) check-generate
 	@$(MAKE) lint
-	$(call banner,test: go test $(GO_TEST_FLAGS) ./... (AMQP and ZMQ backends on))
-	BANKRPC_AMQP_URL=$${BANKRPC_AMQP_URL:-$(AMQP_URL_DEFAULT)} BANKRPC_ZMQ=1 \
+	$(call banner,test: go test $(GO_TEST_FLAGS) ./... (real libzmq; RabbitMQ via BANKRPC_AMQP_URL))
+	BANKRPC_AMQP_URL=$${BANKRPC_AMQP_URL:-$(AMQP_URL_DEFAULT)} \
 		go test $(GO_TEST_FLAGS) ./...
 
 demo:

@@ -45,7 +45,6 @@ func serverStillServes(t *testing.T, ctx context.Context, addr string) {
 // A plain REQ socket, as a C or Python client would use, sends one envelope
 // frame and gets one result frame.
 func TestPlainREQClient(t *testing.T) {
-	needZMQ(t)
 	s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	req := rawPeer(t, zmq4.REQ, s.Addr())
 	_, err := req.SendBytes(echoFrame(t, "req-1", "from REQ"), 0)
@@ -59,7 +58,6 @@ func TestPlainREQClient(t *testing.T) {
 // Every frame between the routing id and the envelope comes back, whatever
 // their number, so that replies route through DEALER/ROUTER proxies.
 func TestRoutingFramesEchoed(t *testing.T) {
-	needZMQ(t)
 	s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	d := rawPeer(t, zmq4.DEALER, s.Addr())
 	for _, route := range [][]string{nil, {"call-7"}, {"hop-a", "", "call-8"}} {
@@ -81,7 +79,6 @@ func TestRoutingFramesEchoed(t *testing.T) {
 }
 
 func TestTooManyFramesDropped(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	logs := &logRecorder{}
 	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, newRPCServer(&svc{}))
@@ -109,7 +106,6 @@ func TestTooManyFramesDropped(t *testing.T) {
 }
 
 func TestRandomBytesAnswered(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	garbage := make([]byte, 300)
@@ -137,7 +133,6 @@ func TestRandomBytesAnswered(t *testing.T) {
 // over it costs its sender the connection (libzmq's ZMQ_MAXMSGSIZE), and
 // everybody else is still served.
 func TestOversizedFrames(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	const limit = 1024
 	logs := &logRecorder{}
@@ -165,7 +160,6 @@ func TestOversizedFrames(t *testing.T) {
 // A REQ peer that disconnects while its call runs: the reply has nowhere to
 // go, the server logs it and serves the others.
 func TestREQPeerDisconnectsMidCall(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	logs := &logRecorder{}
 	entered := make(chan struct{}, 1)

@@ -57,7 +57,6 @@ func rawRouter(t *testing.T, endpoint string) (*zmq4.Socket, string) {
 // replies the server then sends, the caller gets one and the next call is
 // not confused by the other.
 func TestLazyPirateResendDropsDuplicateReply(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	router, addr := rawRouter(t, "tcp://127.0.0.1:*")
 	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 200 * time.Millisecond})
@@ -89,7 +88,6 @@ func TestLazyPirateResendDropsDuplicateReply(t *testing.T) {
 }
 
 func TestDeadServerIsUnavailable(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	addr := freeAddr(t)
 	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 100 * time.Millisecond, MaxAttempts: 3})
@@ -113,7 +111,6 @@ func TestDeadServerIsUnavailable(t *testing.T) {
 // A connected server that is slow is not unavailable: the call ends with
 // its context's error.
 func TestSlowServerEndsWithContextError(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	release := make(chan struct{})
 	s := serve(t, zmq.ServerConfig{}, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
@@ -134,7 +131,6 @@ func TestSlowServerEndsWithContextError(t *testing.T) {
 }
 
 func TestClientCloseUnblocksCalls(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	router, addr := rawRouter(t, "tcp://127.0.0.1:*")
 	c, err := zmq.Dial(addr, zmq.ClientConfig{})
@@ -154,7 +150,6 @@ func TestClientCloseUnblocksCalls(t *testing.T) {
 // soon as it reconnects, long before its attempt timeout, and the call gets
 // exactly one reply.
 func TestServerRestartMidCall(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 20*time.Second)
 	zctx, err := zmq4.NewContext()
 	require.NoError(t, err)
@@ -185,7 +180,6 @@ func TestServerRestartMidCall(t *testing.T) {
 // The same Client keeps working across a graceful server restart: the
 // DEALER reconnects by itself.
 func TestClientSurvivesServerRestart(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 20*time.Second)
 	first, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 	require.NoError(t, err)
@@ -213,7 +207,6 @@ func TestClientSurvivesServerRestart(t *testing.T) {
 // first is still pending) are one request on the wire, and both get its
 // reply.
 func TestSameCallIDInFlightTwice(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	var calls atomic.Int64
 	release := make(chan struct{})
@@ -237,7 +230,6 @@ func TestSameCallIDInFlightTwice(t *testing.T) {
 }
 
 func TestConcurrentRoundTrips(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 30*time.Second)
 	s := serve(t, zmq.ServerConfig{Workers: 4}, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
 		return frame, nil
@@ -263,7 +255,6 @@ func TestConcurrentRoundTrips(t *testing.T) {
 }
 
 func TestOversizedRequestRefusedByClient(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	c := dial(t, freeAddr(t), zmq.ClientConfig{MaxFrameSize: 1024})
 	_, err := c.RoundTrip(ctx, &transport.Call{ID: "big", Frame: make([]byte, 1025)})

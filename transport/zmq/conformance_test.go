@@ -12,7 +12,6 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	needZMQ(t)
 	features := transporttest.Features{ConcurrentHandlers: true, SurvivesServerRestart: true}
 	transporttest.Run(t, features, func(t *testing.T) transporttest.Endpoint {
 		s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})

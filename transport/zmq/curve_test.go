@@ -28,7 +28,6 @@ func curveClient(server, client keypair) *zmq.CurveClient {
 }
 
 func TestCurveAllowedKeyIsTheIdentity(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	server, alice := newKeypair(t), newKeypair(t)
 	s := serve(t, zmq.ServerConfig{Curve: &zmq.CurveServer{
@@ -45,7 +44,6 @@ func TestCurveAllowedKeyIsTheIdentity(t *testing.T) {
 // client are all refused; each call ends UNAVAILABLE when its deadline
 // passes, saying why, and the allowed client is served meanwhile.
 func TestCurveRefusals(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 20*time.Second)
 	server, alice, mallory := newKeypair(t), newKeypair(t), newKeypair(t)
 	logs := &logRecorder{}
@@ -84,7 +82,6 @@ func TestCurveRefusals(t *testing.T) {
 // Without an allow-list any key is accepted (encryption only), and still
 // reported as the identity.
 func TestCurveAnyClientKey(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	server, bob := newKeypair(t), newKeypair(t)
 	s := serve(t, zmq.ServerConfig{Curve: &zmq.CurveServer{PublicKey: server.public, SecretKey: server.secret}}, newRPCServer(&svc{}))
@@ -94,7 +91,6 @@ func TestCurveAnyClientKey(t *testing.T) {
 }
 
 func TestCurveConfigErrors(t *testing.T) {
-	needZMQ(t)
 	server, alice := newKeypair(t), newKeypair(t)
 	for _, tc := range []struct {
 		name string

@@ -3,7 +3,6 @@ package zmq_test
 import (
 	"context"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,15 +24,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// needZMQ skips tests that open sockets unless BANKRPC_ZMQ is set, as
-// `make test` does: a bare `go test ./...` stays quick and local.
-func needZMQ(t testing.TB) {
-	t.Helper()
-	if os.Getenv("BANKRPC_ZMQ") == "" {
-		t.Skip("set BANKRPC_ZMQ=1 to run the ZeroMQ backend against libzmq")
-	}
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

@@ -38,7 +38,6 @@ func TestServerProcess(t *testing.T) {
 // Two server processes and clients in this one: each client is answered by
 // the process it dialled.
 func TestAcrossProcesses(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 60*time.Second)
 	exe, err := os.Executable()
 	require.NoError(t, err)

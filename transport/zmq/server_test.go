@@ -19,7 +19,6 @@ import (
 )
 
 func TestPeerSeenByHandler(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	s := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
@@ -31,7 +30,6 @@ func TestPeerSeenByHandler(t *testing.T) {
 }
 
 func TestAddrResolvesPort(t *testing.T) {
-	needZMQ(t)
 	for _, endpoint := range []string{"tcp://127.0.0.1:0", "tcp://127.0.0.1:*"} {
 		s, err := zmq.Listen(endpoint, zmq.ServerConfig{})
 		require.NoError(t, err, endpoint)
@@ -41,7 +39,6 @@ func TestAddrResolvesPort(t *testing.T) {
 }
 
 func TestListenErrors(t *testing.T) {
-	needZMQ(t)
 	busy := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	for _, tc := range []struct {
 		endpoint string
@@ -65,7 +62,6 @@ func TestListenErrors(t *testing.T) {
 // Several servers and several clients in one process: every call is
 // answered by the server its client dialled.
 func TestSeveralServersAndClients(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 30*time.Second)
 	const servers, clientsPerServer, calls = 3, 2, 50
 	var wg sync.WaitGroup
@@ -90,7 +86,6 @@ func TestSeveralServersAndClients(t *testing.T) {
 }
 
 func TestServeAfterCloseAndTwice(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 	require.NoError(t, err)
@@ -107,7 +102,6 @@ func TestServeAfterCloseAndTwice(t *testing.T) {
 }
 
 func TestServeStopsWhenCtxEnds(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 	require.NoError(t, err)
@@ -133,7 +127,6 @@ func TestServeStopsWhenCtxEnds(t *testing.T) {
 
 // Close lets the handlers in flight finish and sends their replies.
 func TestGracefulClose(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	impl := &svc{}
 	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
@@ -172,7 +165,6 @@ func freeAddr(t *testing.T) string {
 }
 
 func TestHandlerPanicKeepsServing(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	logs := &logRecorder{}
 	var calls int
@@ -203,7 +195,6 @@ func TestHandlerPanicKeepsServing(t *testing.T) {
 // handler blocks, another goroutine takes the socket over and serves the
 // next request.
 func TestBlockedHandlerDoesNotStallOthers(t *testing.T) {
-	needZMQ(t)
 	ctx := testCtx(t, 10*time.Second)
 	release := make(chan struct{})
 	var calls atomic.Int64
@@ -225,4 +216,37 @@ func TestBlockedHandlerDoesNotStallOthers(t *testing.T) {
 		t.Fatalf("the blocked call returned early: %q, %v", r.reply, r.err)
 	default:
 	}
+}
+
+// The reply a handler sends while the server is stopping gracefully reaches
+// the client: the server sends it before closing, and the client reads it
+// even though the server disconnects right after. (With ZMQ_IMMEDIATE on the
+// client, libzmq discarded such replies: 15 of 200 were lost.)
+func TestReplySentJustBeforeGracefulStopArrives(t *testing.T) {
+	const runs = 100
+	lost := 0
+	for range runs {
+		s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+		require.NoError(t, err)
+		stopCtx, stop := context.WithCancel(context.Background())
+		h := transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+			stop() // the server starts its graceful stop while this call is in flight
+			time.Sleep(time.Millisecond)
+			return frame, nil
+		})
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(stopCtx, h) }()
+		c, err := zmq.Dial(s.Addr(), zmq.ClientConfig{AttemptTimeout: 2 * time.Second})
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		reply, err := c.RoundTrip(ctx, &transport.Call{ID: "last", Frame: []byte("last words")})
+		cancel()
+		if err != nil || string(reply) != "last words" {
+			lost++
+		}
+		require.NoError(t, c.Close())
+		require.NoError(t, <-served)
+		require.NoError(t, s.Close())
+	}
+	assert.Zero(t, lost, "replies lost out of %d", runs)
 }

@@ -38,6 +38,8 @@ var importTable = []importRule{
 	{pkg: "transport/inproc", allowed: []string{"transport"}},
 	{pkg: "transport/zmq", allowed: []string{"transport"}},
 	{pkg: "transport/amqp", allowed: []string{"transport"}},
+	// Test support: the broker of the tests (docs/architecture.md).
+	{pkg: "transport/amqp/amqptest"},
 	// The lead's exception: the suite calls its own generated test service,
 	// and reads envelopes to check what backends put on the wire.
 	{pkg: "transport/transporttest", allowed: []string{"transport", "codec", "gen/bankrpc/test/v1", "gen/bankrpc/wire/v1"}},
@@ -63,7 +65,7 @@ type externalRule struct {
 
 var externalRules = []externalRule{
 	{module: "github.com/pebbe/zmq4", owners: []string{"transport/zmq"}},
-	{module: "github.com/rabbitmq/amqp091-go", owners: []string{"transport/amqp"}},
+	{module: "github.com/rabbitmq/amqp091-go", owners: []string{"transport/amqp", "transport/amqp/amqptest"}},
 }
 
 // forbiddenDeps are module-internal packages a package must not depend on,

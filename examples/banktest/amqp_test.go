@@ -6,45 +6,14 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/transport/amqp"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
-
-// envURL names the variable that turns the RabbitMQ tests on.
-const envURL = "BANKRPC_AMQP_URL"
-
-var (
-	brokerOnce sync.Once
-	brokerErr  error
-)
-
-// brokerURL returns the broker of the tests. It skips when BANKRPC_AMQP_URL
-// is not set, and fails loudly when it is set but nothing answers there.
-func brokerURL(t *testing.T) string {
-	t.Helper()
-	url := os.Getenv(envURL)
-	if url == "" {
-		t.Skipf("RabbitMQ tests are off: set %s (make test sets %s=amqp://guest:guest@127.0.0.1:5672/)", envURL, envURL)
-	}
-	brokerOnce.Do(func() {
-		conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
-		if err != nil {
-			brokerErr = err
-			return
-		}
-		brokerErr = conn.Close()
-	})
-	if brokerErr != nil {
-		t.Fatalf("%s=%s is set but the broker does not answer: %v (start it with make broker)", envURL, backend.Redact(url), brokerErr)
-	}
-	return url
-}
 
 var nameChars = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
@@ -60,7 +29,7 @@ func uniqueBank(t *testing.T, prefix string) string {
 		base = base[len(base)-40:]
 	}
 	name := prefix + "-" + base + "-" + hex.EncodeToString(b[:])
-	if url := os.Getenv(envURL); url != "" {
+	if url := os.Getenv(amqptest.EnvURL); url != "" {
 		t.Cleanup(func() { deleteQueues(t, url, amqp.ServiceQueue(name), amqp.DeadLetterQueue(name)) })
 	}
 	return name

@@ -2,6 +2,7 @@ package banktest
 
 import (
 	"fmt"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -22,7 +23,7 @@ var callIDLine = regexp.MustCompile(`\(call id (\S+)\) may or may not have been 
 // with the call id the client printed applies it exactly once.
 func TestAMQPTimedOutDepositIsNotAppliedLater(t *testing.T) {
 	testContext(t, 2*time.Minute)
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	b := bankRef{transport: "amqp", addr: url, name: uniqueBank(t, "late")}
@@ -63,7 +64,7 @@ func TestAMQPTimedOutDepositIsNotAppliedLater(t *testing.T) {
 // once.
 func TestAMQPClientNames(t *testing.T) {
 	testContext(t, 2*time.Minute)
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	dir := t.TempDir()
 	b := bankRef{transport: "amqp", addr: url, name: uniqueBank(t, "names")}
 	name := b.name + ".teller"

@@ -2,6 +2,7 @@ package banktest
 
 import (
 	"fmt"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ func TestKillDuringBurst(t *testing.T) {
 // the killed server held come back to the new one.
 func TestKillDuringBurstAMQP(t *testing.T) {
 	testContext(t, 2*time.Minute)
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	killDuringBurst(t, bankRef{transport: "amqp", addr: url, name: uniqueBank(t, "burst")})
 }
 
@@ -125,7 +126,7 @@ func TestExitWhenIdle(t *testing.T) {
 // ZeroMQ again.
 func TestSwapTransports(t *testing.T) {
 	testContext(t, 2*time.Minute)
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	name := uniqueBank(t, "swap")

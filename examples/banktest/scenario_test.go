@@ -2,6 +2,7 @@ package banktest
 
 import (
 	"fmt"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestScenarioZMQ(t *testing.T) {
 // TestScenarioAMQP runs the same story over RabbitMQ.
 func TestScenarioAMQP(t *testing.T) {
 	testContext(t, 2*time.Minute)
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	banks := []bankRef{
 		{transport: "amqp", addr: url, name: uniqueBank(t, "north")},
 		{transport: "amqp", addr: url, name: uniqueBank(t, "south")},

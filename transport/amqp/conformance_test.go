@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -20,7 +21,7 @@ func TestConformanceQuorum(t *testing.T) {
 }
 
 func runConformance(t *testing.T, qt QueueType) {
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	features := transporttest.Features{ConcurrentHandlers: true, Status: true, Persistent: true, SurvivesServerRestart: true}
 	transporttest.Run(t, features, func(t *testing.T) transporttest.Endpoint {
 		cfg := ServerConfig{Service: uniqueName(t), QueueType: qt, Logger: testLogger(t)}

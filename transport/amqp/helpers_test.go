@@ -22,9 +22,6 @@ import (
 	"github.com/bankrpc/bankrpc/transport"
 )
 
-// envURL names the variable that turns the RabbitMQ tests on.
-const envURL = "BANKRPC_AMQP_URL"
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	privateNodeStop()
@@ -35,33 +32,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-var (
-	brokerOnce sync.Once
-	brokerErr  error
-)
-
-// brokerURL returns the broker of the tests. It skips when BANKRPC_AMQP_URL
-// is not set, and fails loudly when it is set but nothing answers there.
-func brokerURL(t *testing.T) string {
-	t.Helper()
-	url := os.Getenv(envURL)
-	if url == "" {
-		t.Skipf("RabbitMQ tests are off: set %s (make test sets %s=amqp://guest:guest@127.0.0.1:5672/)", envURL, envURL)
-	}
-	brokerOnce.Do(func() {
-		conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
-		if err != nil {
-			brokerErr = err
-			return
-		}
-		brokerErr = conn.Close()
-	})
-	if brokerErr != nil {
-		t.Fatalf("%s=%s is set but the broker does not answer: %v (start it with scripts/broker.sh)", envURL, redactURL(url), brokerErr)
-	}
-	return url
 }
 
 var nameChars = regexp.MustCompile(`[^A-Za-z0-9]+`)

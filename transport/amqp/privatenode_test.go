@@ -3,6 +3,7 @@ package amqp
 import (
 	"bufio"
 	"bytes"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +31,7 @@ const nodeScript = "../../scripts/rabbitmq-node.sh"
 // skips when rabbitmq-server is not installed.
 func privateNodeURL(t *testing.T) string {
 	t.Helper()
-	brokerURL(t) // the broker tests are on
+	amqptest.URL(t) // the broker tests are on
 	bin := os.Getenv("RABBITMQ_BIN_DIR")
 	if bin == "" {
 		bin = "/usr/lib/rabbitmq/bin"

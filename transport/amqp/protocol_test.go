@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func getOne(t *testing.T, ch *amqp091.Channel, queue string) amqp091.Delivery {
 // dead-letter queue; the server keeps serving.
 func TestGarbageIntoRequestQueue(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 30*time.Second)
 	svc := uniqueName(t)
 	srv := listen(t, url, ServerConfig{Service: svc})
@@ -92,7 +93,7 @@ func TestGarbageIntoRequestQueue(t *testing.T) {
 // TestReplicasShareLoad: two servers of one service both take requests.
 func TestReplicasShareLoad(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 60*time.Second)
 	svc := uniqueName(t)
 	l := newLedger()
@@ -121,7 +122,7 @@ func TestReplicasShareLoad(t *testing.T) {
 // bank processes that must not write at once.
 func TestSingleActiveConsumerStandby(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 60*time.Second)
 	svc := uniqueName(t)
 	l := newLedger()
@@ -155,7 +156,7 @@ func TestSingleActiveConsumerStandby(t *testing.T) {
 // queues through x-delivery-count.
 func TestPoisonRequestDeadLettered(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	for _, qt := range []QueueType{QueueClassic, QueueQuorum} {
 		t.Run(string(qt), func(t *testing.T) {
 			ctx := testCtx(t, 60*time.Second)
@@ -193,7 +194,7 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 // its request never runs: the broker discards it at its expiration.
 func TestRequestExpiredWhileQueued(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 30*time.Second)
 	svc := uniqueName(t)
 	srv := listen(t, url, ServerConfig{Service: svc})
@@ -216,7 +217,7 @@ func TestRequestExpiredWhileQueued(t *testing.T) {
 // DEADLINE_EXCEEDED without running.
 func TestRequestExpiredBeforeHandled(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 30*time.Second)
 	svc := uniqueName(t)
 	gate := make(chan struct{})
@@ -262,7 +263,7 @@ func TestRequestExpiredBeforeHandled(t *testing.T) {
 // declared, and says so.
 func TestDialUnknownService(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	_, err := Dial(url, ClientConfig{Service: uniqueName(t), ClientName: uniqueName(t)})
 	require.Error(t, err)
 	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "error: %v", err)
@@ -273,7 +274,7 @@ func TestDialUnknownService(t *testing.T) {
 // deleted) fails with UNAVAILABLE instead of waiting for its deadline.
 func TestUnroutableRequest(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 20*time.Second)
 	svc := uniqueName(t)
 	listen(t, url, ServerConfig{Service: svc})
@@ -290,7 +291,7 @@ func TestUnroutableRequest(t *testing.T) {
 // each other's replies).
 func TestClientNameInUse(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	svc := uniqueName(t)
 	listen(t, url, ServerConfig{Service: svc})
 	name := uniqueName(t)
@@ -305,7 +306,7 @@ func TestClientNameInUse(t *testing.T) {
 // Peer.Identity, unless the client leaves it out.
 func TestCallerIdentity(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 20*time.Second)
 	uri, err := amqp091.ParseURI(url)
 	require.NoError(t, err)
@@ -328,7 +329,7 @@ func TestCallerIdentity(t *testing.T) {
 // queue goes to the dead-letter queue unanswered.
 func TestOwnQueuesOnly(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 20*time.Second)
 	uri, err := amqp091.ParseURI(url)
 	require.NoError(t, err)
@@ -367,7 +368,7 @@ func TestOwnQueuesOnly(t *testing.T) {
 // TestServeTwiceAndAfterClose: Serve runs once.
 func TestServeTwiceAndAfterClose(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	svc := uniqueName(t)
 	s := listen(t, url, ServerConfig{Service: svc})
 	serve(t, s, handlerFor(newLedger()))

@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"fmt"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -105,7 +106,7 @@ func requireAllAnswered(t *testing.T, errs []error) {
 // once.
 func TestConnectionsCutDuringLoad(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 90*time.Second)
 	svc := uniqueName(t)
 	var serverConns, clientConns connTracker
@@ -145,7 +146,7 @@ func TestConnectionsCutDuringLoad(t *testing.T) {
 // broker hands them to another replica, which answers each exactly once.
 func TestServerKilledWithUnackedRequests(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 60*time.Second)
 	svc := uniqueName(t)
 	const n = 20
@@ -248,7 +249,7 @@ func TestBrokerConnectionsClosedAndRestarted(t *testing.T) {
 // durable result queue or the server answers the repeat.
 func TestClientRestartReissuesCall(t *testing.T) {
 	t.Parallel()
-	url := brokerURL(t)
+	url := amqptest.URL(t)
 	ctx := testCtx(t, 60*time.Second)
 	svc := uniqueName(t)
 	name := uniqueName(t)

@@ -29,7 +29,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -95,16 +94,19 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	opts := []bank.Option{bank.WithLogger(logger)}
+	var b *bank.Bank // set before serving starts, so before any OnIdle
 	if exitWhenIdle {
-		var once sync.Once
 		opts = append(opts, bank.WithOnIdle(func() {
-			once.Do(func() {
-				logger.Info("the last client logged off: stopping (--exit-when-idle)")
-				stopServing()
-			})
+			// A client may have logged on since the log-off that made the
+			// bank idle: then keep serving until the next idle moment.
+			if b.Online() > 0 {
+				return
+			}
+			logger.Info("the last client logged off: stopping (--exit-when-idle)")
+			stopServing()
 		}))
 	}
-	b, err := bank.Open(dataDir, opts...)
+	b, err = bank.Open(dataDir, opts...)
 	if err != nil {
 		return openFailure(stderr, t, dataDir, err)
 	}

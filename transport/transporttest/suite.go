@@ -70,6 +70,7 @@ func Run(t *testing.T, f Features, newEndpoint func(t *testing.T) Endpoint) {
 		{"OversizedRequest", true, testOversized},
 		{"GarbageFrameThenGoodCall", true, testGarbage},
 		{"CloseUnblocksCalls", true, testCloseUnblocks},
+		{"GracefulStopFinishesCalls", true, testGracefulStop},
 		{"ConcurrentHandlers", f.ConcurrentHandlers, testConcurrentHandlers},
 		{"Status", f.Status, testStatus},
 		{"ServerRestartMidCall", f.SurvivesServerRestart, testServerRestart},
@@ -396,6 +397,34 @@ func testCloseUnblocks(t *testing.T, e *env) {
 	require.NoError(t, conn.Close(), "Close must be idempotent")
 	_, err := c.Echo(ctx, &testv1.EchoRequest{})
 	require.ErrorIs(t, err, transport.ErrClosed, "calls after Close must fail with ErrClosed")
+}
+
+func testGracefulStop(t *testing.T, e *env) {
+	ctx := testCtx(t, 30*time.Second)
+	c := e.client(t)
+	const n = 3
+	errc := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := c.Sleep(ctx, &testv1.SleepRequest{Nanos: int64(500 * time.Millisecond)})
+			if err == nil && resp.GetInterrupted() {
+				err = errors.New("the handler's ctx was cancelled by the server's stop")
+			}
+			errc <- err
+		}()
+	}
+	// Stop the server while the calls run: it takes no new ones, but
+	// finishes these and delivers their replies before Serve returns.
+	require.Eventually(t, func() bool { return e.svc.sleeps.Load() == n }, 10*time.Second, time.Millisecond)
+	e.stop(t)
+	for range n {
+		select {
+		case err := <-errc:
+			require.NoError(t, err, "a call in flight during a graceful stop must complete")
+		case <-ctx.Done():
+			t.Fatal("a call in flight during a graceful stop got no reply")
+		}
+	}
 }
 
 func testConcurrentHandlers(t *testing.T, e *env) {

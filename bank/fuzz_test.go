@@ -3,6 +3,8 @@ package bank
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -100,6 +102,105 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		damaged[int(m.lastLSN%uint64(len(data)))] ^= 0x01
 		_, _, err = decodeSnapshot(bytes.NewReader(damaged), int64(len(damaged)), MaxDedupRetention)
 		require.Error(t, err, "a flipped byte went unnoticed")
+	})
+}
+
+// replayBytes replays data as the newest log file of an empty bank and
+// returns what replayLog found, the last sequence number and the file's path.
+func replayBytes(t *testing.T, data []byte) (replayed, uint64, string, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), logFileName(1))
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	s := newState(DefaultDedupRetention)
+	var lsn uint64
+	r, err := replayLog(path, &s, &lsn, true)
+	return r, lsn, path, err
+}
+
+// FuzzReplayLog replays arbitrary bytes as the newest log file. Replay must
+// not panic; it fails only with a *CorruptError naming the file or a
+// *VersionError; and what it calls a torn tail must be one: all zeros, or
+// shorter than one record and hiding no valid later record, so that no
+// acknowledged record is ever truncated away.
+func FuzzReplayLog(f *testing.F) {
+	log := bytes.Join(sampleRecords(), nil)
+	f.Add(log)
+	f.Add(log[:len(log)-7])
+	f.Add(append(bytes.Clone(log), make([]byte, 100)...))
+	bent := bytes.Clone(log)
+	bent[len(log)-len(sampleRecords()[4])-len(sampleRecords()[3])] ^= 0x80 // length of the second-to-last record
+	f.Add(bent)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, lsn, path, err := replayBytes(t, data)
+		if err != nil {
+			var cerr *CorruptError
+			var verr *VersionError
+			switch {
+			case errors.As(err, &cerr):
+				require.Equal(t, path, cerr.File)
+				require.Less(t, cerr.Offset, int64(len(data)))
+			case errors.As(err, &verr):
+			default:
+				t.Fatalf("unexpected error %T: %v", err, err)
+			}
+			return
+		}
+		require.Equal(t, uint64(r.records), lsn, "every record replayed, in sequence")
+		if !r.torn {
+			return
+		}
+		require.Less(t, r.valid, int64(len(data)))
+		tail := data[r.valid:]
+		if len(tail) >= recordHeaderSize+maxRecordBody {
+			require.Equal(t, make([]byte, len(tail)), tail, "a torn tail longer than a record is all zeros")
+		}
+		for i := 1; i < len(tail); i++ {
+			if rec, _, err := decodeRecord(tail[i:]); err == nil {
+				require.LessOrEqual(t, rec.lsn, lsn, "record %d at offset %d was truncated away as part of a torn tail", rec.lsn, r.valid+int64(i))
+			}
+		}
+		again, lsn2, _, err := replayBytes(t, data[:r.valid])
+		require.NoError(t, err)
+		assert.Equal(t, replayed{records: r.records}, again, "what is left after the truncation replays cleanly")
+		assert.Equal(t, lsn, lsn2)
+	})
+}
+
+// FuzzReplayFlippedLog flips bits of one byte of a valid log. A flip before
+// the last record must be reported as corruption at the damaged record; one
+// in the last record is either corruption or a torn tail, truncated at the
+// record's start (FORMAT.md: the two cannot be told apart).
+func FuzzReplayFlippedLog(f *testing.F) {
+	recs := sampleRecords()
+	log := bytes.Join(recs, nil)
+	var starts []int64
+	for off := 0; len(starts) < len(recs); off += len(recs[len(starts)-1]) {
+		starts = append(starts, int64(off))
+	}
+	lastStart := starts[len(starts)-1]
+	f.Add(uint16(starts[3]), byte(0x80))
+	f.Add(uint16(lastStart+20), byte(0x10))
+	f.Add(uint16(3), byte(0xff))
+	f.Fuzz(func(t *testing.T, pos uint16, mask byte) {
+		if mask == 0 {
+			return
+		}
+		p := int64(pos) % int64(len(log))
+		data := bytes.Clone(log)
+		data[p] ^= mask
+		r, _, _, err := replayBytes(t, data)
+		var cerr *CorruptError
+		if p < lastStart {
+			require.ErrorAs(t, err, &cerr, "byte %d flipped with %#02x", p, mask)
+			require.Equal(t, recordStart(starts, p), cerr.Offset)
+			return
+		}
+		if err != nil {
+			require.ErrorAs(t, err, &cerr)
+			require.Equal(t, lastStart, cerr.Offset)
+			return
+		}
+		require.Equal(t, replayed{records: len(recs) - 1, torn: true, valid: lastStart}, r)
 	})
 }
 

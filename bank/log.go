@@ -209,11 +209,13 @@ func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) 
 			if errors.As(derr, &verr) {
 				return r, fmt.Errorf("bank: %s at offset %d: %w", path, off, derr)
 			}
-			torn, err := isTorn(f, off, need, size, derr)
-			if err != nil {
-				return r, fmt.Errorf("bank: read %s: %w", path, err)
-			}
+			torn, err := isTorn(f, off, need, size, *lsn, derr)
+			var later *laterRecordError
 			switch {
+			case errors.As(err, &later):
+				return r, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("%w, but %w", derr, later)}
+			case err != nil:
+				return r, fmt.Errorf("bank: read %s: %w", path, err)
 			case torn && last:
 				r.torn, r.valid = true, off
 				return r, nil
@@ -245,14 +247,27 @@ func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) 
 // file ends inside it, or it is the last record and fails its checksum, or
 // everything from it to the end of the file is zero (a filesystem that
 // extended the file before writing the data). need is the record's size as
-// its length field says.
-func isTorn(f *os.File, off int64, need int, size int64, derr error) (bool, error) {
-	switch {
-	case errors.Is(derr, errRecordTruncated):
-		return true, nil
-	case errors.Is(derr, errRecordChecksum) && off+int64(need) == size:
+// its length field says; lsn is the sequence number of the last good record.
+//
+// A damaged length field can make a record in the middle look cut short or
+// last. So in the first two cases the rest of the file is searched for a
+// valid record with a later sequence number: if there is one, the bad record
+// was followed by acknowledged data and isTorn returns a *laterRecordError.
+func isTorn(f *os.File, off int64, need int, size int64, lsn uint64, derr error) (bool, error) {
+	if errors.Is(derr, errRecordTruncated) || errors.Is(derr, errRecordChecksum) && off+int64(need) == size {
+		// The length field, at most maxRecordBody, reaches the end of the
+		// file or past it: the rest is shorter than one record.
+		rest := make([]byte, size-off)
+		if _, err := f.ReadAt(rest, off); err != nil {
+			return false, err
+		}
+		if err := findLaterRecord(rest, off, lsn); err != nil {
+			return false, err
+		}
 		return true, nil
 	}
+	// No record can start in zeros: a record's length is at least
+	// recordFixedBody.
 	buf := make([]byte, 32<<10)
 	rest := io.NewSectionReader(f, off, size-off)
 	for {
@@ -269,4 +284,26 @@ func isTorn(f *os.File, off int64, need int, size int64, derr error) (bool, erro
 			return false, err
 		}
 	}
+}
+
+// laterRecordError reports a valid record found after a bad one.
+type laterRecordError struct {
+	offset int64
+	lsn    uint64
+}
+
+func (e *laterRecordError) Error() string {
+	return fmt.Sprintf("a valid record (sequence number %d) follows at offset %d: the damage is not a torn write", e.lsn, e.offset)
+}
+
+// findLaterRecord returns a *laterRecordError when a record with a sequence
+// number above lsn decodes at some offset in rest after its first byte; rest
+// is the part of the file starting at off.
+func findLaterRecord(rest []byte, off int64, lsn uint64) error {
+	for i := 1; i+recordHeaderSize+recordFixedBody <= len(rest); i++ {
+		if rec, _, err := decodeRecord(rest[i:]); err == nil && rec.lsn > lsn {
+			return &laterRecordError{offset: off + int64(i), lsn: rec.lsn}
+		}
+	}
+	return nil
 }

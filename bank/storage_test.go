@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,6 +164,16 @@ func recordOffsets(t *testing.T, path string) []int64 {
 	return offs
 }
 
+// recordStart returns the offset of the record holding byte pos, given the
+// records' offsets.
+func recordStart(offs []int64, pos int64) int64 {
+	i, found := slices.BinarySearch(offs, pos)
+	if !found {
+		i--
+	}
+	return offs[i]
+}
+
 func TestTornTailIsTruncatedAndReported(t *testing.T) {
 	tails := map[string]func(t *testing.T, path string){
 		"half a record": func(t *testing.T, path string) {
@@ -177,7 +188,7 @@ func TestTornTailIsTruncatedAndReported(t *testing.T) {
 		},
 		"last record garbled": func(t *testing.T, path string) {
 			offs := recordOffsets(t, path)
-			flipByte(t, path, offs[len(offs)-1]+20)
+			flipBits(t, path, offs[len(offs)-1]+20, 0x10)
 		},
 	}
 	for name, tear := range tails {
@@ -215,7 +226,8 @@ func appendBytes(t *testing.T, path string, p []byte) {
 	require.NoError(t, f.Close())
 }
 
-func flipByte(t *testing.T, path string, off int64) {
+// flipBits flips the bits of mask in the byte at off.
+func flipBits(t *testing.T, path string, off int64, mask byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	require.NoError(t, err)
@@ -223,7 +235,7 @@ func flipByte(t *testing.T, path string, off int64) {
 	var b [1]byte
 	_, err = f.ReadAt(b[:], off)
 	require.NoError(t, err)
-	b[0] ^= 0x10
+	b[0] ^= mask
 	_, err = f.WriteAt(b[:], off)
 	require.NoError(t, err)
 }
@@ -231,21 +243,29 @@ func flipByte(t *testing.T, path string, off int64) {
 func TestCorruptLogIsReportedWithFileAndOffset(t *testing.T) {
 	cases := []struct {
 		name   string
-		record int   // which record to damage
+		record int   // which record to damage; negative: from the end
 		at     int64 // byte within it
+		mask   byte  // bits to flip
 		reason string
 	}{
-		{"flipped byte in the first record", 0, 12, "checksum mismatch"},
-		{"flipped byte mid-log", 5, 30, "checksum mismatch"},
-		{"flipped length mid-log", 5, 2, "impossible record length"},
-		{"flipped checksum mid-log", 3, 5, "checksum mismatch"},
+		{"flipped byte in the first record", 0, 12, 0x10, "checksum mismatch"},
+		{"flipped byte mid-log", 5, 30, 0x10, "checksum mismatch"},
+		{"flipped length mid-log", 5, 2, 0x10, "impossible record length"},
+		{"flipped checksum mid-log", 3, 5, 0x10, "checksum mismatch"},
+		// The length now points past the end of the file, as a torn
+		// write's would; the valid last record after it shows it is not one.
+		{"length of the second-to-last record points past the end", -2, 0, 0x80, "the record is cut short, but a valid record"},
+		{"flipped byte in the second-to-last record", -2, 30, 0x10, "checksum mismatch"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, log, _ := crashedBank(t)
 			offs := recordOffsets(t, log)
+			if tc.record < 0 {
+				tc.record += len(offs)
+			}
 			require.Greater(t, len(offs), tc.record+1)
-			flipByte(t, log, offs[tc.record]+tc.at)
+			flipBits(t, log, offs[tc.record]+tc.at, tc.mask)
 
 			_, err := Open(dir)
 			var cerr *CorruptError
@@ -272,6 +292,36 @@ func openBankAfterFailure(t *testing.T, dir string) *Bank {
 		return b
 	}
 	return nil
+}
+
+// TestAnyFlippedByteBeforeTheLastRecordIsCorruption damages a valid log
+// one byte at a time, everywhere before its last record: Open must refuse
+// it with a *CorruptError every time, never truncate acknowledged records
+// away as if they were a torn write.
+func TestAnyFlippedByteBeforeTheLastRecordIsCorruption(t *testing.T) {
+	dir, log, _ := crashedBank(t)
+	offs := recordOffsets(t, log)
+	valid, err := os.ReadFile(log)
+	require.NoError(t, err)
+	damaged := make([]byte, len(valid))
+	for pos := range offs[len(offs)-1] {
+		for _, mask := range []byte{0x01, 0x10, 0x80, 0xff} {
+			copy(damaged, valid)
+			damaged[pos] ^= mask
+			require.NoError(t, os.WriteFile(log, damaged, 0o644))
+			b, err := Open(dir)
+			if err == nil {
+				_ = b.Shutdown()
+			}
+			var cerr *CorruptError
+			require.ErrorAs(t, err, &cerr, "byte %d flipped with %#02x", pos, mask)
+			require.Equal(t, log, cerr.File)
+			require.Equal(t, recordStart(offs, pos), cerr.Offset, "byte %d flipped with %#02x: the error names the damaged record", pos, mask)
+			got, err := os.ReadFile(log)
+			require.NoError(t, err)
+			require.Equal(t, damaged, got, "byte %d flipped with %#02x: the file is left as it was", pos, mask)
+		}
+	}
 }
 
 func TestLogSequenceGapIsReported(t *testing.T) {
@@ -351,7 +401,7 @@ func TestCorruptSnapshotIsReported(t *testing.T) {
 	})
 	t.Run("flipped byte", func(t *testing.T) {
 		dir, snap := snapshotDir(t)
-		flipByte(t, snap, fileSize(t, snap)-20)
+		flipBits(t, snap, fileSize(t, snap)-20, 0x10)
 		_, err := Open(dir)
 		var cerr *CorruptError
 		require.ErrorAs(t, err, &cerr)

@@ -56,9 +56,10 @@ func recordChecksum(length, body []byte) uint32 {
 }
 
 // Record decoding errors. decodeRecord returns errRecordTruncated when b
-// ends inside the record, errRecordChecksum when the checksum does not
-// match, a *VersionError for a record of another format version, and other
-// errors for a record that is well formed but impossible.
+// ends inside the record, a *recordLengthError for a length no record has,
+// errRecordChecksum when the checksum does not match, a *VersionError for a
+// record of another format version, and a *recordFieldError for a record
+// that is well formed but impossible.
 var (
 	errRecordTruncated = errors.New("the record is cut short")
 	errRecordChecksum  = errors.New("checksum mismatch")
@@ -69,6 +70,16 @@ type recordLengthError struct{ n uint32 }
 
 func (e *recordLengthError) Error() string {
 	return fmt.Sprintf("impossible record length %d (a record body is %d to %d bytes)", e.n, recordFixedBody, maxRecordBody)
+}
+
+// recordFieldError reports a record whose checksum matches but whose fields
+// no record the bank writes can have.
+type recordFieldError struct{ msg string }
+
+func (e *recordFieldError) Error() string { return e.msg }
+
+func fieldErrorf(format string, args ...any) error {
+	return &recordFieldError{fmt.Sprintf(format, args...)}
 }
 
 // decodeRecord decodes the record at the start of b and returns it with its
@@ -107,20 +118,20 @@ func decodeRecord(b []byte) (record, int, error) {
 		lsn: binary.LittleEndian.Uint64(body[4:]),
 	}
 	if k := int(body[36]); recordFixedBody+k != int(n) {
-		return record{}, 0, fmt.Errorf("call id length %d does not fit a record body of %d bytes", k, n)
+		return record{}, 0, fieldErrorf("call id length %d does not fit a record body of %d bytes", k, n)
 	}
 	r.callID = string(body[recordFixedBody:])
 	if !r.req.op.valid() {
-		return record{}, 0, fmt.Errorf("unknown operation %d", body[1])
+		return record{}, 0, fieldErrorf("unknown operation %d", body[1])
 	}
 	if !recordableCode(r.res.code) {
-		return record{}, 0, fmt.Errorf("result code %s is not one the bank records", r.res.code)
+		return record{}, 0, fieldErrorf("result code %s is not one the bank records", r.res.code)
 	}
 	if r.res.flags&^(resultCreated|resultReceiver) != 0 {
-		return record{}, 0, fmt.Errorf("unknown result flags %#x", r.res.flags)
+		return record{}, 0, fieldErrorf("unknown result flags %#x", r.res.flags)
 	}
 	if err := r.req.validate(); err != nil {
-		return record{}, 0, fmt.Errorf("invalid %s request: %s", r.req.op, transport.MessageOf(err))
+		return record{}, 0, fieldErrorf("invalid %s request: %s", r.req.op, transport.MessageOf(err))
 	}
 	return r, size, nil
 }

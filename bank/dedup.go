@@ -158,31 +158,24 @@ func (d *dedupStore) add(a *account, e dedupEntry) {
 	a.setRing(k, s)
 }
 
-// each calls fn for the entries of a's ring, oldest first.
-func (d *dedupStore) each(a *account, fn func(dedupEntry)) {
+// ring returns the entries of a's ring, oldest first: those of older, then
+// those of newer. They alias the store: they are valid until the next add.
+func (d *dedupStore) ring(a *account) (older, newer []dedupEntry) {
 	k := a.ringClass()
 	if k == 0 {
-		return
+		return nil, nil
 	}
 	c := &d.classes[k-1]
 	s := a.ringSlot()
 	m := c.meta[s]
 	r := c.entries(s)[:m.n]
-	for _, e := range r[m.next:] {
-		fn(e)
-	}
-	for _, e := range r[:m.next] {
-		fn(e)
-	}
+	return r[m.next:], r[:m.next]
 }
 
 // count returns the number of entries in a's ring.
 func (d *dedupStore) count(a *account) int {
-	k := a.ringClass()
-	if k == 0 {
-		return 0
-	}
-	return int(d.classes[k-1].meta[a.ringSlot()].n)
+	older, newer := d.ring(a)
+	return len(older) + len(newer)
 }
 
 // orphanKey names a refusal recorded for an account that did not exist.

@@ -56,21 +56,14 @@ func encodeSnapshot(s *state, m snapshotMeta) []byte {
 		if a.online() {
 			b[off+12] = 1
 		}
-		k := a.ringClass()
+		older, newer := s.dedup.ring(a)
+		binary.LittleEndian.PutUint16(b[off+13:], uint16(len(older)+len(newer)))
 		off += snapshotAccountSize
-		if k == 0 {
-			continue
+		for j := range older {
+			off = putEntry(b, off, &older[j])
 		}
-		c := &s.dedup.classes[k-1]
-		slot := a.ringSlot()
-		meta := c.meta[slot]
-		binary.LittleEndian.PutUint16(b[off-2:], meta.n)
-		r := c.entries(slot)[:meta.n]
-		for j := range r[meta.next:] {
-			off = putEntry(b, off, &r[int(meta.next)+j])
-		}
-		for j := range r[:meta.next] {
-			off = putEntry(b, off, &r[j])
+		for j := range newer {
+			off = putEntry(b, off, &newer[j])
 		}
 	}
 	binary.LittleEndian.PutUint32(b[off:], uint32(len(s.orphans.order)))

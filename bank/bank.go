@@ -210,7 +210,7 @@ func (b *Bank) load() error {
 			if err := truncateFile(path, r.valid); err != nil {
 				return fmt.Errorf("bank: truncate torn record: %w", err)
 			}
-			b.opts.logger.Warn("bank: truncated a torn record at the end of the log (a write cut short by a crash; it was never acknowledged)",
+			b.opts.logger.Warn("bank: truncated a torn record at the end of the log (a write cut short by a crash: not acknowledged, unless the disk damaged it)",
 				"file", path, "offset", r.valid)
 		}
 	}

@@ -79,7 +79,8 @@ func serve(t testing.TB, b *Bank) bankv1.BankClient {
 	return bankv1.NewBankClient(conn)
 }
 
-// logTo returns a logger writing into a buffer the test can read.
+// logRecorder is a slog.Handler that keeps the messages logged through it,
+// for tests to read: slog.New(&logRecorder{}).
 type logRecorder struct {
 	mu   sync.Mutex
 	msgs []string

@@ -31,24 +31,30 @@ func lockDir(dir string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("bank: lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err != nil {
+	// Write over the old owner's PID, then cut the file to the new one: a
+	// second Open reading it meanwhile finds a PID, never an empty file.
+	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	if _, err := f.WriteAt(pid, 0); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("bank: write lock file: %w", err)
 	}
-	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+	if err := f.Truncate(int64(len(pid))); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("bank: write lock file: %w", err)
 	}
 	return f, nil
 }
 
-// readPID returns the process id written in the lock file, or 0.
+// readPID returns the process id on the first line of the lock file, or 0.
+// Lines after the first are what remains of a longer PID that lockDir is
+// writing over.
 func readPID(f *os.File) int {
 	b, err := io.ReadAll(io.NewSectionReader(f, 0, 32))
 	if err != nil {
 		return 0
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil || pid <= 0 {
 		return 0
 	}

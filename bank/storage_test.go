@@ -628,3 +628,66 @@ func TestNothingIsAcknowledgedBeforeDurable(t *testing.T) {
 	}
 	assert.Equal(t, int64(5), b.Accounts()[0].Balance)
 }
+
+// TestLockedErrorAlwaysNamesTheOwner has one goroutine take and release a
+// bank directory's lock over and over while another tries to take it: every
+// refusal must name this process, never PID 0 (a LOCK file caught emptied
+// mid-rewrite).
+func TestLockedErrorAlwaysNamesTheOwner(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	f, err := lockDir(dir)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	const rounds = 2000
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range rounds {
+			if ctx.Err() != nil {
+				return
+			}
+			if f, err := lockDir(dir); err == nil {
+				_ = f.Close()
+			}
+		}
+	})
+	refused, unnamed := 0, 0
+	for range rounds {
+		f, err := lockDir(dir)
+		var lerr *LockedError
+		switch {
+		case errors.As(err, &lerr):
+			refused++
+			if lerr.PID != os.Getpid() {
+				unnamed++
+			}
+		case err == nil:
+			_ = f.Close()
+		default:
+			require.NoError(t, err)
+		}
+	}
+	wg.Wait()
+	require.Positive(t, refused, "the two goroutines never met: the test proves nothing")
+	assert.Zero(t, unnamed, "of %d refusals, %d did not name this process", refused, unnamed)
+}
+
+// TestReadPIDOfARewrittenLockFile covers the moment a shorter PID has been
+// written over a longer one and the file not yet cut to its length.
+func TestReadPIDOfARewrittenLockFile(t *testing.T) {
+	for content, want := range map[string]int{
+		"678\n":      678,
+		"678\n345\n": 678,
+		"":           0,
+		"garbage\n":  0,
+		"-5\n":       0,
+	} {
+		path := filepath.Join(t.TempDir(), lockFileName)
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		assert.Equal(t, want, readPID(f), "LOCK holding %q", content)
+		require.NoError(t, f.Close())
+	}
+}

@@ -155,6 +155,10 @@ func (c *Client) open() error {
 	if c.box, err = newMailbox[*request](c.zctx, requestsEndpoint); err != nil {
 		return err
 	}
+	ivl, ivlMax := reconnectInterval, reconnectMax
+	if c.cfg.reconnect > 0 {
+		ivl, ivlMax = c.cfg.reconnect, c.cfg.reconnect
+	}
 	opts := append(commonOptions(c.cfg.MaxFrameSize),
 		// Not ZMQ_IMMEDIATE: with it, libzmq discards replies received but not
 		// yet read when the server disconnects, so the reply a server sends
@@ -163,8 +167,8 @@ func (c *Client) open() error {
 		// reach the server twice with the resend on reconnect: a duplicate
 		// the call id makes harmless, where a lost reply was not.
 		opt("ZMQ_IMMEDIATE", func(d *zmq4.Socket) error { return d.SetImmediate(false) }),
-		opt("ZMQ_RECONNECT_IVL", func(d *zmq4.Socket) error { return d.SetReconnectIvl(reconnectInterval) }),
-		opt("ZMQ_RECONNECT_IVL_MAX", func(d *zmq4.Socket) error { return d.SetReconnectIvlMax(reconnectMax) }),
+		opt("ZMQ_RECONNECT_IVL", func(d *zmq4.Socket) error { return d.SetReconnectIvl(ivl) }),
+		opt("ZMQ_RECONNECT_IVL_MAX", func(d *zmq4.Socket) error { return d.SetReconnectIvlMax(ivlMax) }),
 		opt("ZMQ_CONNECT_TIMEOUT", func(d *zmq4.Socket) error { return d.SetConnectTimeout(c.cfg.AttemptTimeout) }),
 	)
 	if k := c.cfg.Curve; k != nil {
@@ -184,7 +188,17 @@ func (c *Client) open() error {
 		return transport.Errorf(transport.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
 	}
 	// Connected before the DEALER connects: events with no reader are lost.
-	if c.monitor, err = newSocket(c.zctx, zmq4.PAIR); err != nil {
+	// The queue of events is unbounded (RCVHWM 0 on the reading end makes the
+	// inproc pipe so): libzmq sends them with a blocking send from its I/O
+	// thread, so a full queue would stall the socket, and Close with it,
+	// while an idle client collects an event per reconnection attempt. An
+	// unbounded queue also never drops the event that tells the connection
+	// is down or up. Its cost while idle through an outage is one small
+	// event per attempt (at most 10 a second), read at the next call or
+	// Close.
+	if c.monitor, err = newSocket(c.zctx, zmq4.PAIR,
+		opt("ZMQ_RCVHWM", func(m *zmq4.Socket) error { return m.SetRcvhwm(0) }),
+	); err != nil {
 		return err
 	}
 	if err := c.monitor.Connect(monitorEndpoint); err != nil {
@@ -306,7 +320,10 @@ func (c *Client) Close() error {
 		}
 		m.leading = true // for good: Close owns the socket now
 		m.mu.Unlock()
-		// Stop the monitor before closing: libzmq then closes its end.
+		// Stop the monitor before closing: libzmq then closes its end. The
+		// events queued since the last call are read first, so that none is
+		// left for libzmq's I/O thread to be stuck behind.
+		c.readEvents()
 		_ = c.dealer.Monitor("", 0)
 		m.close()
 		c.closeErr = closeAll(c.zctx, c.monitor, c.dealer)

@@ -263,3 +263,23 @@ func TestOversizedRequestRefusedByClient(t *testing.T) {
 	assert.Equal(t, transport.ResourceExhausted, e.Code)
 	assert.Contains(t, e.Message, "1025 bytes exceeds the limit of 1024 bytes")
 }
+
+// A client left idle while its server is down collects a connection event
+// per reconnection attempt; thousands of them must not block libzmq, and
+// Close must still return.
+func TestIdleClientToDeadServerCloses(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	c, err := zmq.Dial(freeAddr(t), zmq.WithReconnectInterval(zmq.ClientConfig{}, time.Millisecond))
+	require.NoError(t, err)
+	// About 1000 retries a second: well past the 2000 events that the
+	// monitor's default high-water marks would hold.
+	time.Sleep(4 * time.Second)
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		assert.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("Close did not return")
+	}
+}

@@ -75,6 +75,10 @@ type ClientConfig struct {
 	// Logger receives connection events and dropped replies. Nil discards
 	// them.
 	Logger *slog.Logger
+
+	// reconnect, when set (by tests), replaces the reconnection interval and
+	// turns its back-off off.
+	reconnect time.Duration
 }
 
 // CurveServer is a server's CURVE keypair and allow-list. Keys are 40

@@ -305,8 +305,8 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 			// which it is when everything logged so far is.
 			bt := b.latestLocked()
 			b.mu.Unlock()
-			if e.op != req.op || e.amount != req.amount {
-				return result{}, transport.Errorf(transport.InvalidArgument, "call id %q was already used on account %d for another request (%s)", callID, req.account, describe(e.op, e.amount))
+			if !e.matches(req) {
+				return result{}, transport.Errorf(transport.InvalidArgument, "call id %q was already used on account %d for another request (%s)", callID, req.account, e.op)
 			}
 			if err := b.await(ctx, bt); err != nil {
 				return result{}, err
@@ -333,13 +333,6 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 		return result{}, err
 	}
 	return res, nil
-}
-
-func describe(o op, amount int64) string {
-	if o == opOpen || o == opClose {
-		return o.String()
-	}
-	return fmt.Sprintf("%s of %d", o, amount)
 }
 
 // balance returns the balance of account id once every change it may

@@ -2,6 +2,7 @@ package bank
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 )
 
@@ -30,20 +31,60 @@ func keyOf(callID string) callKey {
 
 // dedupEntry is the recorded outcome of one call: 32 bytes, no pointers.
 type dedupEntry struct {
-	key    callKey
-	op     op
-	code   uint8 // transport.Code of the result
-	flags  uint8 // resultCreated, resultReceiver
-	value  int64 // see result.value
-	amount int64 // the request's amount, to recognise a reused call id
+	key   callKey
+	op    op
+	code  uint8 // transport.Code of the result
+	flags uint8 // resultCreated, resultReceiver, entryAnyReceiver
+	value int64 // see result.value
+	// fp is the fingerprint of the whole request, to recognise a call id
+	// reused for another request.
+	fp uint64
 }
 
+// entryAnyReceiver marks a transfer's entry read from a version 1 snapshot,
+// which kept the request's amount but not its receiver: its fingerprint is
+// of the request with receiver 0, and matches the transfer to any receiver.
+const entryAnyReceiver = 1 << 7
+
 func entryOf(key callKey, req request, res result) dedupEntry {
-	return dedupEntry{key: key, op: req.op, code: uint8(res.code), flags: res.flags, value: res.value, amount: req.amount}
+	return dedupEntry{key: key, op: req.op, code: uint8(res.code), flags: res.flags, value: res.value, fp: fingerprint(req)}
 }
 
 func (e *dedupEntry) result() result {
-	return result{code: codeOf(e.code), flags: e.flags, value: e.value}
+	return result{code: codeOf(e.code), flags: e.flags &^ entryAnyReceiver, value: e.value}
+}
+
+// matches reports whether req is the request e was recorded for: whether a
+// call with e's call id is a repeat rather than a reuse for another request.
+func (e *dedupEntry) matches(req request) bool {
+	if e.flags&entryAnyReceiver != 0 {
+		req.to = 0
+	}
+	return e.fp == fingerprint(req)
+}
+
+// fingerprint is the 64-bit FNV-1a hash of op (1 byte), account, receiver
+// (4 bytes each) and amount (8 bytes), little-endian: what FORMAT.md calls
+// the request fingerprint. A reuse of a call id for another request is
+// mistaken for a repeat only if the two collide: with probability 2^-64 for
+// requests not crafted to collide, and then nothing is applied, the
+// recorded result is returned.
+func fingerprint(req request) uint64 {
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+	)
+	var b [17]byte
+	b[0] = byte(req.op)
+	binary.LittleEndian.PutUint32(b[1:], uint32(req.account))
+	binary.LittleEndian.PutUint32(b[5:], uint32(req.to))
+	binary.LittleEndian.PutUint64(b[9:], uint64(req.amount))
+	h := uint64(offset64)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= prime64
+	}
+	return h
 }
 
 // ringMeta is the fill state of one ring: n entries, and once a ring of the

@@ -59,7 +59,7 @@ func TestReusedCallIDForAnotherRequestIsRefused(t *testing.T) {
 	_, err := b.call(ctx, "x", request{op: opWithdraw, account: 7, amount: 100})
 	code, msg := codeAndMessage(err)
 	assert.Equal(t, transport.InvalidArgument, code)
-	assert.Equal(t, `call id "x" was already used on account 7 for another request (deposit of 100)`, msg)
+	assert.Equal(t, `call id "x" was already used on account 7 for another request (deposit)`, msg)
 	_, err = b.call(ctx, "x", request{op: opDeposit, account: 7, amount: 200})
 	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err))
 	_, err = b.call(ctx, "o", request{op: opClose, account: 7})
@@ -67,6 +67,39 @@ func TestReusedCallIDForAnotherRequestIsRefused(t *testing.T) {
 	assert.Equal(t, transport.InvalidArgument, code)
 	assert.Equal(t, `call id "o" was already used on account 7 for another request (open)`, msg)
 	assert.Equal(t, []Account{{ID: 7, Balance: 100, Online: true}}, b.Accounts())
+}
+
+// TestReusedCallIDForAnotherReceiverIsRefused: a transfer's receiver is part
+// of the request its call id stands for. Answering a reuse with another
+// receiver with the recorded success would tell the client that account 3
+// was paid when it was not.
+func TestReusedCallIDForAnotherReceiverIsRefused(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	dir := t.TempDir()
+	b := openBank(t, dir)
+	for id := int32(1); id <= 3; id++ {
+		mustCall(t, ctx, b, "", request{op: opOpen, account: id})
+	}
+	mustCall(t, ctx, b, "", request{op: opDeposit, account: 1, amount: 100})
+	first := request{op: opTransfer, account: 1, to: 2, amount: 10}
+	require.Equal(t, result{value: 90}, mustCall(t, ctx, b, "X", first))
+
+	check := func(b *Bank) {
+		t.Helper()
+		_, err := b.call(ctx, "X", request{op: opTransfer, account: 1, to: 3, amount: 10})
+		code, msg := codeAndMessage(err)
+		assert.Equal(t, transport.InvalidArgument, code)
+		assert.Equal(t, `call id "X" was already used on account 1 for another request (transfer)`, msg)
+		assert.Equal(t, result{value: 90}, mustCall(t, ctx, b, "X", first), "the same request is still a retry")
+		assert.Equal(t, []Account{{ID: 1, Balance: 90, Online: true}, {ID: 2, Balance: 10, Online: true}, {ID: 3, Online: true}}, b.Accounts())
+	}
+	check(b)
+	b.crash()
+	b = openBank(t, dir)
+	check(b) // from the log
+	require.NoError(t, b.Shutdown())
+	b = openBank(t, dir)
+	check(b) // from the snapshot
 }
 
 // TestRefusalsForMissingAccountsAreRecorded covers the refusals recorded
@@ -181,7 +214,7 @@ func TestDedupStoreRings(t *testing.T) {
 		if i > 20 {
 			a = 1 // one account races ahead
 		}
-		e := dedupEntry{key: keyOf(fmt.Sprint(i)), op: opDeposit, amount: int64(i)}
+		e := dedupEntry{key: keyOf(fmt.Sprint(i)), op: opDeposit, value: int64(i)}
 		d.add(&accts[a], e)
 		want[a] = append(want[a], int64(i))
 		if len(want[a]) > 5 {
@@ -191,7 +224,7 @@ func TestDedupStoreRings(t *testing.T) {
 			var got []int64
 			older, newer := d.ring(&accts[k])
 			for _, e := range slices.Concat(older, newer) {
-				got = append(got, e.amount)
+				got = append(got, e.value)
 			}
 			require.Equal(t, want[k], got, "account %d after %d adds", k, i+1)
 			require.Equal(t, len(want[k]), d.count(&accts[k]))

@@ -9,17 +9,20 @@ import (
 	"io"
 )
 
-// The snapshot, version 1 (FORMAT.md has the table), little-endian:
+// The snapshot, version 2 (FORMAT.md has the table), little-endian:
 //
 //	"BANKSNAP" | u32 version | u64 last lsn | u64 next log generation |
 //	u32 account count | accounts | u32 orphan count | orphans | u32 CRC-32C
 //
 // account: i32 id | i64 balance | u8 online | u16 entry count | entries
 // orphan:  i32 account id | entry
-// entry:   [12]byte call key | u8 op | u8 code | u8 flags | i64 value | i64 amount
+// entry:   [12]byte call key | u8 op | u8 code | u8 flags | i64 value | u64 request fingerprint
+//
+// Version 1 differs only in the entry's last field: the request's amount.
 const (
 	snapshotMagic       = "BANKSNAP"
-	snapshotVersion     = 1
+	snapshotVersion     = 2
+	snapshotVersion1    = 1
 	snapshotHeaderSize  = 8 + 4 + 8 + 8 + 4
 	snapshotAccountSize = 4 + 8 + 1 + 2
 	snapshotEntrySize   = 12 + 1 + 1 + 1 + 8 + 8
@@ -82,18 +85,19 @@ func putEntry(b []byte, off int, e *dedupEntry) int {
 	copy(b[off:], e.key[:])
 	b[off+12], b[off+13], b[off+14] = byte(e.op), e.code, e.flags
 	binary.LittleEndian.PutUint64(b[off+15:], uint64(e.value))
-	binary.LittleEndian.PutUint64(b[off+23:], uint64(e.amount))
+	binary.LittleEndian.PutUint64(b[off+23:], e.fp)
 	return off + snapshotEntrySize
 }
 
 // snapshotReader reads a snapshot field by field, keeping the offset and the
 // running checksum. After the first error it reads nothing more.
 type snapshotReader struct {
-	r   *bufio.Reader
-	off int64
-	crc uint32
-	buf [snapshotEntrySize]byte
-	err error
+	r       *bufio.Reader
+	version uint32
+	off     int64
+	crc     uint32
+	buf     [snapshotEntrySize]byte
+	err     error
 }
 
 func (d *snapshotReader) next(n int) []byte {
@@ -118,16 +122,21 @@ func (d *snapshotReader) fail(off int64, err error) {
 	}
 }
 
-func (d *snapshotReader) entry() dedupEntry {
+// entry reads a dedup entry recorded for a call on account.
+func (d *snapshotReader) entry(account int32) dedupEntry {
 	at := d.off
 	b := d.next(snapshotEntrySize)
 	e := dedupEntry{
-		key:    callKey(b[:12]),
-		op:     op(b[12]),
-		code:   b[13],
-		flags:  b[14],
-		value:  int64(binary.LittleEndian.Uint64(b[15:])),
-		amount: int64(binary.LittleEndian.Uint64(b[23:])),
+		key:   callKey(b[:12]),
+		op:    op(b[12]),
+		code:  b[13],
+		flags: b[14],
+		value: int64(binary.LittleEndian.Uint64(b[15:])),
+		fp:    binary.LittleEndian.Uint64(b[23:]),
+	}
+	flags := uint8(resultCreated | resultReceiver)
+	if d.version != snapshotVersion1 && e.op == opTransfer {
+		flags |= entryAnyReceiver
 	}
 	switch {
 	case d.err != nil:
@@ -135,8 +144,15 @@ func (d *snapshotReader) entry() dedupEntry {
 		d.fail(at, fmt.Errorf("dedup entry with unknown operation %d", e.op))
 	case !recordableCode(codeOf(e.code)):
 		d.fail(at, fmt.Errorf("dedup entry with result code %s, which the bank never records", codeOf(e.code)))
-	case e.flags&^(resultCreated|resultReceiver) != 0:
+	case e.flags&^flags != 0:
 		d.fail(at, fmt.Errorf("dedup entry with unknown flags %#x", e.flags))
+	case d.version == snapshotVersion1:
+		// Version 1 kept the request's amount where version 2 keeps the
+		// fingerprint, and no receiver.
+		e.fp = fingerprint(request{op: e.op, account: account, amount: int64(e.fp)})
+		if e.op == opTransfer {
+			e.flags |= entryAnyReceiver
+		}
 	}
 	return e
 }
@@ -153,8 +169,9 @@ func decodeSnapshot(r io.Reader, size int64, retention int) (state, snapshotMeta
 	if magic := d.next(8); d.err == nil && string(magic) != snapshotMagic {
 		return s, m, &CorruptError{Offset: 0, Err: fmt.Errorf("not a bank snapshot (starts with %q)", magic)}
 	}
-	if v := binary.LittleEndian.Uint32(d.next(4)); d.err == nil && v != snapshotVersion {
-		return s, m, &VersionError{What: "snapshot", Got: v, Want: snapshotVersion}
+	d.version = binary.LittleEndian.Uint32(d.next(4))
+	if d.err == nil && d.version != snapshotVersion && d.version != snapshotVersion1 {
+		return s, m, &VersionError{What: "snapshot", Got: d.version, Want: snapshotVersion}
 	}
 	m.lastLSN = binary.LittleEndian.Uint64(d.next(8))
 	m.nextGen = binary.LittleEndian.Uint64(d.next(8))
@@ -200,7 +217,7 @@ func decodeSnapshot(r io.Reader, size int64, retention int) (state, snapshotMeta
 			s.online++
 		}
 		for range entries {
-			e := d.entry()
+			e := d.entry(id)
 			if d.err != nil {
 				return s, m, d.err
 			}
@@ -215,7 +232,7 @@ func decodeSnapshot(r io.Reader, size int64, retention int) (state, snapshotMeta
 	for range n {
 		at := d.off
 		id := int32(binary.LittleEndian.Uint32(d.next(4)))
-		e := d.entry()
+		e := d.entry(id)
 		switch {
 		case d.err != nil:
 		case id <= 0:

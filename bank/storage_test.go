@@ -435,14 +435,14 @@ func TestWrongVersionIsReported(t *testing.T) {
 		snap := filepath.Join(dir, snapshotFileName)
 		data, err := os.ReadFile(snap)
 		require.NoError(t, err)
-		binary.LittleEndian.PutUint32(data[8:], 2)
+		binary.LittleEndian.PutUint32(data[8:], 3)
 		require.NoError(t, os.WriteFile(snap, data, 0o644))
 
 		_, err = Open(dir)
 		var verr *VersionError
 		require.ErrorAs(t, err, &verr)
-		assert.Equal(t, uint32(2), verr.Got)
-		assert.EqualError(t, err, "bank: snapshot "+snap+": snapshot format version 2 is not supported (this build reads version 1)")
+		assert.Equal(t, uint32(3), verr.Got)
+		assert.EqualError(t, err, "bank: snapshot "+snap+": snapshot format version 3 is not supported (this build reads version 2)")
 	})
 	t.Run("log record", func(t *testing.T) {
 		dir, log, _ := crashedBank(t)
@@ -460,6 +460,50 @@ func TestWrongVersionIsReported(t *testing.T) {
 		require.ErrorAs(t, err, &verr)
 		assert.EqualError(t, err, fmt.Sprintf("bank: %s at offset %d: log record format version 2 is not supported (this build reads version 1)", log, offs[4]))
 	})
+}
+
+// TestReadsVersion1Snapshot opens a snapshot written by a build of format
+// version 1 (testdata/v1/snapshot: the populate history, then a deposit of 5
+// on the never-opened account 9 with call id "orphan-9"). Its call ids keep
+// working; a version 1 entry has no receiver, so a transfer's call id reused
+// with another receiver is answered as a repeat, as version 1 did.
+func TestReadsVersion1Snapshot(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	v1, err := os.ReadFile(filepath.Join("testdata", "v1", snapshotFileName))
+	require.NoError(t, err)
+	require.Equal(t, uint32(1), binary.LittleEndian.Uint32(v1[8:]))
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, snapshotFileName), v1, 0o644))
+	want := []Account{{ID: 1, Balance: 120, Online: true}, {ID: 2, Balance: 200}, {ID: 3, Balance: 250, Online: true}}
+
+	check := func(b *Bank) {
+		t.Helper()
+		assert.Equal(t, want, b.Accounts())
+		assert.Equal(t, result{value: 100}, mustCall(t, ctx, b, "dep-1", request{op: opDeposit, account: 1, amount: 100}))
+		assert.Equal(t, result{code: transport.FailedPrecondition, value: 200}, mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000}))
+		assert.Equal(t, result{code: transport.NotFound}, mustCall(t, ctx, b, "orphan-9", request{op: opDeposit, account: 9, amount: 5}))
+		_, err := b.call(ctx, "dep-1", request{op: opDeposit, account: 1, amount: 101})
+		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
+		_, err = b.call(ctx, "wd-1", request{op: opDeposit, account: 1, amount: 30})
+		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another op is another request")
+		_, err = b.call(ctx, "tr-3", request{op: opTransfer, account: 3, to: 1, amount: 51})
+		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
+		for _, to := range []int32{1, 2} {
+			assert.Equal(t, result{value: 250}, mustCall(t, ctx, b, "tr-3", request{op: opTransfer, account: 3, to: to, amount: 50}),
+				"the receiver of a version 1 transfer entry is unknown: any receiver is a repeat")
+		}
+		assert.Equal(t, want, b.Accounts(), "nothing applied again")
+	}
+	b := openBank(t, dir)
+	check(b)
+	mustCall(t, ctx, b, "new", request{op: opDeposit, account: 2, amount: 1}) // so that Shutdown writes a snapshot
+	want[1].Balance++
+	require.NoError(t, b.Shutdown())
+	data, err := os.ReadFile(filepath.Join(dir, snapshotFileName))
+	require.NoError(t, err)
+	require.Equal(t, uint32(snapshotVersion), binary.LittleEndian.Uint32(data[8:]), "the shutdown snapshot is of the current version")
+	b = openBank(t, dir)
+	check(b)
 }
 
 func TestSecondOpenIsRefused(t *testing.T) {

@@ -85,6 +85,7 @@ type Bank struct {
 	lsn      uint64 // sequence number of the last record
 	gen      uint64 // log generation new records go to
 	logged   int    // records logged since the last snapshot
+	snapDue  int    // logged count at which an automatic snapshot is due
 	pending  *batch // records waiting for the writer, nil when none
 	inflight *batch // records the writer is writing, nil when none
 	failed   error  // the log write or fsync that failed; sticky
@@ -153,6 +154,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		dir:         dir,
 		opts:        o,
 		lock:        lock,
+		snapDue:     o.snapshotEvery,
 		wake:        make(chan struct{}, 1),
 		snapReq:     make(chan struct{}, 1),
 		stop:        make(chan struct{}),
@@ -495,7 +497,7 @@ func (b *Bank) commit(w *logWriter) int {
 }
 
 func (b *Bank) snapshotDueLocked() bool {
-	return b.failed == nil && b.opts.snapshotEvery > 0 && b.logged >= b.opts.snapshotEvery
+	return b.failed == nil && b.opts.snapshotEvery > 0 && b.logged >= b.snapDue
 }
 
 // runSnapshotter writes the snapshots the writer asks for.
@@ -554,6 +556,23 @@ func (b *Bank) snapshot() error {
 		b.mu.Unlock()
 		return nil
 	}
+	b.mu.Unlock()
+
+	// Create the file first: an attempt that cannot even begin costs
+	// neither an encoding under the mutex nor a new log generation.
+	tmp := filepath.Join(b.dir, snapshotTempName)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return b.snapshotFailed(err)
+	}
+	b.mu.Lock()
+	if b.failed != nil {
+		err := b.failed
+		b.mu.Unlock()
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return stoppedError(err)
+	}
 	meta := snapshotMeta{lastLSN: b.lsn, nextGen: b.gen + 1}
 	data := encodeSnapshot(&b.st, meta)
 	covered := b.logged
@@ -561,11 +580,12 @@ func (b *Bank) snapshot() error {
 	b.gen = meta.nextGen
 	b.mu.Unlock()
 
-	if err := b.writeSnapshotFile(data); err != nil {
-		return fmt.Errorf("bank: write snapshot: %w", err)
+	if err := b.writeSnapshotFile(f, data); err != nil {
+		return b.snapshotFailed(err)
 	}
 	b.mu.Lock()
 	b.logged -= covered
+	b.snapDue = b.opts.snapshotEvery
 	b.mu.Unlock()
 	gens, err := logGenerations(b.dir)
 	if err != nil {
@@ -582,12 +602,21 @@ func (b *Bank) snapshot() error {
 	return nil
 }
 
-func (b *Bank) writeSnapshotFile(data []byte) (err error) {
-	tmp := filepath.Join(b.dir, snapshotTempName)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
+// snapshotFailed puts the next automatic snapshot off until snapshotEvery
+// more records are logged, and returns err. A failure that persists (a full
+// disk, a broken directory) then costs one attempt, one report and at most
+// one new log generation per snapshotEvery records, not one per batch.
+func (b *Bank) snapshotFailed(err error) error {
+	b.mu.Lock()
+	b.snapDue = b.logged + b.opts.snapshotEvery
+	b.mu.Unlock()
+	return fmt.Errorf("bank: write snapshot: %w", err)
+}
+
+// writeSnapshotFile writes data to f, the temporary file, makes it durable
+// and renames it over the snapshot. On failure it removes the temporary file.
+func (b *Bank) writeSnapshotFile(f *os.File, data []byte) (err error) {
+	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			_ = os.Remove(tmp)

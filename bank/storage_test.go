@@ -137,6 +137,52 @@ func TestAutomaticSnapshot(t *testing.T) {
 	assert.Equal(t, int64(40), res.value)
 }
 
+// TestFailedSnapshotBacksOff makes every snapshot attempt fail (snapshot.tmp
+// is a directory that cannot be removed or replaced): the bank must retry
+// only after another snapshotEvery records, each failed attempt reported
+// once, without starting a log file per attempt; and once the obstacle is
+// gone, the next attempt succeeds and compacts the log.
+func TestFailedSnapshotBacksOff(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	rec := &logRecorder{}
+	const every, records = 10, 201
+	b := openBank(t, dir, WithSnapshotEvery(every), WithLogger(slog.New(rec)))
+	obstacle := filepath.Join(dir, snapshotTempName)
+	require.NoError(t, os.MkdirAll(filepath.Join(obstacle, "x"), 0o755))
+
+	failures := func() (n int) {
+		for _, m := range rec.messages() {
+			if strings.Contains(m, "automatic snapshot failed") {
+				n++
+			}
+		}
+		return n
+	}
+	mustCall(t, ctx, b, "", request{op: opOpen, account: 1})
+	for i := 1; i < records; i++ {
+		mustCall(t, ctx, b, fmt.Sprint("d", i), request{op: opDeposit, account: 1, amount: 1})
+	}
+	require.Eventually(t, func() bool { return failures() > 0 }, 10*time.Second, 5*time.Millisecond, "the failure is reported")
+	gens, err := logGenerations(dir)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(gens), 2, "log files after %d records with failing snapshots: %v", records, gens)
+	assert.LessOrEqual(t, failures(), records/every, "at most one attempt, and one report, per %d records", every)
+	assert.NoFileExists(t, filepath.Join(dir, snapshotFileName))
+
+	require.NoError(t, os.RemoveAll(obstacle))
+	for i := range every {
+		mustCall(t, ctx, b, fmt.Sprint("e", i), request{op: opDeposit, account: 1, amount: 1})
+	}
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(filepath.Join(dir, snapshotFileName))
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the next attempt after the backoff succeeds")
+	b.crash()
+	b = openBank(t, dir)
+	assert.Equal(t, []Account{{ID: 1, Balance: records - 1 + every, Online: true}}, b.Accounts())
+}
+
 // crashedBank returns a directory holding a crashed bank's log (no
 // snapshot) with the populate history, and the log's path.
 func crashedBank(t *testing.T) (dir, log string, want []Account) {

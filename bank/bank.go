@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ type options struct {
 	onIdle        func()
 	snapshotEvery int
 	openLog       func(path string) (logFile, error)
+	syncDir       func(dir string) error
 }
 
 // Option configures Open.
@@ -133,6 +135,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		retention:     DefaultDedupRetention,
 		snapshotEvery: DefaultSnapshotEvery,
 		openLog:       openOSLogFile,
+		syncDir:       syncDir,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -143,7 +146,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 	if o.snapshotEvery < 0 {
 		return nil, fmt.Errorf("bank: snapshot interval must not be negative, got %d", o.snapshotEvery)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := makeDir(dir, o.syncDir); err != nil {
 		return nil, fmt.Errorf("bank: %w", err)
 	}
 	lock, err := lockDir(dir)
@@ -165,9 +168,35 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	go b.runWriter(&logWriter{dir: dir, open: o.openLog, gen: b.gen})
+	go b.runWriter(&logWriter{dir: dir, open: o.openLog, syncDir: o.syncDir, gen: b.gen})
 	go b.runSnapshotter()
 	return b, nil
+}
+
+// makeDir creates dir and any missing parents, like os.MkdirAll, and makes
+// their creation durable: it fsyncs the parent of each directory it created,
+// outermost first. Otherwise a crash could lose the new directory, with
+// the log records acknowledged in it.
+func makeDir(dir string, syncDir func(string) error) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range slices.Backward(created) {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("sync directory %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
 }
 
 // load reads the snapshot and replays the log files that follow it.
@@ -635,7 +664,7 @@ func (b *Bank) writeSnapshotFile(f *os.File, data []byte) (err error) {
 	if err := os.Rename(tmp, filepath.Join(b.dir, snapshotFileName)); err != nil {
 		return err
 	}
-	return syncDir(b.dir)
+	return b.opts.syncDir(b.dir)
 }
 
 // Shutdown shuts the bank down cleanly: it stops taking calls (later ones

@@ -60,6 +60,11 @@ func withLogOpener(fn func(path string) (logFile, error)) Option {
 	return func(o *options) { o.openLog = fn }
 }
 
+// withDirSyncer makes the bank fsync directories with fn.
+func withDirSyncer(fn func(dir string) error) Option {
+	return func(o *options) { o.syncDir = fn }
+}
+
 // serve serves b over inproc and returns a client of it, through the
 // generated stubs and the transport runtime.
 func serve(t testing.TB, b *Bank) bankv1.BankClient {

@@ -97,10 +97,11 @@ func syncDir(dir string) error {
 // logWriter appends batches to the current log file. Only the Bank's writer
 // goroutine uses it.
 type logWriter struct {
-	dir  string
-	open func(path string) (logFile, error)
-	f    logFile
-	gen  uint64
+	dir     string
+	open    func(path string) (logFile, error)
+	syncDir func(dir string) error
+	f       logFile
+	gen     uint64
 }
 
 // write appends the batch's segments, switching to a new file when a
@@ -141,7 +142,7 @@ func (w *logWriter) rotate(gen uint64) error {
 		return fmt.Errorf("open log: %w", err)
 	}
 	w.f = f
-	if err := syncDir(w.dir); err != nil {
+	if err := w.syncDir(w.dir); err != nil {
 		return fmt.Errorf("sync directory %s: %w", w.dir, err)
 	}
 	return nil

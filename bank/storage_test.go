@@ -552,6 +552,35 @@ func TestReadsVersion1Snapshot(t *testing.T) {
 	check(b)
 }
 
+// TestOpenMakesANewDirectoryDurable: when Open creates the bank directory
+// (and missing parents), it fsyncs the parent of each directory it created,
+// so that a crash cannot lose the directory with the log in it. An existing
+// directory's parent is left alone.
+func TestOpenMakesANewDirectoryDurable(t *testing.T) {
+	var mu sync.Mutex
+	var synced []string
+	syncer := withDirSyncer(func(dir string) error {
+		mu.Lock()
+		synced = append(synced, dir)
+		mu.Unlock()
+		return syncDir(dir)
+	})
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "bank")
+	b := openBank(t, dir, syncer)
+	mu.Lock()
+	assert.Equal(t, []string{root, filepath.Join(root, "a")}, synced, "the parents of the created directories, outermost first")
+	synced = nil
+	mu.Unlock()
+	require.NoError(t, b.Shutdown())
+
+	b = openBank(t, dir, syncer)
+	require.NoError(t, b.Shutdown())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.NotContains(t, synced, filepath.Join(root, "a"), "nothing was created")
+}
+
 func TestSecondOpenIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	b := openBank(t, dir)

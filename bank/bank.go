@@ -307,8 +307,9 @@ func (b *Bank) enterLocked() error {
 // result, which may be a refusal (see result.err). The error is non-nil only
 // when the bank did not decide: an invalid request, a reused call id, a
 // shut-down or stopped bank, or ctx ending. When ctx ends while the change
-// is being made durable, the change may or may not have been made; a retry
-// with the same call id tells.
+// is being made durable, the call returns at once, but the change was made:
+// it becomes durable with its batch unless the log fails (which stops the
+// bank), and a retry with the same call id returns the recorded result.
 func (b *Bank) call(ctx context.Context, callID string, req request) (result, error) {
 	if err := req.validate(); err != nil {
 		return result{}, err

@@ -198,7 +198,10 @@ func TestRefusals(t *testing.T) {
 	assert.Equal(t, before, b.Accounts(), "refused calls change nothing")
 }
 
-func TestCanceledCallIsNotApplied(t *testing.T) {
+// TestCallCanceledBeforeItStartsIsNotApplied: a call whose context has
+// ended before it reaches the bank is refused and changes nothing.
+// TestCallCanceledWhileAwaitingFsync covers a cancellation after that.
+func TestCallCanceledBeforeItStartsIsNotApplied(t *testing.T) {
 	b := openBank(t, t.TempDir())
 	ctx := testCtx(t, 10*time.Second)
 	mustCall(t, ctx, b, "open", request{op: opOpen, account: 1})

@@ -810,3 +810,56 @@ func TestReadPIDOfARewrittenLockFile(t *testing.T) {
 		require.NoError(t, f.Close())
 	}
 }
+
+// TestCallCanceledWhileAwaitingFsync cancels a call while its record waits
+// for the fsync. The call returns CANCELED at once, but its change was
+// already made: it is in memory, becomes durable with its batch, and is
+// applied exactly once; a retry with the same call id returns the recorded
+// result, before and after a restart. (FORMAT.md: "A call whose context
+// ends while waiting".)
+func TestCallCanceledWhileAwaitingFsync(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	dir := t.TempDir()
+	bf := &blockingFile{syncing: make(chan struct{}, 1), release: make(chan struct{})}
+	b := openBank(t, dir, withLogOpener(func(path string) (logFile, error) {
+		f, err := openOSLogFile(path)
+		bf.logFile = f
+		return bf, err
+	}))
+	opened := make(chan error, 1)
+	go func() {
+		_, err := b.call(ctx, "open", request{op: opOpen, account: 1})
+		opened <- err
+	}()
+	<-bf.syncing
+	bf.release <- struct{}{}
+	require.NoError(t, <-opened)
+
+	deposit := request{op: opDeposit, account: 1, amount: 5}
+	callCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.call(callCtx, "d1", deposit)
+		done <- err
+	}()
+	<-bf.syncing // d1 is applied and its batch is being synced
+	cancel()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a canceled call kept waiting for the fsync")
+	}
+	code, msg := codeAndMessage(err) // the sync is still blocked
+	assert.Equal(t, transport.Canceled, code, msg)
+	assert.Equal(t, []Account{{ID: 1, Balance: 5, Online: true}}, b.Accounts(), "the change was made; only the wait for it was abandoned")
+
+	close(bf.release)
+	assert.Equal(t, result{value: 5}, mustCall(t, ctx, b, "d1", deposit), "a retry returns the recorded result")
+	assert.Equal(t, []Account{{ID: 1, Balance: 5, Online: true}}, b.Accounts(), "applied once")
+	b.crash()
+	b = openBank(t, dir)
+	assert.Equal(t, []Account{{ID: 1, Balance: 5, Online: true}}, b.Accounts(), "the canceled call's change is durable")
+	assert.Equal(t, result{value: 5}, mustCall(t, ctx, b, "d1", deposit), "a retry after a restart returns the recorded result")
+	assert.Equal(t, int64(5), b.Accounts()[0].Balance)
+}

@@ -64,6 +64,7 @@ type Client struct {
 	sent                    requestList         // written to the socket, oldest first
 	unsent                  requestList         // waiting for a connection, oldest first
 	forceAt                 time.Time           // when to try unsent calls even though no connection was seen
+	handshakes              uint64              // handshakes read from the monitor so far
 	sticky                  bool                // reason is a handshake failure, kept until a handshake succeeds
 	purgeAt                 int                 // unsent length that triggers dropping abandoned calls
 }
@@ -80,8 +81,13 @@ type request struct {
 	promoted bool // handed the lead; guarded by Client.box.mu
 
 	// Owned by the leader.
-	extra      []*request // later calls with the same id, answered by the same reply
-	due        time.Time  // when the attempt in flight times out
+	extra []*request // later calls with the same id, answered by the same reply
+	due   time.Time  // when the attempt in flight times out
+	// blind is 1 + Client.handshakes when a copy of the call was written
+	// while no connection was up, 0 for none: until the next handshake
+	// that copy waits in the DEALER's queue, and the call is not written
+	// again (see send).
+	blind      uint64
 	list       *requestList
 	prev, next *request
 }
@@ -503,18 +509,29 @@ func (c *Client) start(r *request, now time.Time) {
 			return
 		}
 		e.list.remove(e)
+		r.blind = e.blind // a copy of this call id may wait in the queue
 	}
 	c.pending[r.id] = r
 	c.send(r, now)
 }
 
-// send writes r, or queues it until the socket has a connection. A call is
-// written only once the monitor reported the handshake of the current
-// connection: right after a disconnection the DEALER may still hold the dead
-// connection's pipe for a moment, and a message written there is lost.
+// send writes r, or queues it in unsent until the socket has a connection.
+// A call is written at once only while the monitor reports the handshake of
+// the current connection: right after a disconnection the DEALER may still
+// hold the dead connection's pipe for a moment, and a message written there
+// is lost. Queued calls are written when the connection is up, or blindly
+// by flush after an AttemptTimeout without one (in case its events were
+// missed); a call with a blind copy already queued is not written again
+// before a connection is up, so an outage queues one copy per call, not one
+// per attempt timeout.
 func (c *Client) send(r *request, now time.Time) {
 	if r.list != nil {
 		r.list.remove(r)
+	}
+	if c.queuedBlind(r) {
+		r.due = now.Add(c.cfg.AttemptTimeout)
+		c.sent.pushBack(r)
+		return
 	}
 	if c.unsent.head != nil || !c.connected.Load() || !c.write(r) {
 		c.unsent.pushBack(r)
@@ -545,7 +562,16 @@ func (c *Client) write(r *request) bool {
 		return false
 	}
 	r.attempts.Add(1)
+	if !c.connected.Load() {
+		r.blind = c.handshakes + 1
+	}
 	return true
+}
+
+// queuedBlind reports whether a copy of r written while no connection was
+// up still waits in the DEALER's queue for one.
+func (c *Client) queuedBlind(r *request) bool {
+	return r.blind == c.handshakes+1 && !c.connected.Load()
 }
 
 // sentDue is when the oldest attempt in flight times out; zero for none.
@@ -566,7 +592,7 @@ func (c *Client) flush(now time.Time) {
 			c.drop(r)
 			continue
 		}
-		if !c.write(r) {
+		if !c.queuedBlind(r) && !c.write(r) {
 			c.forceAt = now.Add(c.cfg.AttemptTimeout)
 			return
 		}
@@ -666,6 +692,7 @@ func (c *Client) readEvents() {
 		}
 		switch ev {
 		case zmq4.EVENT_HANDSHAKE_SUCCEEDED:
+			c.handshakes++
 			c.connected.Store(true)
 			c.sticky = false
 			c.log.Debug("zmq: connected", "endpoint", c.endpoint)

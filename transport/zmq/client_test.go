@@ -283,3 +283,43 @@ func TestIdleClientToDeadServerCloses(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 }
+
+// While the server is down a call is written at most once per outage: the
+// copy waits in the DEALER's queue and reaches the server when it is back.
+// The attempt timeouts of the outage add no copies, and a call whose
+// caller gave up during the outage reaches the server at most once.
+func TestOutageQueuesOneCopyPerCall(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	addr := freeAddr(t)
+	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 50 * time.Millisecond})
+
+	abandonedCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	abandoned := goRoundTrip(abandonedCtx, c, &transport.Call{ID: "abandoned", Frame: []byte("abandoned")})
+	kept := goRoundTrip(ctx, c, &transport.Call{ID: "kept", Frame: []byte("kept")})
+	r := await(t, ctx, abandoned)
+	require.Error(t, r.err)
+	assert.Equal(t, transport.Unavailable, transport.CodeOf(r.err), "%v", r.err)
+	time.Sleep(time.Second) // 20 attempt timeouts without a server
+
+	var mu sync.Mutex
+	runs := map[string]int{}
+	s, err := zmq.Listen(addr, zmq.ServerConfig{})
+	require.NoError(t, err)
+	serveOn(t, s, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+		mu.Lock()
+		runs[string(frame)]++
+		mu.Unlock()
+		return frame, nil
+	}))
+	r = await(t, ctx, kept)
+	require.NoError(t, r.err)
+	assert.Equal(t, "kept", string(r.reply))
+	// Every copy queued during the outage is delivered on connection, ahead
+	// of the reply; give stragglers time anyway.
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 1, runs["kept"], "the handler must run the call once")
+	assert.LessOrEqual(t, runs["abandoned"], 1, "a call given up during the outage reaches the server at most once")
+}

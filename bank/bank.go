@@ -28,6 +28,11 @@ type options struct {
 	snapshotEvery int
 	openLog       func(path string) (logFile, error)
 	syncDir       func(dir string) error
+	// maxAccounts is how many accounts the bank may hold: maxAccounts
+	// unless a test sets fewer. A bank must keep its limit across
+	// restarts: replay checks that every Open refused for want of room is
+	// refused again.
+	maxAccounts int
 }
 
 // Option configures Open.
@@ -136,6 +141,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		snapshotEvery: DefaultSnapshotEvery,
 		openLog:       openOSLogFile,
 		syncDir:       syncDir,
+		maxAccounts:   maxAccounts,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -227,6 +233,7 @@ func (b *Bank) load() error {
 		}
 		b.opts.logger.Info("bank: removed a log file the snapshot includes", "file", path)
 	}
+	st.limit = b.opts.maxAccounts
 	lsn := meta.lastLSN
 	b.gen = meta.nextGen
 	for i, g := range live {
@@ -385,7 +392,7 @@ func (b *Bank) balance(ctx context.Context, id int32) (int64, error) {
 	i, ok := findAccount(b.st.accounts, id)
 	if !ok {
 		b.mu.Unlock()
-		return 0, result{code: transport.NotFound}.err(request{account: id})
+		return 0, result{code: transport.NotFound}.err(request{account: id}, b.opts.maxAccounts)
 	}
 	bal := b.st.accounts[i].balance()
 	bt := b.latestLocked()

@@ -121,11 +121,11 @@ func TestRefusalsForMissingAccountsAreRecorded(t *testing.T) {
 	check := func(b *Bank) {
 		t.Helper()
 		res := mustCall(t, ctx, b, "early", request{op: opDeposit, account: 9, amount: 5})
-		code, msg := codeAndMessage(res.err(request{op: opDeposit, account: 9, amount: 5}))
+		code, msg := codeAndMessage(res.err(request{op: opDeposit, account: 9, amount: 5}, maxAccounts))
 		assert.Equal(t, transport.NotFound, code)
 		assert.Equal(t, "account 9 was never opened: call Open first", msg)
 		req := request{op: opTransfer, account: 7, to: 42, amount: 5}
-		code, msg = codeAndMessage(mustCall(t, ctx, b, "t7", req).err(req))
+		code, msg = codeAndMessage(mustCall(t, ctx, b, "t7", req).err(req, maxAccounts))
 		assert.Equal(t, transport.NotFound, code)
 		assert.Equal(t, "no such receiver 42", msg)
 		assert.Equal(t, []Account{{ID: 7, Balance: 50, Online: true}, {ID: 9, Online: true}, {ID: 42, Online: true}}, b.Accounts())

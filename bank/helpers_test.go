@@ -65,6 +65,12 @@ func withDirSyncer(fn func(dir string) error) Option {
 	return func(o *options) { o.syncDir = fn }
 }
 
+// withMaxAccounts sets how many accounts the bank may hold (default
+// maxAccounts, which no test can reach).
+func withMaxAccounts(n int) Option {
+	return func(o *options) { o.maxAccounts = n }
+}
+
 // serve serves b over inproc and returns a client of it, through the
 // generated stubs and the transport runtime.
 func serve(t testing.TB, b *Bank) bankv1.BankClient {

@@ -17,6 +17,7 @@ import (
 // the issue and FORMAT.md, not from the bank's code.
 type model struct {
 	retention int
+	limit     int // accounts the bank may hold
 	accounts  map[int32]*modelAccount
 	rings     map[int32][]modelCall // per account, oldest first
 	orphans   []modelCall           // refusals on accounts that did not exist
@@ -41,8 +42,8 @@ type modelReply struct {
 	created bool
 }
 
-func newModel(retention int) *model {
-	return &model{retention: retention, accounts: map[int32]*modelAccount{}, rings: map[int32][]modelCall{}}
+func newModel(retention, limit int) *model {
+	return &model{retention: retention, limit: limit, accounts: map[int32]*modelAccount{}, rings: map[int32][]modelCall{}}
 }
 
 func (m *model) do(id string, req request) modelReply {
@@ -93,6 +94,9 @@ func (m *model) apply(req request) modelReply {
 	a, ok := m.accounts[req.account]
 	if !ok {
 		if req.op == opOpen {
+			if len(m.accounts) == m.limit {
+				return modelReply{code: transport.ResourceExhausted, msg: fmt.Sprintf("cannot open account %d: the bank is full (%d accounts)", req.account, m.limit)}
+			}
 			m.accounts[req.account] = &modelAccount{online: true}
 			return modelReply{created: true}
 		}
@@ -165,8 +169,10 @@ func TestBankMatchesModel(t *testing.T) {
 			t.Logf("seed %d", seed)
 			rng := rand.New(rand.NewPCG(seed, uint64(retention)))
 			dir := t.TempDir()
-			m := newModel(retention)
-			b := openBank(t, dir, WithDedupRetention(retention), WithSnapshotEvery(97))
+			const limit = 7 // of the 8 account ids used: the bank fills up
+			m := newModel(retention, limit)
+			opts := []Option{WithDedupRetention(retention), WithSnapshotEvery(97), withMaxAccounts(limit)}
+			b := openBank(t, dir, opts...)
 			var sent []modelCall // earlier calls with call ids, for retries
 
 			amount := func() int64 {
@@ -190,10 +196,10 @@ func TestBankMatchesModel(t *testing.T) {
 				switch n := rng.IntN(100); {
 				case n < 2:
 					require.NoError(t, b.Shutdown(), "step %d", step)
-					b = openBank(t, dir, WithDedupRetention(retention), WithSnapshotEvery(97))
+					b = openBank(t, dir, opts...)
 				case n < 4:
 					b.crash()
-					b = openBank(t, dir, WithDedupRetention(retention), WithSnapshotEvery(97))
+					b = openBank(t, dir, opts...)
 				case n < 5:
 					require.NoError(t, b.Snapshot())
 				case n < 12:
@@ -235,7 +241,7 @@ func TestBankMatchesModel(t *testing.T) {
 				want := m.do(id, req)
 				res, err := b.call(ctx, id, req)
 				if err == nil {
-					err = res.err(req)
+					err = res.err(req, limit)
 				}
 				got := modelReply{code: transport.CodeOf(err), msg: transport.MessageOf(err)}
 				if err == nil {

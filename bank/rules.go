@@ -103,8 +103,9 @@ func recordableCode(c transport.Code) bool {
 	return false
 }
 
-// err returns the refusal as an error, nil when the call succeeded.
-func (res result) err(req request) error {
+// err returns the refusal of req as an error, nil when the call succeeded.
+// limit is the number of accounts the bank may hold.
+func (res result) err(req request, limit int) error {
 	switch res.code {
 	case transport.OK:
 		return nil
@@ -121,7 +122,7 @@ func (res result) err(req request) error {
 		}
 		return transport.Errorf(transport.OutOfRange, "deposit of %d would overflow balance %d", req.amount, res.value)
 	case transport.ResourceExhausted:
-		return transport.Errorf(transport.ResourceExhausted, "cannot open account %d: the bank is full (%d accounts)", req.account, maxAccounts)
+		return transport.Errorf(transport.ResourceExhausted, "cannot open account %d: the bank is full (%d accounts)", req.account, limit)
 	}
 	return transport.Errorf(res.code, "%s refused", req.op)
 }
@@ -131,12 +132,13 @@ func (res result) err(req request) error {
 type state struct {
 	accounts []account // sorted by id
 	online   int       // accounts with the online flag
+	limit    int       // how many accounts Open may create
 	dedup    dedupStore
 	orphans  orphanTable
 }
 
 func newState(retention int) state {
-	return state{dedup: newDedupStore(retention)}
+	return state{limit: maxAccounts, dedup: newDedupStore(retention)}
 }
 
 // apply runs a validated request against the state and returns its result,
@@ -149,7 +151,7 @@ func (s *state) apply(req request) result {
 		if req.op != opOpen {
 			return result{code: transport.NotFound}
 		}
-		if len(s.accounts) >= maxAccounts {
+		if len(s.accounts) >= s.limit {
 			return result{code: transport.ResourceExhausted}
 		}
 		s.accounts = slices.Insert(s.accounts, i, account{id: req.account, word: onlineBit})

@@ -212,6 +212,50 @@ func TestCallCanceledBeforeItStartsIsNotApplied(t *testing.T) {
 	assert.Equal(t, []Account{{ID: 1, Online: true}}, b.Accounts())
 }
 
+// TestOpenRefusedWhenTheBankIsFull covers RESOURCE_EXHAUSTED: a new
+// account is refused once the bank holds its limit, existing ones keep
+// working, and the refusal is recorded like any other, through replay and
+// snapshots.
+func TestOpenRefusedWhenTheBankIsFull(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	dir := t.TempDir()
+	b := openBank(t, dir, withMaxAccounts(2))
+	c := serve(t, b)
+	for _, id := range []int32{1, 2} {
+		_, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: id})
+		require.NoError(t, err)
+	}
+	_, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 3})
+	code, msg := codeAndMessage(err)
+	assert.Equal(t, transport.ResourceExhausted, code)
+	assert.Equal(t, "cannot open account 3: the bank is full (2 accounts)", msg)
+	r, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 1})
+	require.NoError(t, err, "opening an existing account needs no room")
+	assert.False(t, r.GetCreated())
+	_, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 2, Amount: 7})
+	require.NoError(t, err)
+	full := result{code: transport.ResourceExhausted}
+	assert.Equal(t, full, mustCall(t, ctx, b, "o3", request{op: opOpen, account: 3}))
+	want := []Account{{ID: 1, Online: true}, {ID: 2, Balance: 7, Online: true}}
+	assert.Equal(t, want, b.Accounts())
+
+	b.crash()
+	b = openBank(t, dir, withMaxAccounts(2))
+	assert.Equal(t, want, b.Accounts(), "replay refuses the same Open again")
+	assert.Equal(t, full, mustCall(t, ctx, b, "o3", request{op: opOpen, account: 3}), "the refusal is recorded")
+	assert.Equal(t, full, mustCall(t, ctx, b, "o4", request{op: opOpen, account: 4}), "still full after replay")
+	require.NoError(t, b.Shutdown())
+
+	b = openBank(t, dir, withMaxAccounts(2))
+	assert.Equal(t, full, mustCall(t, ctx, b, "o5", request{op: opOpen, account: 5}), "still full after a snapshot")
+	require.NoError(t, b.Shutdown())
+
+	b = openBank(t, dir, withMaxAccounts(3))
+	assert.Equal(t, full, mustCall(t, ctx, b, "o3", request{op: opOpen, account: 3}), "a recorded refusal stays the answer to its call id")
+	assert.Equal(t, result{flags: resultCreated}, mustCall(t, ctx, b, "o3-again", request{op: opOpen, account: 3}), "room for one more")
+	assert.Len(t, b.Accounts(), 3)
+}
+
 func TestEmptyCallIDIsAppliedWithoutDedup(t *testing.T) {
 	b := openBank(t, t.TempDir())
 	ctx := testCtx(t, 10*time.Second)

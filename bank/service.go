@@ -74,7 +74,7 @@ func (b *Bank) Close(ctx context.Context, req *bankv1.CloseRequest) (*bankv1.Clo
 func (b *Bank) do(ctx context.Context, req request) (result, error) {
 	res, err := b.call(ctx, transport.CallIDFromContext(ctx), req)
 	if err == nil {
-		err = res.err(req)
+		err = res.err(req, b.opts.maxAccounts)
 	}
 	return res, err
 }

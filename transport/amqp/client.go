@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -21,10 +22,19 @@ import (
 // for a while for a call re-issued with the same id, then dropped (see
 // ClientConfig.OrphanReplies).
 //
+// Requests are written to the broker by a goroutine of the connection, never
+// by the caller: RoundTrip returns when its ctx ends even if the broker
+// stopped reading (a memory or disk alarm blocks publishing connections, see
+// connection.blocked). While the broker reports the connection blocked,
+// nothing is written; the requests wait in the client and are published when
+// it is unblocked or on the next connection.
+//
 // A Client is safe for concurrent use. Close is idempotent, may be called
 // from any goroutine, and fails the calls in flight with transport.ErrClosed;
 // their requests stay queued and their replies wait in the durable result
-// queue for a client restarted with the same ClientName.
+// queue for a client restarted with the same ClientName. Close returns
+// promptly even when a write to the broker is stuck: it closes the
+// connection, which ends the write.
 type Client struct {
 	cfg       ClientConfig
 	connector *connector
@@ -106,9 +116,10 @@ func (c *Client) Name() string { return c.cfg.ClientName }
 // transport.Call.OnStatus.
 func (c *Client) CarriesStatus() bool { return true }
 
-// RoundTrip publishes call's request and waits for its reply. A call whose
-// id has a reply kept from before (see ClientConfig.OrphanReplies) gets that
-// reply without publishing anything.
+// RoundTrip hands call's request to the connection's writer and waits for its
+// reply, the end of ctx or Close, whichever comes first; it never waits for a
+// write to the broker. A call whose id has a reply kept from before (see
+// ClientConfig.OrphanReplies) gets that reply without publishing anything.
 func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -132,11 +143,14 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 	}
 	c.pending[tc.ID] = pc
 	s := c.sess
+	if s != nil {
+		s.queue = append(s.queue, pc)
+	}
 	c.mu.Unlock()
 	defer c.forget(pc)
 
 	if s != nil {
-		s.send(pc)
+		s.signal()
 	}
 	select {
 	case o := <-pc.outcome:
@@ -257,7 +271,8 @@ func (c *Client) open() (session, error) {
 
 // clientSession is one connection: a confirm-mode channel publishing
 // requests, a channel consuming replies, and one consuming errors and
-// statuses.
+// statuses. Requests are published by its writer goroutine (write), from
+// queue.
 type clientSession struct {
 	c        *Client
 	conn     *amqp091.Connection
@@ -266,11 +281,18 @@ type clientSession struct {
 	errs     <-chan amqp091.Delivery
 	statuses <-chan amqp091.Delivery
 	returns  <-chan amqp091.Return
+	blocks   <-chan amqp091.Blocking
 	closed   [4]<-chan *amqp091.Error // connection, publishing, result and auxiliary channels
+
+	queue   []*call       // requests to publish, oldest first; guarded by Client.mu
+	wake    chan struct{} // buffered 1: the writer has work, or blocked changed
+	blocked atomic.Bool   // the broker reported the connection blocked
 }
 
 func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
-	s := &clientSession{c: c, conn: conn}
+	s := &clientSession{c: c, conn: conn, wake: make(chan struct{}, 1)}
+	// Buffered: the library waits at most a few seconds for a listener.
+	s.blocks = conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	pubCh, err := conn.Channel()
 	if err != nil {
 		return nil, channelError(err)
@@ -313,14 +335,30 @@ func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
 }
 
 // run attaches the session, then dispatches replies, errors, statuses and
-// returned requests until the connection fails or ctx ends.
+// returned requests until the connection fails or ctx ends. The end of ctx
+// (Close) closes the connection at once, from another goroutine: a write
+// stuck on a broker that stopped reading ends with it.
 func (s *clientSession) run(ctx context.Context) error {
-	var confirms sync.WaitGroup
-	confirms.Go(s.pub.run)
+	var workers sync.WaitGroup
+	quit := make(chan struct{})
+	workers.Go(s.pub.run)
+	workers.Go(s.watchBlocked)
+	workers.Go(func() { s.write(quit) })
+	var closer sync.WaitGroup
+	closer.Add(1)
+	stopCloser := context.AfterFunc(ctx, func() {
+		defer closer.Done()
+		s.closeConn()
+	})
 	defer func() {
 		s.c.detach(s)
-		closeConn(s.conn)
-		confirms.Wait()
+		close(quit)
+		if stopCloser() {
+			closer.Done()
+		}
+		s.closeConn()
+		closer.Wait()
+		workers.Wait()
 	}()
 	s.c.attach(s)
 	for {
@@ -407,23 +445,88 @@ func (s *clientSession) drainStatuses() {
 	}
 }
 
-// attach makes s the session calls are published on, and publishes on it
-// every request the broker has not confirmed yet.
+// closeConn closes the session's connection; without waiting for the
+// broker's answer when the broker said it stopped reading.
+func (s *clientSession) closeConn() {
+	wait := closeWait
+	if s.blocked.Load() {
+		wait = 0
+	}
+	closeConnWithin(s.conn, wait)
+}
+
+// attach makes s the session calls are published on, and queues on it every
+// request the broker has not confirmed yet.
 func (c *Client) attach(s *clientSession) {
 	c.mu.Lock()
 	c.sess = s
-	var resend []*call
+	resend := 0
 	for _, pc := range c.pending {
 		if !pc.confirmed {
-			resend = append(resend, pc)
+			s.queue = append(s.queue, pc)
+			if pc.sentOn != nil {
+				resend++
+			}
 		}
 	}
 	c.mu.Unlock()
-	for _, pc := range resend {
-		s.send(pc)
+	s.signal()
+	if resend > 0 {
+		c.connector.logger.Info("amqp: publishing unconfirmed requests again", "count", resend)
 	}
-	if len(resend) > 0 {
-		c.connector.logger.Info("amqp: published unconfirmed requests again", "count", len(resend))
+}
+
+// signal wakes the writer up.
+func (s *clientSession) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// write publishes the queued requests, one at a time, until quit is closed;
+// it writes nothing while the broker reports the connection blocked.
+func (s *clientSession) write(quit <-chan struct{}) {
+	for {
+		select {
+		case <-quit:
+			return
+		case <-s.wake:
+		}
+		for !s.blocked.Load() {
+			pc := s.next()
+			if pc == nil {
+				break
+			}
+			s.send(pc)
+		}
+	}
+}
+
+// next takes the oldest queued request; nil when none is left.
+func (s *clientSession) next() *call {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	if len(s.queue) == 0 {
+		return nil
+	}
+	pc := s.queue[0]
+	s.queue[0] = nil
+	s.queue = s.queue[1:]
+	return pc
+}
+
+// watchBlocked follows connection.blocked and connection.unblocked until the
+// connection closes; the writer resumes on unblocked.
+func (s *clientSession) watchBlocked() {
+	for b := range s.blocks {
+		s.blocked.Store(b.Active)
+		if b.Active {
+			s.c.connector.logger.Warn("amqp: the broker blocked the connection: requests wait until it is unblocked", "reason", b.Reason)
+		} else {
+			s.c.connector.logger.Info("amqp: the broker unblocked the connection")
+		}
+		s.signal()
 	}
 }
 

@@ -134,11 +134,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// closeWait bounds the close handshake with a broker.
+const closeWait = 2 * time.Second
+
 // closeConn closes a connection politely but without waiting long for a
 // broker that no longer answers.
-func closeConn(conn *amqp091.Connection) {
+func closeConn(conn *amqp091.Connection) { closeConnWithin(conn, closeWait) }
+
+// closeConnWithin closes conn, waiting at most wait for the broker's answer.
+// The deadline applies to the socket, so it also ends a write in progress
+// (held up by a broker that stopped reading). Safe to call concurrently: the
+// first call closes, the others return at once.
+func closeConnWithin(conn *amqp091.Connection, wait time.Duration) {
 	if !conn.IsClosed() {
-		_ = conn.CloseDeadline(time.Now().Add(2 * time.Second)) // the connection is gone either way
+		_ = conn.CloseDeadline(time.Now().Add(wait)) // the connection is gone either way
 	}
 }
 

@@ -28,6 +28,11 @@ const (
 // in the Server's own zmq context.
 const repliesEndpoint = "inproc://bankrpc.replies"
 
+// gracefulLinger is how long a graceful stop lets libzmq go on writing the
+// last replies after the socket is closed (ZMQ_LINGER); an abrupt stop
+// discards them at once.
+const gracefulLinger = 500 * time.Millisecond
+
 // standbyDelay is how long a leader running a handler keeps the socket
 // unattended before another goroutine takes the lead.
 const standbyDelay = 50 * time.Microsecond
@@ -179,7 +184,8 @@ func (s *Server) Addr() string { return s.addr }
 
 // Serve runs h for every request until ctx is done or Close is called. It
 // then stops reading requests, waits for the handlers in flight, sends their
-// replies, closes the socket and returns nil. Handlers receive a ctx that
+// replies, closes the socket (letting libzmq write the last replies for up
+// to 500ms) and returns nil. Handlers receive a ctx that
 // carries the caller's transport.Peer and that a shutdown does not cancel.
 // Serve may be called once.
 func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
@@ -220,6 +226,13 @@ func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
 	close(s.quit)
 	workers.Wait()
 	s.standby.Stop()
+	if err == nil {
+		// The replies just queued may not be on the wire yet: LINGER 0
+		// would discard them.
+		if lerr := s.router.SetLinger(gracefulLinger); lerr != nil {
+			s.log.Warn("zmq: set ZMQ_LINGER for a graceful stop; the last replies may be lost", "addr", s.addr, "error", lerr)
+		}
+	}
 	s.closeErr = s.release()
 	close(s.done)
 	return err

@@ -250,3 +250,46 @@ func TestReplySentJustBeforeGracefulStopArrives(t *testing.T) {
 	}
 	assert.Zero(t, lost, "replies lost out of %d", runs)
 }
+
+// A graceful stop delivers replies too large to be on the wire by the time
+// the server closes its socket: the socket lingers until they are out.
+func TestGracefulCloseDeliversLargeReplies(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	const calls, size = 8, 2 << 20
+	var started sync.WaitGroup
+	started.Add(calls)
+	release := make(chan struct{})
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() {
+		served <- s.Serve(ctx, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
+			started.Done()
+			<-release
+			return make([]byte, size), nil
+		}))
+	}()
+	// A lost reply is not resent within the test: one attempt per call.
+	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: time.Minute})
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	results := make([]<-chan roundTripResult, calls)
+	for i := range calls {
+		results[i] = goRoundTrip(callCtx, c, &transport.Call{ID: fmt.Sprint("big-", i), Frame: []byte("x")})
+	}
+	started.Wait()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	time.Sleep(50 * time.Millisecond) // Close has asked Serve to stop
+	close(release)
+	delivered := 0
+	for _, ch := range results {
+		r := await(t, ctx, ch)
+		if r.err == nil && len(r.reply) == size {
+			delivered++
+		}
+	}
+	assert.Equal(t, calls, delivered, "replies of the calls in flight during a graceful stop")
+	assert.NoError(t, <-closed)
+	assert.NoError(t, <-served)
+}

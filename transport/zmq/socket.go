@@ -109,7 +109,9 @@ func endpointError(op, endpoint string, err error) error {
 }
 
 // closeAll closes sockets and then terminates zctx; it returns the first
-// error. Every socket has LINGER 0, so termination does not wait.
+// error. Termination waits for no socket but one whose LINGER was raised
+// (a Server's ROUTER in a graceful stop), and for that one at most its
+// LINGER.
 func closeAll(zctx *zmq4.Context, sockets ...*zmq4.Socket) error {
 	var errs []error
 	for _, s := range sockets {

@@ -417,7 +417,9 @@ func (s *Server) recv(j *job) (ok, more bool) {
 		return false, false
 	}
 	j.rid = rid
-	frames, routeBytes := 0, 0
+	// Route frames past the limits are read and discarded, not kept: the
+	// request is dropped anyway.
+	frames, routeFrames, routeBytes := 0, 0, 0
 	for {
 		hasMore, err := s.router.GetRcvmore()
 		if err != nil {
@@ -441,8 +443,11 @@ func (s *Server) recv(j *job) (ok, more bool) {
 		}
 		frames++
 		if j.frame != nil {
-			j.route = append(j.route, j.frame)
+			routeFrames++
 			routeBytes += len(j.frame)
+			if routeFrames <= maxRouteFrames && routeBytes <= maxRouteBytes {
+				j.route = append(j.route, j.frame)
+			}
 		}
 		j.frame = b
 	}
@@ -451,7 +456,7 @@ func (s *Server) recv(j *job) (ok, more bool) {
 		// A ROUTER never delivers a routing id alone; be safe anyway.
 		s.log.Warn("zmq: dropped an empty request", "peer", hex.EncodeToString(rid))
 		return false, true
-	case len(j.route) > maxRouteFrames || routeBytes > maxRouteBytes:
+	case routeFrames > maxRouteFrames || routeBytes > maxRouteBytes:
 		s.log.Warn("zmq: dropped a request with too many routing frames",
 			"peer", hex.EncodeToString(rid), "frames", frames,
 			"limit", fmt.Sprintf("%d frames of %d bytes in all before the envelope", maxRouteFrames, maxRouteBytes))

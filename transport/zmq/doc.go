@@ -20,4 +20,17 @@
 //
 // Every Server and Client has its own zmq context, terminated by Close, so
 // they can be created and closed independently, many in one process.
+//
+// # Closing
+//
+// Server.Close during Serve is a graceful stop, as the
+// transport.ServerTransport contract says: the server stops reading
+// requests, waits for the handlers in flight (their ctx is not canceled),
+// sends their replies, lets libzmq write them for up to 500ms, and closes
+// the socket; Close returns after that, once the address is free again, and
+// Serve returns nil. Close before Serve just releases the socket; canceling
+// Serve's ctx stops it like Close. Client.Close fails the calls in flight
+// with transport.ErrClosed without waiting for their replies and returns
+// once the socket is closed; a request already written may still reach the
+// server. Both are idempotent and safe from any goroutine.
 package zmq

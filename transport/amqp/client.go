@@ -565,6 +565,9 @@ func (s *clientSession) send(pc *call) {
 		UserId:        c.userID,
 		Body:          pc.frame,
 	}
+	if !pc.deadline.IsZero() {
+		msg.Headers = amqp091.Table{headerDeadline: pc.deadline.UnixMilli()}
+	}
 	// mandatory: a request no queue takes comes back (see returned) instead
 	// of vanishing. A failed publish means a lost connection: attach
 	// publishes the request again on the next one.

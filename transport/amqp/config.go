@@ -18,8 +18,8 @@ type QueueType string
 
 const (
 	// QueueClassic is the default: a single-node queue, the fastest choice on
-	// one broker. Poison requests are counted through dead-lettering (see
-	// PROTOCOL.md).
+	// one broker. Servers count failed deliveries in a confirmed copy of the
+	// request (see docs/protocol-amqp.md, section 6.2).
 	QueueClassic QueueType = "classic"
 	// QueueQuorum is a replicated Raft queue for a cluster; the broker counts
 	// deliveries itself (x-delivery-limit).

@@ -2,6 +2,8 @@ package amqp
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -13,10 +15,12 @@ import (
 //
 // Quorum queues count for us: x-delivery-count is the number of earlier
 // deliveries returned to the queue. Classic queues only flag a redelivery, so
-// a redelivered request is rejected without requeue: the queue dead-letters
-// it into itself (x-dead-letter-routing-key is the queue), and the broker's
-// x-death entry for (queue, "rejected") counts the failed deliveries across
-// crashes of any number of servers. Either way a request is handed to a
+// a redelivered request is counted in a copy: the server publishes the
+// request again into the service queue, with bankrpc-failed-deliveries one
+// higher, through the confirming publisher, and acknowledges d only once the
+// copy is confirmed. A crash at any point leaves the request in the queue
+// (d, the copy, or both: a duplicate the call id makes harmless; each then
+// counts on its own). The copy is a fresh delivery, run at its turn. Either way a request is handed to a
 // handler at most DeliveryLimit times.
 func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 	cfg := ss.l.s.cfg
@@ -31,10 +35,21 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 		if !d.Redelivered {
 			return false
 		}
-		failed = rejections(d.Headers, ServiceQueue(cfg.Service)) + 1
+		failed, _ = intHeader(d.Headers, headerFailed)
+		failed++
 		if failed < int64(cfg.DeliveryLimit) {
-			// Back to the tail of the queue, counted.
-			_ = d.Reject(false)
+			msg, live := countedCopy(d, failed, ss.l.s.user, time.Now())
+			if !live {
+				return false // past its deadline: the runtime answers DEADLINE_EXCEEDED without running it
+			}
+			// The copy may be delivered here before the original's ack is
+			// written; it waits (see handle), so that a crash while it runs
+			// does not bring the original back too.
+			acked := make(chan struct{})
+			ss.acking.Store(d.CorrelationId, acked)
+			ss.publishThenAck(d, ServiceQueue(cfg.Service), msg)
+			ss.acking.CompareAndDelete(d.CorrelationId, acked)
+			close(acked)
 			return true
 		}
 	}
@@ -45,6 +60,72 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 	return true
 }
 
+// countedCopy returns the copy of a redelivered classic request that carries
+// its failed deliveries, for a server whose broker user is serverUser:
+// persistent, with d's properties, its headers but the broker's own (x-*),
+// and the expiration left until its bankrpc-deadline (d's expiration without
+// that header). live is false when the deadline has passed. The caller's
+// identity survives: a user-id other than the server's becomes the
+// bankrpc-user-id header and the copy's user-id is the server's (the broker
+// refuses any other).
+func countedCopy(d amqp091.Delivery, failed int64, serverUser string, now time.Time) (msg amqp091.Publishing, live bool) {
+	headers := amqp091.Table{}
+	for k, v := range d.Headers {
+		if !strings.HasPrefix(k, "x-") {
+			headers[k] = v
+		}
+	}
+	headers[headerFailed] = failed
+	msg = amqp091.Publishing{
+		Headers:         headers,
+		ContentType:     d.ContentType,
+		ContentEncoding: d.ContentEncoding,
+		DeliveryMode:    amqp091.Persistent,
+		Priority:        d.Priority,
+		CorrelationId:   d.CorrelationId,
+		ReplyTo:         d.ReplyTo,
+		Expiration:      d.Expiration,
+		MessageId:       d.MessageId,
+		Timestamp:       d.Timestamp,
+		Type:            d.Type,
+		AppId:           d.AppId,
+		Body:            d.Body,
+	}
+	if ms, ok := intHeader(d.Headers, headerDeadline); ok {
+		deadline := time.UnixMilli(ms)
+		if !now.Before(deadline) {
+			return msg, false
+		}
+		msg.Expiration = expiration(deadline, now)
+	}
+	caller := identity(d, serverUser)
+	switch {
+	case caller == "":
+		delete(headers, headerUserID)
+	case caller == serverUser:
+		delete(headers, headerUserID)
+		msg.UserId = serverUser
+	default:
+		headers[headerUserID] = caller
+		msg.UserId = serverUser
+	}
+	return msg, true
+}
+
+// identity returns the broker-validated identity of the caller of d: its
+// user-id, or, on a copy a server made (user-id = the server's broker user),
+// the bankrpc-user-id header. A client cannot forge that header: the broker
+// refuses a user-id other than the publisher's, so only a client connected as
+// the server's own user could, and it is as trusted as the server.
+func identity(d amqp091.Delivery, serverUser string) string {
+	if d.UserId != "" && d.UserId == serverUser {
+		if v, ok := d.Headers[headerUserID].(string); ok {
+			return v
+		}
+	}
+	return d.UserId
+}
+
 // poison tells the caller that its request was given up, then moves the
 // request to the dead-letter queue: a quorum queue does it itself on a
 // rejection, a classic one (which dead-letters into itself) gets a copy.
@@ -52,7 +133,7 @@ func (ss *serverSession) poison(d amqp091.Delivery, failed int64) {
 	cfg := ss.l.s.cfg
 	text := fmt.Sprintf("amqp: request %s was delivered %d times without being answered (its server stopped or lost its connection each time); it was moved to the dead-letter queue %s",
 		d.CorrelationId, failed, DeadLetterQueue(cfg.Service))
-	ss.l.s.logger.Error("amqp: poison request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "failed_deliveries", failed)
+	ss.l.s.logger.Error("amqp: poison request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "caller", identity(d, ss.l.s.user), "failed_deliveries", failed)
 	if errorQueue, _, ok := companionQueues(d.ReplyTo); ok {
 		switch ss.pub.publishWait("", errorQueue, false, errorMessage(d.CorrelationId, transport.Internal, text)) {
 		case confirmAcked:

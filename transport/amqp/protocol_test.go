@@ -152,8 +152,8 @@ func TestSingleActiveConsumerStandby(t *testing.T) {
 // TestPoisonRequestDeadLettered: a request whose handling kills the server
 // every time (here: cuts its connection) is handed out DeliveryLimit times,
 // then moved to the dead-letter queue, and its caller gets INTERNAL; the
-// server goes on serving. Classic queues count through x-death, quorum
-// queues through x-delivery-count.
+// server goes on serving. Classic queues count in a confirmed copy
+// (bankrpc-failed-deliveries), quorum queues through x-delivery-count.
 func TestPoisonRequestDeadLettered(t *testing.T) {
 	t.Parallel()
 	url := amqptest.URL(t)

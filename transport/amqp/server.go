@@ -34,6 +34,7 @@ type Server struct {
 	cfg       ServerConfig
 	connector *connector
 	logger    *slog.Logger
+	user      string // the broker user of the URL: the user-id of the server's own copies
 
 	mu      sync.Mutex // guards serving, closed
 	serving bool
@@ -55,7 +56,8 @@ func Listen(url string, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := amqp091.ParseURI(url); err != nil {
+	uri, err := amqp091.ParseURI(url)
+	if err != nil {
 		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
 	}
 	logger := cfg.Logger.With("service", cfg.Service)
@@ -63,6 +65,7 @@ func Listen(url string, cfg ServerConfig) (*Server, error) {
 		cfg:       cfg,
 		connector: newConnector(url, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
 		logger:    logger,
+		user:      uri.Username,
 		stop:      make(chan struct{}),
 	}
 	conn, err := s.connector.dial()
@@ -163,6 +166,10 @@ type serverSession struct {
 	deliveries <-chan amqp091.Delivery
 	closed     [3]<-chan *amqp091.Error // connection, publishing channel, consuming channel
 	handlers   sync.WaitGroup           // this session's handlers
+
+	// acking holds, by call id, the originals of counted copies (see
+	// overLimit) not acknowledged yet; a copy delivered here waits for it.
+	acking sync.Map // string -> chan struct{}
 }
 
 func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
@@ -256,15 +263,19 @@ func (ss *serverSession) dispatch(d amqp091.Delivery) {
 }
 
 func (ss *serverSession) handle(d amqp091.Delivery) {
+	if acked, ok := ss.acking.Load(d.CorrelationId); ok {
+		<-acked.(chan struct{})
+	}
 	if ss.overLimit(d) {
 		return
 	}
-	if ss.l.s.cfg.OwnQueuesOnly && !ownReplyQueue(d.UserId, d.ReplyTo) {
-		ss.l.s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", d.UserId, "reply_to", d.ReplyTo)
-		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, d.UserId))
+	caller := identity(d, ss.l.s.user)
+	if ss.l.s.cfg.OwnQueuesOnly && !ownReplyQueue(caller, d.ReplyTo) {
+		ss.l.s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
+		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller))
 		return
 	}
-	ctx := transport.NewPeerContext(ss.l.base, transport.Peer{Transport: "amqp", Addr: d.ReplyTo, Identity: d.UserId})
+	ctx := transport.NewPeerContext(ss.l.base, transport.Peer{Transport: "amqp", Addr: d.ReplyTo, Identity: caller})
 	ctx = transport.NewStatusContext(ctx, ss.statusSink(d))
 	reply, err := ss.l.h.HandleFrame(ctx, d.Body)
 	if err != nil {
@@ -343,8 +354,10 @@ func (ss *serverSession) deadLetter(d amqp091.Delivery, why string) {
 	for k, v := range d.Headers {
 		headers[k] = v
 	}
-	if d.UserId != "" {
-		headers[headerUserID] = d.UserId
+	if caller := identity(d, ss.l.s.user); caller != "" {
+		headers[headerUserID] = caller
+	} else {
+		delete(headers, headerUserID)
 	}
 	ss.publishThenAck(d, DeadLetterQueue(ss.l.s.cfg.Service), amqp091.Publishing{
 		Headers:       headers,

@@ -24,8 +24,18 @@ const (
 	// headerDeadReason says why a request was moved to the dead-letter queue.
 	headerDeadReason = "bankrpc-dead-reason"
 	// headerUserID keeps the validated user-id of a request a server copied
-	// to the dead-letter queue (a server cannot publish another user's id).
+	// (to the dead-letter queue, or back into the service queue counted): a
+	// server cannot publish another user's id. Trusted only on a message
+	// whose user-id is the server's own broker user (see identity).
 	headerUserID = "bankrpc-user-id"
+	// headerFailed counts the failed deliveries of a request in a classic
+	// service queue (a long), on the copy a server publishes back (see
+	// overLimit).
+	headerFailed = "bankrpc-failed-deliveries"
+	// headerDeadline is the absolute deadline of a request, in milliseconds
+	// since the Unix epoch (a long), so that a server's counted copy gets the
+	// expiration left.
+	headerDeadline = "bankrpc-deadline"
 )
 
 // Content types and message types of the three envelopes and of error text.
@@ -84,10 +94,12 @@ func queueTypeArgs(q QueueType) amqp091.Table {
 }
 
 // serviceQueueArgs returns the arguments of the service queue. Classic:
-// dead-lettering (a rejected or expired request) goes back into the queue
-// itself, which is how the server counts failed deliveries (x-death).
-// Quorum: the broker counts deliveries (x-delivery-limit) and dead-letters
-// into the dead-letter queue.
+// dead-lettering goes back into the queue itself, a cycle in which the
+// broker drops an expired request (servers never reject a classic request;
+// the argument also keeps the declaration equal to that of queues made by
+// earlier versions, which counted deliveries through it). Quorum: the broker
+// counts deliveries (x-delivery-limit) and dead-letters into the dead-letter
+// queue.
 func serviceQueueArgs(cfg ServerConfig) amqp091.Table {
 	args := queueTypeArgs(cfg.QueueType)
 	args["x-dead-letter-exchange"] = ""
@@ -199,21 +211,6 @@ func intHeader(h amqp091.Table, key string) (int64, bool) {
 		return int64(v), true
 	}
 	return 0, false
-}
-
-// rejections counts the times the message was rejected from queue: the
-// x-death entry the broker keeps for (queue, "rejected").
-func rejections(h amqp091.Table, queue string) int64 {
-	deaths, _ := h["x-death"].([]any)
-	for _, d := range deaths {
-		t, ok := d.(amqp091.Table)
-		if !ok || t["queue"] != queue || t["reason"] != "rejected" {
-			continue
-		}
-		n, _ := intHeader(t, "count")
-		return n
-	}
-	return 0
 }
 
 // expiration formats the time left until deadline as a per-message TTL in

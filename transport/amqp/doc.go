@@ -28,6 +28,13 @@
 // Client implements transport.ClientTransport and transport.StatusCapable;
 // Server implements transport.ServerTransport.
 //
+// Server.Close returns at once, before Serve does: it only asks Serve to
+// stop. Serve then cancels its consumer, finishes the requests already
+// delivered, waits for their replies to be confirmed and acknowledged, and
+// returns; wait for Serve's return to know that the server has stopped
+// (unlike the zmq backend, whose Close waits). Client.Close returns once the
+// client's goroutines have ended.
+//
 // The tests need a broker: set BANKRPC_AMQP_URL (make test sets it to
 // amqp://guest:guest@127.0.0.1:5672/); without it they skip.
 package amqp

@@ -59,8 +59,6 @@ func (m *orphans) take(id string, now time.Time) (outcome, bool) {
 	return e.o, ok
 }
 
-func (m *orphans) len() int { return len(m.byID) }
-
 func (m *orphans) prune(now time.Time) {
 	for len(m.order) > 0 {
 		ref := m.order[0]

@@ -25,12 +25,12 @@ func TestOrphans(t *testing.T) {
 	m.put("d", outcome{frame: []byte("d")}, now.Add(2*time.Second))
 	_, ok = m.take("b", now.Add(2*time.Second))
 	assert.False(t, ok, "the oldest goes first beyond the limit")
-	assert.Equal(t, 2, m.len())
+	assert.Len(t, m.byID, 2)
 
 	_, ok = m.take("c", now.Add(time.Second+time.Minute))
 	assert.False(t, ok, "an outcome older than the TTL is dropped")
 	o, ok = m.take("d", now.Add(time.Second+time.Minute))
 	require.True(t, ok)
 	assert.Equal(t, "d", string(o.frame))
-	assert.Zero(t, m.len())
+	assert.Empty(t, m.byID)
 }

@@ -257,16 +257,7 @@ func (c *Client) openFirst() (session, error) {
 
 // open dials and sets up a session.
 func (c *Client) open() (session, error) {
-	conn, err := c.connector.dial()
-	if err != nil {
-		return nil, err
-	}
-	s, err := c.setup(conn)
-	if err != nil {
-		closeConn(conn)
-		return nil, err
-	}
-	return s, nil
+	return openSession(c.connector, c.setup)
 }
 
 // clientSession is one connection: a confirm-mode channel publishing

@@ -61,6 +61,21 @@ func (k *connector) dial() (*amqp091.Connection, error) {
 	return conn, nil
 }
 
+// openSession dials and sets up a session on the new connection, closing the
+// connection when the setup fails.
+func openSession[S session](c *connector, setup func(*amqp091.Connection) (S, error)) (session, error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	s, err := setup(conn)
+	if err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return s, nil
+}
+
 // session is the work done over one connection.
 type session interface {
 	// run serves until the connection or one of its channels fails, or until

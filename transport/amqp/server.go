@@ -141,17 +141,9 @@ type serveLoop struct {
 	handlers sync.WaitGroup // every handler goroutine, across sessions
 }
 
+// open dials and sets up a session.
 func (l *serveLoop) open() (session, error) {
-	conn, err := l.s.connector.dial()
-	if err != nil {
-		return nil, err
-	}
-	ss, err := l.setup(conn)
-	if err != nil {
-		closeConn(conn)
-		return nil, err
-	}
-	return ss, nil
+	return openSession(l.s.connector, l.setup)
 }
 
 // serverSession is one connection: a channel consuming the service queue

@@ -258,3 +258,18 @@ func TestHandleFrameRefusesBadFrames(t *testing.T) {
 		assert.Equal(t, uint32(tc.code), res.GetCode(), name)
 	}
 }
+
+func TestServerRefusesAnOversizedReply(t *testing.T) {
+	srv := transport.NewServer(transport.WithServerMaxFrameSize(512))
+	testv1.RegisterTestServiceServer(srv, echoServer{})
+	c := testv1.NewTestServiceClient(transport.NewConn(serving(srv)))
+	// The reply carries the call id twice (envelope and EchoResponse): with
+	// a long id the request fits the limit and the reply does not. The
+	// limit applies to the whole frame, not to the payload alone.
+	longID := strings.Repeat("i", 300)
+	_, err := c.Echo(context.Background(), &testv1.EchoRequest{}, transport.WithCallID(longID))
+	assert.Equal(t, transport.ResourceExhausted, transport.CodeOf(err), "error: %v", err)
+	assert.Contains(t, transport.MessageOf(err), "reply of")
+	_, err = c.Echo(context.Background(), &testv1.EchoRequest{}, transport.WithCallID(longID[:100]))
+	assert.NoError(t, err)
+}

@@ -144,7 +144,12 @@ func (s *Server) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) 
 		return resultFrame(req.CallID, e, nil), e
 	}
 	payload, e := s.dispatch(ctx, &req)
-	return resultFrame(req.CallID, e, payload), nil
+	reply := resultFrame(req.CallID, e, payload)
+	if s.maxFrame > 0 && len(reply) > s.maxFrame {
+		e = Errorf(ResourceExhausted, "bankrpc: %s reply of %d bytes exceeds the limit of %d bytes", req.Method, len(reply), s.maxFrame)
+		reply = resultFrame(req.CallID, e, nil)
+	}
+	return reply, nil
 }
 
 // dispatch runs the call and returns the response payload or the error.
@@ -177,9 +182,6 @@ func (s *Server) dispatch(ctx context.Context, req *codec.RequestView) ([]byte, 
 	payload, err := s.codec.Marshal(resp)
 	if err != nil {
 		return nil, Errorf(Internal, "bankrpc: encode %s response: %v", m.name, err)
-	}
-	if s.maxFrame > 0 && len(payload) > s.maxFrame {
-		return nil, Errorf(ResourceExhausted, "bankrpc: %s response of %d bytes exceeds the limit of %d bytes", m.name, len(payload), s.maxFrame)
 	}
 	return payload, nil
 }

@@ -2,7 +2,7 @@
 # Installs what `make test` and `make demo` need, and only what is missing, so a second
 # run does nothing and returns in a moment:
 #
-#   apt:  libzmq3-dev pkg-config protobuf-compiler rabbitmq-server
+#   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev rabbitmq-server
 #         (plus gcc, libc6-dev, git, npm when their commands are absent)
 #   npm:  @bufbuild/buf, pinned, into the repo-local .tools/
 #   go:   the module's dependencies (go mod download)
@@ -57,7 +57,9 @@ installed() {
 
 # --- apt packages -------------------------------------------------------------------------
 
-want=(libzmq3-dev pkg-config protobuf-compiler)
+# libprotobuf-dev brings the well-known types (google/protobuf/*.proto) that protoc needs
+# for the generator fixtures (protoc-gen-bankrpc/testdata/regen.sh).
+want=(libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev)
 [[ $skip_broker == 1 ]] || want+=(rabbitmq-server)
 # cgo (-race, the zmq backend), check-generate and buf need these commands; on a
 # stock Debian image they are usually present already.

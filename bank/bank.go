@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // DefaultSnapshotEvery is how many log records accumulate before the bank
@@ -322,10 +322,10 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 		return result{}, err
 	}
 	if len(callID) > maxCallIDLen {
-		return result{}, transport.Errorf(transport.InvalidArgument, "call id is %d bytes long; the bank records call ids of up to %d bytes", len(callID), maxCallIDLen)
+		return result{}, bankrpc.Errorf(bankrpc.InvalidArgument, "call id is %d bytes long; the bank records call ids of up to %d bytes", len(callID), maxCallIDLen)
 	}
 	if err := ctx.Err(); err != nil {
-		return result{}, transport.FromContextError(err)
+		return result{}, bankrpc.FromContextError(err)
 	}
 	var key callKey
 	if callID != "" {
@@ -345,7 +345,7 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 			bt := b.latestLocked()
 			b.mu.Unlock()
 			if !e.matches(req) {
-				return result{}, transport.Errorf(transport.InvalidArgument, "call id %q was already used on account %d for another request (%s)", callID, req.account, e.op)
+				return result{}, bankrpc.Errorf(bankrpc.InvalidArgument, "call id %q was already used on account %d for another request (%s)", callID, req.account, e.op)
 			}
 			if err := b.await(ctx, bt); err != nil {
 				return result{}, err
@@ -378,10 +378,10 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 // include is durable.
 func (b *Bank) balance(ctx context.Context, id int32) (int64, error) {
 	if id <= 0 {
-		return 0, transport.Errorf(transport.InvalidArgument, "account id must be positive, got %d", id)
+		return 0, bankrpc.Errorf(bankrpc.InvalidArgument, "account id must be positive, got %d", id)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, transport.FromContextError(err)
+		return 0, bankrpc.FromContextError(err)
 	}
 	b.mu.Lock()
 	if err := b.enterLocked(); err != nil {
@@ -392,7 +392,7 @@ func (b *Bank) balance(ctx context.Context, id int32) (int64, error) {
 	i, ok := findAccount(b.st.accounts, id)
 	if !ok {
 		b.mu.Unlock()
-		return 0, result{code: transport.NotFound}.err(request{account: id}, b.opts.maxAccounts)
+		return 0, result{code: bankrpc.NotFound}.err(request{account: id}, b.opts.maxAccounts)
 	}
 	bal := b.st.accounts[i].balance()
 	bt := b.latestLocked()
@@ -439,7 +439,7 @@ func (b *Bank) await(ctx context.Context, bt *batch) error {
 		}
 		return nil
 	case <-ctx.Done():
-		return transport.FromContextError(ctx.Err())
+		return bankrpc.FromContextError(ctx.Err())
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // The crash test runs the bank in a child process (this test binary,
@@ -59,7 +59,7 @@ func runCrashChild(dir string) int {
 			go func(id string) {
 				res, err := b.call(ctx, id, req)
 				if err != nil {
-					say("ack %s %d %d", id, transport.CodeOf(err), 0)
+					say("ack %s %d %d", id, bankrpc.CodeOf(err), 0)
 					return
 				}
 				say("ack %s %d %d", id, res.code, res.value)
@@ -252,7 +252,7 @@ func TestCrashRecovery(t *testing.T) {
 			require.Equal(t, []string{"rec", id}, f[:2])
 			o := ops[id]
 			found := f[2] == "1"
-			got := result{code: transport.Code(atoi(f[3])), value: int64(atoi(f[4]))}
+			got := result{code: bankrpc.Code(atoi(f[3])), value: int64(atoi(f[4]))}
 			switch {
 			case o.acked:
 				require.True(t, found, "acknowledged op %s %+v is missing after a crash (seed %d)", id, o.req, seed)
@@ -271,7 +271,7 @@ func TestCrashRecovery(t *testing.T) {
 		want := map[int32]int64{}
 		var deposits, withdrawals int64
 		for _, o := range ops {
-			if !o.applied || o.res.code != transport.OK {
+			if !o.applied || o.res.code != bankrpc.OK {
 				continue
 			}
 			switch o.req.op {
@@ -308,8 +308,8 @@ func TestCrashRecovery(t *testing.T) {
 			return // unacknowledged: decided at the next restart
 		}
 		o.acked, o.decided, o.applied = true, true, true
-		o.res = result{code: transport.Code(atoi(ack[2])), value: int64(atoi(ack[3]))}
-		if o.res.code != transport.OK && o.res.code != transport.FailedPrecondition {
+		o.res = result{code: bankrpc.Code(atoi(ack[2])), value: int64(atoi(ack[3]))}
+		if o.res.code != bankrpc.OK && o.res.code != bankrpc.FailedPrecondition {
 			t.Errorf("op %s %+v acknowledged with %s", id, req, o.res.code)
 		}
 	}

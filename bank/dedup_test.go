@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // The memory budget (FORMAT.md) rests on these sizes.
@@ -25,27 +25,27 @@ func TestRepeatedCallIsAnsweredWithRecordedResult(t *testing.T) {
 	b := openBank(t, t.TempDir())
 	c := serve(t, b)
 
-	o, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 7}, transport.WithCallID("open-7"))
+	o, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 7}, bankrpc.WithCallID("open-7"))
 	require.NoError(t, err)
 	require.True(t, o.GetCreated())
-	d, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 120}, transport.WithCallID("dep-1"))
+	d, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 120}, bankrpc.WithCallID("dep-1"))
 	require.NoError(t, err)
 	require.Equal(t, int64(120), d.GetBalance())
-	_, err = c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500}, transport.WithCallID("wd-1"))
-	require.Equal(t, transport.FailedPrecondition, transport.CodeOf(err))
-	_, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 1000}, transport.WithCallID("dep-2"))
+	_, err = c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500}, bankrpc.WithCallID("wd-1"))
+	require.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err))
+	_, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 1000}, bankrpc.WithCallID("dep-2"))
 	require.NoError(t, err)
 
-	o, err = c.Open(ctx, &bankv1.OpenRequest{AccountId: 7}, transport.WithCallID("open-7"))
+	o, err = c.Open(ctx, &bankv1.OpenRequest{AccountId: 7}, bankrpc.WithCallID("open-7"))
 	require.NoError(t, err)
 	assert.True(t, o.GetCreated(), "a repeated Open answers as the first time")
 	assert.Zero(t, o.GetBalance())
-	d, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 120}, transport.WithCallID("dep-1"))
+	d, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 120}, bankrpc.WithCallID("dep-1"))
 	require.NoError(t, err)
 	assert.Equal(t, int64(120), d.GetBalance(), "a repeated deposit answers the recorded balance")
-	_, err = c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500}, transport.WithCallID("wd-1"))
+	_, err = c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500}, bankrpc.WithCallID("wd-1"))
 	code, msg := codeAndMessage(err)
-	assert.Equal(t, transport.FailedPrecondition, code, "a refused withdrawal stays refused after a deposit")
+	assert.Equal(t, bankrpc.FailedPrecondition, code, "a refused withdrawal stays refused after a deposit")
 	assert.Equal(t, "insufficient funds (balance 120, asked 500)", msg)
 	assert.Equal(t, []Account{{ID: 7, Balance: 1120, Online: true}}, b.Accounts(), "repeats were not applied again")
 }
@@ -58,13 +58,13 @@ func TestReusedCallIDForAnotherRequestIsRefused(t *testing.T) {
 
 	_, err := b.call(ctx, "x", request{op: opWithdraw, account: 7, amount: 100})
 	code, msg := codeAndMessage(err)
-	assert.Equal(t, transport.InvalidArgument, code)
+	assert.Equal(t, bankrpc.InvalidArgument, code)
 	assert.Equal(t, `call id "x" was already used on account 7 for another request (deposit)`, msg)
 	_, err = b.call(ctx, "x", request{op: opDeposit, account: 7, amount: 200})
-	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err))
 	_, err = b.call(ctx, "o", request{op: opClose, account: 7})
 	code, msg = codeAndMessage(err)
-	assert.Equal(t, transport.InvalidArgument, code)
+	assert.Equal(t, bankrpc.InvalidArgument, code)
 	assert.Equal(t, `call id "o" was already used on account 7 for another request (open)`, msg)
 	assert.Equal(t, []Account{{ID: 7, Balance: 100, Online: true}}, b.Accounts())
 }
@@ -88,7 +88,7 @@ func TestReusedCallIDForAnotherReceiverIsRefused(t *testing.T) {
 		t.Helper()
 		_, err := b.call(ctx, "X", request{op: opTransfer, account: 1, to: 3, amount: 10})
 		code, msg := codeAndMessage(err)
-		assert.Equal(t, transport.InvalidArgument, code)
+		assert.Equal(t, bankrpc.InvalidArgument, code)
 		assert.Equal(t, `call id "X" was already used on account 1 for another request (transfer)`, msg)
 		assert.Equal(t, result{value: 90}, mustCall(t, ctx, b, "X", first), "the same request is still a retry")
 		assert.Equal(t, []Account{{ID: 1, Balance: 90, Online: true}, {ID: 2, Balance: 10, Online: true}, {ID: 3, Online: true}}, b.Accounts())
@@ -110,11 +110,11 @@ func TestRefusalsForMissingAccountsAreRecorded(t *testing.T) {
 	dir := t.TempDir()
 	b := openBank(t, dir)
 	res := mustCall(t, ctx, b, "early", request{op: opDeposit, account: 9, amount: 5})
-	require.Equal(t, transport.NotFound, res.code)
+	require.Equal(t, bankrpc.NotFound, res.code)
 	mustCall(t, ctx, b, "o7", request{op: opOpen, account: 7})
 	mustCall(t, ctx, b, "d7", request{op: opDeposit, account: 7, amount: 50})
 	res = mustCall(t, ctx, b, "t7", request{op: opTransfer, account: 7, to: 42, amount: 5})
-	require.Equal(t, transport.NotFound, res.code)
+	require.Equal(t, bankrpc.NotFound, res.code)
 	mustCall(t, ctx, b, "o9", request{op: opOpen, account: 9})
 	mustCall(t, ctx, b, "o42", request{op: opOpen, account: 42})
 
@@ -122,11 +122,11 @@ func TestRefusalsForMissingAccountsAreRecorded(t *testing.T) {
 		t.Helper()
 		res := mustCall(t, ctx, b, "early", request{op: opDeposit, account: 9, amount: 5})
 		code, msg := codeAndMessage(res.err(request{op: opDeposit, account: 9, amount: 5}, maxAccounts))
-		assert.Equal(t, transport.NotFound, code)
+		assert.Equal(t, bankrpc.NotFound, code)
 		assert.Equal(t, "account 9 was never opened: call Open first", msg)
 		req := request{op: opTransfer, account: 7, to: 42, amount: 5}
 		code, msg = codeAndMessage(mustCall(t, ctx, b, "t7", req).err(req, maxAccounts))
-		assert.Equal(t, transport.NotFound, code)
+		assert.Equal(t, bankrpc.NotFound, code)
 		assert.Equal(t, "no such receiver 42", msg)
 		assert.Equal(t, []Account{{ID: 7, Balance: 50, Online: true}, {ID: 9, Online: true}, {ID: 42, Online: true}}, b.Accounts())
 	}

@@ -3,7 +3,7 @@ package bank
 import (
 	"fmt"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // CorruptError is returned by Open when a bank file holds data that cannot
@@ -55,9 +55,9 @@ func (e *LockedError) Error() string {
 }
 
 // errShutDown is what calls get once Shutdown has begun.
-var errShutDown = transport.Errorf(transport.Unavailable, "bank: shut down")
+var errShutDown = bankrpc.Errorf(bankrpc.Unavailable, "bank: shut down")
 
 // stoppedError is what calls get once a log write or fsync has failed.
 func stoppedError(err error) error {
-	return transport.Errorf(transport.Unavailable, "bank: stopped acknowledging changes after a log failure: %v", err)
+	return bankrpc.Errorf(bankrpc.Unavailable, "bank: stopped acknowledging changes after a log failure: %v", err)
 }

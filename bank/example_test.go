@@ -6,9 +6,9 @@ import (
 	"log"
 	"os"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -25,13 +25,13 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
 	l := inproc.NewListener()
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- l.Serve(ctx, srv) }()
-	conn := transport.NewConn(l.Dial())
+	conn := bankrpc.NewConn(l.Dial())
 	client := bankv1.NewBankClient(conn)
 
 	if _, err := client.Open(ctx, &bankv1.OpenRequest{AccountId: 7}); err != nil {
@@ -43,7 +43,7 @@ func Example() {
 	}
 	fmt.Println("balance after deposit:", d.GetBalance())
 	_, err = client.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500})
-	fmt.Printf("withdraw refused: %s (%s)\n", transport.MessageOf(err), transport.CodeOf(err))
+	fmt.Printf("withdraw refused: %s (%s)\n", bankrpc.MessageOf(err), bankrpc.CodeOf(err))
 
 	_ = conn.Close()
 	stop()

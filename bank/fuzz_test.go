@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // sampleRecords returns a few valid encoded records, for seeds.
@@ -19,8 +19,8 @@ func sampleRecords() [][]byte {
 	recs := []record{
 		{lsn: 1, req: request{op: opOpen, account: 7}, res: result{flags: resultCreated}, callID: "0123456789abcdef-1"},
 		{lsn: 2, req: request{op: opDeposit, account: 7, amount: 120}, res: result{value: 120}, callID: "0123456789abcdef-2"},
-		{lsn: 3, req: request{op: opWithdraw, account: 7, amount: 500}, res: result{code: transport.FailedPrecondition, value: 120}},
-		{lsn: 4, req: request{op: opTransfer, account: 7, to: 42, amount: 5}, res: result{code: transport.NotFound, flags: resultReceiver, value: 42}, callID: "x"},
+		{lsn: 3, req: request{op: opWithdraw, account: 7, amount: 500}, res: result{code: bankrpc.FailedPrecondition, value: 120}},
+		{lsn: 4, req: request{op: opTransfer, account: 7, to: 42, amount: 5}, res: result{code: bankrpc.NotFound, flags: resultReceiver, value: 42}, callID: "x"},
 		{lsn: 5, req: request{op: opClose, account: 7}, res: result{value: 120}, callID: "0123456789abcdef-5"},
 	}
 	var out [][]byte
@@ -243,5 +243,5 @@ func TestSampleSnapshotRoundTrip(t *testing.T) {
 	assert.False(t, ok, "retention 4 evicted the oldest")
 	e, ok = s.recorded(9, keyOf("n"))
 	require.True(t, ok, "the orphan refusal survives")
-	assert.Equal(t, transport.NotFound, e.result().code)
+	assert.Equal(t, bankrpc.NotFound, e.result().code)
 }

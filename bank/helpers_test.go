@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -75,13 +75,13 @@ func withMaxAccounts(n int) Option {
 // generated stubs and the transport runtime.
 func serve(t testing.TB, b *Bank) bankv1.BankClient {
 	t.Helper()
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
 	l := inproc.NewListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = l.Serve(ctx, srv) })
-	conn := transport.NewConn(l.Dial())
+	conn := bankrpc.NewConn(l.Dial())
 	t.Cleanup(func() {
 		_ = conn.Close()
 		cancel()
@@ -123,8 +123,8 @@ func mustCall(t testing.TB, ctx context.Context, b *Bank, callID string, req req
 }
 
 // codeAndMessage returns err's code and message, for comparisons.
-func codeAndMessage(err error) (transport.Code, string) {
-	return transport.CodeOf(err), transport.MessageOf(err)
+func codeAndMessage(err error) (bankrpc.Code, string) {
+	return bankrpc.CodeOf(err), bankrpc.MessageOf(err)
 }
 
 func fileSize(t testing.TB, path string) int64 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // model is a trivial bank: maps, no persistence, written from the rules in
@@ -36,7 +36,7 @@ type modelCall struct {
 
 // modelReply is what a caller sees.
 type modelReply struct {
-	code    transport.Code
+	code    bankrpc.Code
 	msg     string
 	balance int64
 	created bool
@@ -48,7 +48,7 @@ func newModel(retention, limit int) *model {
 
 func (m *model) do(id string, req request) modelReply {
 	invalid := func(format string, args ...any) modelReply {
-		return modelReply{code: transport.InvalidArgument, msg: fmt.Sprintf(format, args...)}
+		return modelReply{code: bankrpc.InvalidArgument, msg: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case req.account <= 0:
@@ -95,12 +95,12 @@ func (m *model) apply(req request) modelReply {
 	if !ok {
 		if req.op == opOpen {
 			if len(m.accounts) == m.limit {
-				return modelReply{code: transport.ResourceExhausted, msg: fmt.Sprintf("cannot open account %d: the bank is full (%d accounts)", req.account, m.limit)}
+				return modelReply{code: bankrpc.ResourceExhausted, msg: fmt.Sprintf("cannot open account %d: the bank is full (%d accounts)", req.account, m.limit)}
 			}
 			m.accounts[req.account] = &modelAccount{online: true}
 			return modelReply{created: true}
 		}
-		return modelReply{code: transport.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", req.account)}
+		return modelReply{code: bankrpc.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", req.account)}
 	}
 	switch req.op {
 	case opOpen:
@@ -109,23 +109,23 @@ func (m *model) apply(req request) modelReply {
 		a.online = false
 	case opDeposit:
 		if a.balance > math.MaxInt64-req.amount {
-			return modelReply{code: transport.OutOfRange, msg: fmt.Sprintf("deposit of %d would overflow balance %d", req.amount, a.balance)}
+			return modelReply{code: bankrpc.OutOfRange, msg: fmt.Sprintf("deposit of %d would overflow balance %d", req.amount, a.balance)}
 		}
 		a.balance += req.amount
 	case opWithdraw:
 		if a.balance < req.amount {
-			return modelReply{code: transport.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
+			return modelReply{code: bankrpc.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
 		}
 		a.balance -= req.amount
 	case opTransfer:
 		to, ok := m.accounts[req.to]
 		switch {
 		case !ok:
-			return modelReply{code: transport.NotFound, msg: fmt.Sprintf("no such receiver %d", req.to)}
+			return modelReply{code: bankrpc.NotFound, msg: fmt.Sprintf("no such receiver %d", req.to)}
 		case a.balance < req.amount:
-			return modelReply{code: transport.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
+			return modelReply{code: bankrpc.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
 		case to.balance > math.MaxInt64-req.amount:
-			return modelReply{code: transport.OutOfRange, msg: fmt.Sprintf("transfer of %d would overflow the balance of account %d", req.amount, req.to)}
+			return modelReply{code: bankrpc.OutOfRange, msg: fmt.Sprintf("transfer of %d would overflow the balance of account %d", req.amount, req.to)}
 		}
 		a.balance -= req.amount
 		to.balance += req.amount
@@ -135,11 +135,11 @@ func (m *model) apply(req request) modelReply {
 
 func (m *model) balance(id int32) modelReply {
 	if id <= 0 {
-		return modelReply{code: transport.InvalidArgument, msg: fmt.Sprintf("account id must be positive, got %d", id)}
+		return modelReply{code: bankrpc.InvalidArgument, msg: fmt.Sprintf("account id must be positive, got %d", id)}
 	}
 	a, ok := m.accounts[id]
 	if !ok {
-		return modelReply{code: transport.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", id)}
+		return modelReply{code: bankrpc.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", id)}
 	}
 	return modelReply{balance: a.balance}
 }
@@ -206,7 +206,7 @@ func TestBankMatchesModel(t *testing.T) {
 					id := account()
 					want := m.balance(id)
 					bal, err := b.balance(ctx, id)
-					got := modelReply{code: transport.CodeOf(err), msg: transport.MessageOf(err), balance: bal}
+					got := modelReply{code: bankrpc.CodeOf(err), msg: bankrpc.MessageOf(err), balance: bal}
 					if err != nil {
 						got.balance = 0
 					}
@@ -243,7 +243,7 @@ func TestBankMatchesModel(t *testing.T) {
 				if err == nil {
 					err = res.err(req, limit)
 				}
-				got := modelReply{code: transport.CodeOf(err), msg: transport.MessageOf(err)}
+				got := modelReply{code: bankrpc.CodeOf(err), msg: bankrpc.MessageOf(err)}
 				if err == nil {
 					got.balance, got.created = res.value, res.flags&resultCreated != 0
 				}

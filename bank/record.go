@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // The log record, version 1 (FORMAT.md has the table):
@@ -131,7 +131,7 @@ func decodeRecord(b []byte) (record, int, error) {
 		return record{}, 0, fieldErrorf("unknown result flags %#x", r.res.flags)
 	}
 	if err := r.req.validate(); err != nil {
-		return record{}, 0, fieldErrorf("invalid %s request: %s", r.req.op, transport.MessageOf(err))
+		return record{}, 0, fieldErrorf("invalid %s request: %s", r.req.op, bankrpc.MessageOf(err))
 	}
 	return r, size, nil
 }

@@ -5,7 +5,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // op is a mutating operation, as numbered in the log (FORMAT.md).
@@ -50,20 +50,20 @@ type request struct {
 // recorded.
 func (r request) validate() error {
 	if r.account <= 0 {
-		return transport.Errorf(transport.InvalidArgument, "account id must be positive, got %d", r.account)
+		return bankrpc.Errorf(bankrpc.InvalidArgument, "account id must be positive, got %d", r.account)
 	}
 	if r.op == opTransfer {
 		if r.to <= 0 {
-			return transport.Errorf(transport.InvalidArgument, "receiver account id must be positive, got %d", r.to)
+			return bankrpc.Errorf(bankrpc.InvalidArgument, "receiver account id must be positive, got %d", r.to)
 		}
 		if r.to == r.account {
-			return transport.Errorf(transport.InvalidArgument, "cannot transfer to the same account %d", r.account)
+			return bankrpc.Errorf(bankrpc.InvalidArgument, "cannot transfer to the same account %d", r.account)
 		}
 	}
 	switch r.op {
 	case opDeposit, opWithdraw, opTransfer:
 		if r.amount <= 0 {
-			return transport.Errorf(transport.InvalidArgument, "amount must be positive, got %d", r.amount)
+			return bankrpc.Errorf(bankrpc.InvalidArgument, "amount must be positive, got %d", r.amount)
 		}
 	}
 	return nil
@@ -81,7 +81,7 @@ const (
 // result is the recorded outcome of a request: what a repeat of the call is
 // answered with. Refusals keep just enough to rebuild their message.
 type result struct {
-	code  transport.Code
+	code  bankrpc.Code
 	flags uint8
 	// value is the balance the reply carries when code is OK (the account's
 	// balance after the call); for a refusal, the number its message names:
@@ -92,12 +92,12 @@ type result struct {
 
 // codeOf converts a recorded code byte; only codes the rules produce are
 // ever recorded (recordableCode).
-func codeOf(c uint8) transport.Code { return transport.Code(c) }
+func codeOf(c uint8) bankrpc.Code { return bankrpc.Code(c) }
 
 // recordableCode reports whether c is a code apply can return.
-func recordableCode(c transport.Code) bool {
+func recordableCode(c bankrpc.Code) bool {
 	switch c {
-	case transport.OK, transport.NotFound, transport.FailedPrecondition, transport.OutOfRange, transport.ResourceExhausted:
+	case bankrpc.OK, bankrpc.NotFound, bankrpc.FailedPrecondition, bankrpc.OutOfRange, bankrpc.ResourceExhausted:
 		return true
 	}
 	return false
@@ -107,24 +107,24 @@ func recordableCode(c transport.Code) bool {
 // limit is the number of accounts the bank may hold.
 func (res result) err(req request, limit int) error {
 	switch res.code {
-	case transport.OK:
+	case bankrpc.OK:
 		return nil
-	case transport.NotFound:
+	case bankrpc.NotFound:
 		if res.flags&resultReceiver != 0 {
-			return transport.Errorf(transport.NotFound, "no such receiver %d", res.value)
+			return bankrpc.Errorf(bankrpc.NotFound, "no such receiver %d", res.value)
 		}
-		return transport.Errorf(transport.NotFound, "account %d was never opened: call Open first", req.account)
-	case transport.FailedPrecondition:
-		return transport.Errorf(transport.FailedPrecondition, "insufficient funds (balance %d, asked %d)", res.value, req.amount)
-	case transport.OutOfRange:
+		return bankrpc.Errorf(bankrpc.NotFound, "account %d was never opened: call Open first", req.account)
+	case bankrpc.FailedPrecondition:
+		return bankrpc.Errorf(bankrpc.FailedPrecondition, "insufficient funds (balance %d, asked %d)", res.value, req.amount)
+	case bankrpc.OutOfRange:
 		if res.flags&resultReceiver != 0 {
-			return transport.Errorf(transport.OutOfRange, "transfer of %d would overflow the balance of account %d", req.amount, res.value)
+			return bankrpc.Errorf(bankrpc.OutOfRange, "transfer of %d would overflow the balance of account %d", req.amount, res.value)
 		}
-		return transport.Errorf(transport.OutOfRange, "deposit of %d would overflow balance %d", req.amount, res.value)
-	case transport.ResourceExhausted:
-		return transport.Errorf(transport.ResourceExhausted, "cannot open account %d: the bank is full (%d accounts)", req.account, limit)
+		return bankrpc.Errorf(bankrpc.OutOfRange, "deposit of %d would overflow balance %d", req.amount, res.value)
+	case bankrpc.ResourceExhausted:
+		return bankrpc.Errorf(bankrpc.ResourceExhausted, "cannot open account %d: the bank is full (%d accounts)", req.account, limit)
 	}
-	return transport.Errorf(res.code, "%s refused", req.op)
+	return bankrpc.Errorf(res.code, "%s refused", req.op)
 }
 
 // state is the bank's data: what a snapshot holds and the log's records
@@ -149,10 +149,10 @@ func (s *state) apply(req request) result {
 	i, ok := findAccount(s.accounts, req.account)
 	if !ok {
 		if req.op != opOpen {
-			return result{code: transport.NotFound}
+			return result{code: bankrpc.NotFound}
 		}
 		if len(s.accounts) >= s.limit {
-			return result{code: transport.ResourceExhausted}
+			return result{code: bankrpc.ResourceExhausted}
 		}
 		s.accounts = slices.Insert(s.accounts, i, account{id: req.account, word: onlineBit})
 		s.online++
@@ -173,27 +173,27 @@ func (s *state) apply(req request) result {
 		}
 	case opDeposit:
 		if req.amount > math.MaxInt64-bal {
-			return result{code: transport.OutOfRange, value: bal}
+			return result{code: bankrpc.OutOfRange, value: bal}
 		}
 		bal += req.amount
 		a.setBalance(bal)
 	case opWithdraw:
 		if req.amount > bal {
-			return result{code: transport.FailedPrecondition, value: bal}
+			return result{code: bankrpc.FailedPrecondition, value: bal}
 		}
 		bal -= req.amount
 		a.setBalance(bal)
 	case opTransfer:
 		j, ok := findAccount(s.accounts, req.to)
 		if !ok {
-			return result{code: transport.NotFound, flags: resultReceiver, value: int64(req.to)}
+			return result{code: bankrpc.NotFound, flags: resultReceiver, value: int64(req.to)}
 		}
 		if req.amount > bal {
-			return result{code: transport.FailedPrecondition, value: bal}
+			return result{code: bankrpc.FailedPrecondition, value: bal}
 		}
 		to := &s.accounts[j]
 		if req.amount > math.MaxInt64-to.balance() {
-			return result{code: transport.OutOfRange, flags: resultReceiver, value: int64(req.to)}
+			return result{code: bankrpc.OutOfRange, flags: resultReceiver, value: int64(req.to)}
 		}
 		bal -= req.amount
 		a.setBalance(bal)

@@ -3,8 +3,8 @@ package bank
 import (
 	"context"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // The bank.v1.Bank methods. Each mutating method is applied at most once per
@@ -72,7 +72,7 @@ func (b *Bank) Close(ctx context.Context, req *bankv1.CloseRequest) (*bankv1.Clo
 
 // do runs req under the call id in ctx and turns a refusal into its error.
 func (b *Bank) do(ctx context.Context, req request) (result, error) {
-	res, err := b.call(ctx, transport.CallIDFromContext(ctx), req)
+	res, err := b.call(ctx, bankrpc.CallIDFromContext(ctx), req)
 	if err == nil {
 		err = res.err(req, b.opts.maxAccounts)
 	}

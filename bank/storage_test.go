@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // populate makes a few accounts with history, through calls with call ids,
@@ -56,7 +56,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 	assert.Equal(t, want, b.Accounts())
 	assert.Equal(t, 2, b.Online(), "logged-on clients stay logged on across a restart")
 	res := mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000})
-	assert.Equal(t, result{code: transport.FailedPrecondition, value: 200}, res, "the recorded refusal survives")
+	assert.Equal(t, result{code: bankrpc.FailedPrecondition, value: 200}, res, "the recorded refusal survives")
 }
 
 func TestRestartAfterCrashReplaysLog(t *testing.T) {
@@ -526,14 +526,14 @@ func TestReadsVersion1Snapshot(t *testing.T) {
 		t.Helper()
 		assert.Equal(t, want, b.Accounts())
 		assert.Equal(t, result{value: 100}, mustCall(t, ctx, b, "dep-1", request{op: opDeposit, account: 1, amount: 100}))
-		assert.Equal(t, result{code: transport.FailedPrecondition, value: 200}, mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000}))
-		assert.Equal(t, result{code: transport.NotFound}, mustCall(t, ctx, b, "orphan-9", request{op: opDeposit, account: 9, amount: 5}))
+		assert.Equal(t, result{code: bankrpc.FailedPrecondition, value: 200}, mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000}))
+		assert.Equal(t, result{code: bankrpc.NotFound}, mustCall(t, ctx, b, "orphan-9", request{op: opDeposit, account: 9, amount: 5}))
 		_, err := b.call(ctx, "dep-1", request{op: opDeposit, account: 1, amount: 101})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another amount is another request")
 		_, err = b.call(ctx, "wd-1", request{op: opDeposit, account: 1, amount: 30})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another op is another request")
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another op is another request")
 		_, err = b.call(ctx, "tr-3", request{op: opTransfer, account: 3, to: 1, amount: 51})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another amount is another request")
 		for _, to := range []int32{1, 2} {
 			assert.Equal(t, result{value: 250}, mustCall(t, ctx, b, "tr-3", request{op: opTransfer, account: 3, to: to, amount: 50}),
 				"the receiver of a version 1 transfer entry is unknown: any receiver is a repeat")
@@ -645,7 +645,7 @@ func TestLogFailureStopsAcknowledgements(t *testing.T) {
 			ff.mu.Unlock()
 			_, err := b.call(ctx, "doomed", request{op: opDeposit, account: 1, amount: 1})
 			code, msg := codeAndMessage(err)
-			assert.Equal(t, transport.Unavailable, code)
+			assert.Equal(t, bankrpc.Unavailable, code)
 			assert.Contains(t, msg, "bank: stopped acknowledging changes after a log failure")
 			assert.Contains(t, msg, "input/output error")
 
@@ -653,10 +653,10 @@ func TestLogFailureStopsAcknowledgements(t *testing.T) {
 			ff.failSync, ff.failWrite = false, false // the disk "recovers": the bank must not trust it
 			ff.mu.Unlock()
 			_, err = b.call(ctx, "later", request{op: opDeposit, account: 2, amount: 1})
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "no acknowledgement after a failure")
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "no acknowledgement after a failure")
 			_, err = b.balance(ctx, 1)
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "no read of state that may not be durable")
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(b.Snapshot()))
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "no read of state that may not be durable")
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(b.Snapshot()))
 			assert.ErrorContains(t, b.Shutdown(), "shut down without a snapshot, because the log failed")
 			assert.NoFileExists(t, filepath.Join(dir, snapshotFileName))
 			assert.Contains(t, strings.Join(rec.messages(), "\n"), "log write failed")
@@ -851,7 +851,7 @@ func TestCallCanceledWhileAwaitingFsync(t *testing.T) {
 		t.Fatal("a canceled call kept waiting for the fsync")
 	}
 	code, msg := codeAndMessage(err) // the sync is still blocked
-	assert.Equal(t, transport.Canceled, code, msg)
+	assert.Equal(t, bankrpc.Canceled, code, msg)
 	assert.Equal(t, []Account{{ID: 1, Balance: 5, Online: true}}, b.Accounts(), "the change was made; only the wait for it was abandoned")
 
 	close(bf.release)

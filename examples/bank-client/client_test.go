@@ -12,11 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -35,7 +35,7 @@ func testContext(t *testing.T) context.Context {
 // made on it.
 type fixture struct {
 	bank     *bank.Bank
-	conn     *transport.Conn
+	conn     *bankrpc.Conn
 	out, err bytes.Buffer
 }
 
@@ -43,13 +43,13 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	b, err := bank.Open(t.TempDir())
 	require.NoError(t, err)
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
 	lis := inproc.NewListener()
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- lis.Serve(ctx, srv) }()
-	conn := transport.NewConn(lis.Dial(), transport.WithDefaultTimeout(5*time.Second))
+	conn := bankrpc.NewConn(lis.Dial(), bankrpc.WithDefaultTimeout(5*time.Second))
 	t.Cleanup(func() {
 		_ = conn.Close()
 		stop()
@@ -251,7 +251,7 @@ func TestUnknownOutcomeExplainsHowToRepeat(t *testing.T) {
 		if kind == backend.AMQP {
 			s.target.Addr = "amqp://guest:secret@10.0.0.1:5672/"
 		}
-		st := s.failed(command{name: cmdDeposit, amount: 100}, "id-1", transport.Errorf(transport.DeadlineExceeded, "deadline exceeded"))
+		st := s.failed(command{name: cmdDeposit, amount: 100}, "id-1", bankrpc.Errorf(bankrpc.DeadlineExceeded, "deadline exceeded"))
 		assert.Equal(t, cli.ExitUnreachable, st)
 		assert.Empty(t, f.out.String(), "no reply: nothing on stdout")
 		msg := f.err.String()

@@ -25,10 +25,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // defaultTimeout bounds each call unless --timeout says otherwise.
@@ -141,7 +141,7 @@ func run(ctx context.Context, p program) int {
 	if err != nil {
 		return dialFailure(p.stderr, t, err)
 	}
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(t.Timeout))
+	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(t.Timeout))
 	defer conn.Close()
 	s := &session{
 		bank:      bankv1.NewBankClient(conn),
@@ -206,13 +206,13 @@ func checkCallID(id string, cmd *command) error {
 // malformed address (usage), or for AMQP a broker that does not answer or
 // has no queue for the bank. Nothing was sent.
 func dialFailure(w io.Writer, t backend.Target, err error) int {
-	if transport.CodeOf(err) == transport.InvalidArgument {
-		return usageFailure(w, cli.Usagef("%s", transport.MessageOf(err)))
+	if bankrpc.CodeOf(err) == bankrpc.InvalidArgument {
+		return usageFailure(w, cli.Usagef("%s", bankrpc.MessageOf(err)))
 	}
-	fmt.Fprintf(w, "cannot reach the bank over %s: %s\n", t, transport.MessageOf(err))
+	fmt.Fprintf(w, "cannot reach the bank over %s: %s\n", t, bankrpc.MessageOf(err))
 	// Other codes (the bank's queue missing, the client name in use) come
 	// with a message of their own that says what to do.
-	if t.Kind == backend.AMQP && transport.CodeOf(err) == transport.Unavailable {
+	if t.Kind == backend.AMQP && bankrpc.CodeOf(err) == bankrpc.Unavailable {
 		fmt.Fprintf(w, "  check that RabbitMQ answers at %s (make broker starts one), and that\n"+
 			"  bank-server --transport amqp --bank %s was started at least once: it declares the bank's queue.\n", backend.Redact(t.Addr), t.Bank)
 	}

@@ -11,10 +11,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // session is one logged-on client: it runs commands for one account and
@@ -41,20 +41,20 @@ func (s *session) open(ctx context.Context, nothingSent string) (*bankv1.OpenRes
 	if err == nil {
 		return resp, cli.ExitOK
 	}
-	code := transport.CodeOf(err)
+	code := bankrpc.CodeOf(err)
 	s.unreachable = cli.Unreachable(code)
 	if s.json {
-		s.printError(code, transport.MessageOf(err))
+		s.printError(code, bankrpc.MessageOf(err))
 	}
 	switch {
 	case cli.Unreachable(code):
 		fmt.Fprintf(s.errOut, "log-on of account %d: no answer from the bank over %s within %v: %s\n",
-			s.id, s.target, s.target.Timeout, transport.MessageOf(err))
+			s.id, s.target, s.target.Timeout, bankrpc.MessageOf(err))
 		fmt.Fprint(s.errOut, s.checkHint())
 		if nothingSent != "" {
 			fmt.Fprintf(s.errOut, "  the %s was not sent.\n", nothingSent)
 		}
-	case code == transport.Canceled:
+	case code == bankrpc.Canceled:
 		fmt.Fprintf(s.errOut, "log-on of account %d: interrupted.\n", s.id)
 	case !s.json:
 		fmt.Fprintf(s.out, "log-on %s: %s\n", verdict(code), describe(code, err))
@@ -81,7 +81,7 @@ func (s *session) exec(ctx context.Context, c command, callID string) int {
 		resp    proto.Message
 		balance int64
 		err     error
-		opt     = transport.WithCallID(callID)
+		opt     = bankrpc.WithCallID(callID)
 	)
 	switch c.name {
 	case cmdDeposit:
@@ -117,21 +117,21 @@ func (s *session) exec(ctx context.Context, c command, callID string) int {
 
 // failed prints why c failed and returns the exit status.
 func (s *session) failed(c command, callID string, err error) int {
-	code := transport.CodeOf(err)
+	code := bankrpc.CodeOf(err)
 	s.unreachable = cli.Unreachable(code)
 	if s.json {
-		s.printError(code, transport.MessageOf(err))
-	} else if !cli.Unreachable(code) && code != transport.Canceled {
+		s.printError(code, bankrpc.MessageOf(err))
+	} else if !cli.Unreachable(code) && code != bankrpc.Canceled {
 		fmt.Fprintf(s.out, "%s %s: %s\n", c.name, verdict(code), describe(code, err))
 	}
 	switch {
 	case cli.Unreachable(code):
-		fmt.Fprintf(s.errOut, "%s: no answer from the bank over %s within %v: %s\n", c.name, s.target, s.target.Timeout, transport.MessageOf(err))
+		fmt.Fprintf(s.errOut, "%s: no answer from the bank over %s within %v: %s\n", c.name, s.target, s.target.Timeout, bankrpc.MessageOf(err))
 		fmt.Fprint(s.errOut, s.checkHint())
 		if c.mutating() {
 			fmt.Fprint(s.errOut, s.unknownOutcome(c, callID))
 		}
-	case code == transport.Canceled:
+	case code == bankrpc.Canceled:
 		fmt.Fprintf(s.errOut, "%s: interrupted before the bank answered.\n", c.name)
 		if c.mutating() {
 			fmt.Fprint(s.errOut, s.unknownOutcome(c, callID))
@@ -191,7 +191,7 @@ func (s *session) repeatCommand(c command, callID string) string {
 
 // verdict is "refused" when the bank turned the request down, "failed"
 // otherwise.
-func verdict(code transport.Code) string {
+func verdict(code bankrpc.Code) string {
 	if cli.Refusal(code) {
 		return "refused"
 	}
@@ -200,11 +200,11 @@ func verdict(code transport.Code) string {
 
 // describe is the message of a refusal, or the code and message of another
 // failure.
-func describe(code transport.Code, err error) string {
+func describe(code bankrpc.Code, err error) string {
 	if cli.Refusal(code) {
-		return transport.MessageOf(err)
+		return bankrpc.MessageOf(err)
 	}
-	return code.String() + ": " + transport.MessageOf(err)
+	return code.String() + ": " + bankrpc.MessageOf(err)
 }
 
 // jsonMarshal gives every field, zeros included, so that a balance of 0
@@ -215,13 +215,13 @@ var jsonMarshal = protojson.MarshalOptions{EmitUnpopulated: true}
 func (s *session) printJSON(resp proto.Message) {
 	b, err := jsonMarshal.Marshal(resp)
 	if err != nil {
-		s.printError(transport.Internal, fmt.Sprintf("encode the reply as JSON: %v", err))
+		s.printError(bankrpc.Internal, fmt.Sprintf("encode the reply as JSON: %v", err))
 		return
 	}
 	var line bytes.Buffer
 	// protojson varies its whitespace on purpose; compact it to one line.
 	if err := json.Compact(&line, b); err != nil {
-		s.printError(transport.Internal, fmt.Sprintf("compact the JSON reply: %v", err))
+		s.printError(bankrpc.Internal, fmt.Sprintf("compact the JSON reply: %v", err))
 		return
 	}
 	line.WriteByte('\n')
@@ -239,7 +239,7 @@ type jsonErrorBody struct {
 }
 
 // printError prints {"error":{"code":"...","message":"..."}} on one line.
-func (s *session) printError(code transport.Code, msg string) {
+func (s *session) printError(code bankrpc.Code, msg string) {
 	b, _ := json.Marshal(jsonError{Error: jsonErrorBody{Code: code.String(), Message: msg}}) // two strings always encode
 	_, _ = s.out.Write(append(b, '\n'))
 }

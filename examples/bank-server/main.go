@@ -32,11 +32,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // defaultTimeout bounds each call on the server unless --timeout says
@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	accounts := len(b.Accounts())
 
-	srv := transport.NewServer(transport.WithLogger(logger), transport.WithUnaryInterceptor(boundCalls(t.Timeout, logger)))
+	srv := bankrpc.NewServer(bankrpc.WithLogger(logger), bankrpc.UnaryInterceptor(boundCalls(t.Timeout, logger)))
 	bankv1.RegisterBankServer(srv, b)
 	lis, addr, err := backend.Listen(t, logger)
 	if err != nil {
@@ -125,12 +125,25 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	logger.Info("serving", "transport", t.Kind, "addr", addr)
 	fmt.Fprintf(stdout, "bank %q serving over %s at %s; data in %s (%s)\n", t.Bank, t.Kind, addr, dataDir, countAccounts(accounts))
 
-	stopLog := context.AfterFunc(serveCtx, func() {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-serveCtx.Done():
+		// Calls run at most --timeout each (boundCalls), so the drain ends
+		// by then; a handler stuck past it is canceled.
 		logger.Info("stopping: no new requests; finishing the calls in flight")
-	})
-	defer stopLog()
-	serveErr := lis.Serve(serveCtx, srv)
-	_ = lis.Close() // Serve has returned: this only releases what is left
+		drainCtx, cancel := context.WithTimeout(context.Background(), t.Timeout+time.Second)
+		if err := srv.Shutdown(drainCtx); err != nil {
+			logger.Warn("stopping: calls still running were canceled", "error", err)
+		}
+		cancel()
+		serveErr = <-served
+	}
+	if errors.Is(serveErr, bankrpc.ErrServerClosed) {
+		serveErr = nil
+	}
 	if serveErr != nil {
 		logger.Error("serving failed", "error", serveErr)
 	}
@@ -156,15 +169,14 @@ func countAccounts(n int) string {
 }
 
 // boundCalls bounds every call to d and logs each one at debug level.
-func boundCalls(d time.Duration, logger *slog.Logger) transport.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *transport.UnaryServerInfo, handler transport.UnaryHandler) (any, error) {
+func boundCalls(d time.Duration, logger *slog.Logger) bankrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, handler bankrpc.UnaryHandler) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		if logger.Enabled(ctx, slog.LevelDebug) {
-			logger.DebugContext(ctx, "call", "method", info.FullMethod, "call_id", transport.CallIDFromContext(ctx),
-				"code", transport.CodeOf(err).String(), "error", transport.MessageOf(err), "took", time.Since(start))
+			logger.DebugContext(ctx, "call", "method", info.FullMethod, "call_id", bankrpc.CallIDFromContext(ctx), "code", bankrpc.CodeOf(err).String(), "error", bankrpc.MessageOf(err), "took", time.Since(start))
 		}
 		return resp, err
 	}
@@ -186,10 +198,10 @@ func openFailure(w io.Writer, t backend.Target, dir string, err error) int {
 
 // listenFailure explains why the server could not listen.
 func listenFailure(w io.Writer, t backend.Target, err error) int {
-	if transport.CodeOf(err) == transport.InvalidArgument {
-		return usageFailure(w, cli.Usagef("%s", transport.MessageOf(err)))
+	if bankrpc.CodeOf(err) == bankrpc.InvalidArgument {
+		return usageFailure(w, cli.Usagef("%s", bankrpc.MessageOf(err)))
 	}
-	fmt.Fprintf(w, "bank-server: cannot serve over %s: %s\n", t, transport.MessageOf(err))
+	fmt.Fprintf(w, "bank-server: cannot serve over %s: %s\n", t, bankrpc.MessageOf(err))
 	if t.Kind == backend.AMQP {
 		fmt.Fprintf(w, "  check that RabbitMQ answers at %s (make broker starts one).\n", backend.Redact(t.Addr))
 	} else {

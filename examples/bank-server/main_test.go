@@ -12,11 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -94,7 +94,7 @@ func dial(t *testing.T, addr string) bankv1.BankClient {
 	t.Helper()
 	ct, err := backend.Dial(backend.Target{Kind: backend.ZMQ, Addr: addr}, backend.ClientOptions{})
 	require.NoError(t, err)
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(5*time.Second))
+	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(5*time.Second))
 	t.Cleanup(func() { _ = conn.Close() })
 	return bankv1.NewBankClient(conn)
 }

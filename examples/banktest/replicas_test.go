@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
@@ -34,7 +34,7 @@ func TestAMQPTwoReplicasShareOneBank(t *testing.T) {
 	require.NoError(t, err)
 	var served [2]atomic.Int64
 	for i := range served {
-		srv := transport.NewServer(transport.WithUnaryInterceptor(func(ctx context.Context, req any, _ *transport.UnaryServerInfo, h transport.UnaryHandler) (any, error) {
+		srv := bankrpc.NewServer(bankrpc.WithUnaryInterceptor(func(ctx context.Context, req any, _ *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
 			served[i].Add(1)
 			return h(ctx, req)
 		}))
@@ -59,7 +59,7 @@ func TestAMQPTwoReplicasShareOneBank(t *testing.T) {
 			if !assert.NoError(t, err) {
 				return
 			}
-			conn := transport.NewConn(ct, transport.WithDefaultTimeout(20*time.Second))
+			conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(20*time.Second))
 			defer conn.Close()
 			client := bankv1.NewBankClient(conn)
 			id := int32(c + 1)

@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	greeterv1 "github.com/bankrpc/bankrpc/gen/quickstart/greeter/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -47,12 +47,12 @@ type greeter struct {
 // SayHello greets the caller by name. It refuses an empty name with
 // INVALID_ARGUMENT: the code and message reach the client as they are.
 func (g *greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
-	peer, _ := transport.PeerFromContext(ctx)
+	peer, _ := bankrpc.PeerFromContext(ctx)
 	g.mu.Lock()
 	fmt.Fprintf(g.out, "  server: SayHello(name=%q) over %s\n", req.GetName(), peer.Transport)
 	g.mu.Unlock()
 	if req.GetName() == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "greeter: name must not be empty")
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "greeter: name must not be empty")
 	}
 	return &greeterv1.SayHelloResponse{Message: "hello, " + req.GetName()}, nil
 }
@@ -61,31 +61,30 @@ func (g *greeter) SayHello(ctx context.Context, req *greeterv1.SayHelloRequest) 
 func run(ctx context.Context, out io.Writer) error {
 	// 1. The server side: register the implementation on a transport.Server,
 	// which decodes requests, dispatches them and encodes replies.
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	greeterv1.RegisterGreeterServiceServer(srv, &greeter{out: out})
 
 	// 2. The transport: inproc moves frames in memory. transport/zmq and
 	// transport/amqp move the same frames over a network; only these lines
 	// change.
 	lis := inproc.NewListener()
-	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- lis.Serve(serveCtx, srv) }()
+	go func() { served <- srv.Serve(lis) }()
 	defer func() {
-		stopServing()
+		_ = srv.Shutdown(ctx)
 		<-served
 	}()
 	fmt.Fprintln(out, "serving quickstart.greeter.v1.GreeterService over inproc (in memory)")
 
 	// 3. The client side: a Conn over the backend's client half, and the
 	// generated client on top of it.
-	conn := transport.NewConn(lis.Dial())
+	conn := bankrpc.NewConn(lis.Dial())
 	defer conn.Close()
 	client := greeterv1.NewGreeterServiceClient(conn)
 
 	for _, name := range []string{"Ada", "Grace"} {
 		fmt.Fprintf(out, "client: SayHello(name=%q)\n", name)
-		resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: name}, transport.WithTimeout(time.Second))
+		resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: name}, bankrpc.WithTimeout(time.Second))
 		if err != nil {
 			return fmt.Errorf("say hello to %q: %w", name, err)
 		}
@@ -96,9 +95,9 @@ func run(ctx context.Context, out io.Writer) error {
 	// server's message; transport.CodeOf reads the code of any error.
 	fmt.Fprintln(out, `client: SayHello(name="")`)
 	_, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{})
-	if code := transport.CodeOf(err); code != transport.InvalidArgument {
-		return fmt.Errorf("say hello to nobody: got code %s (error %v), want %s", code, err, transport.InvalidArgument)
+	if code := bankrpc.CodeOf(err); code != bankrpc.InvalidArgument {
+		return fmt.Errorf("say hello to nobody: got code %s (error %v), want %s", code, err, bankrpc.InvalidArgument)
 	}
-	fmt.Fprintf(out, "client: refused as expected: code %s, message %q\n", transport.CodeOf(err), transport.MessageOf(err))
+	fmt.Fprintf(out, "client: refused as expected: code %s, message %q\n", bankrpc.CodeOf(err), bankrpc.MessageOf(err))
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -82,7 +83,7 @@ func Dial(url string, cfg ClientConfig) (*Client, error) {
 	}
 	uri, err := amqp091.ParseURI(url)
 	if err != nil {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
 	}
 	c := &Client{
 		cfg:       cfg,
@@ -125,7 +126,7 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 		return nil, err
 	}
 	if tc.ID == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: call to %s has no call id", tc.Method)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: call to %s has no call id", tc.Method)
 	}
 	pc := &call{id: tc.ID, frame: tc.Frame, deadline: tc.Deadline, onStatus: tc.OnStatus, outcome: make(chan outcome, 1)}
 	c.mu.Lock()
@@ -139,7 +140,7 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 	}
 	if _, dup := c.pending[tc.ID]; dup {
 		c.mu.Unlock()
-		return nil, transport.Errorf(transport.FailedPrecondition, "amqp: call %q is already in flight on this client", tc.ID)
+		return nil, status.Errorf(status.FailedPrecondition, "amqp: call %q is already in flight on this client", tc.ID)
 	}
 	c.pending[tc.ID] = pc
 	s := c.sess
@@ -234,7 +235,7 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 		pc.confirmed = true
 		c.mu.Unlock()
 	case confirmNacked:
-		c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
+		c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
 	case confirmLost:
 		// Published again on the next connection, by attach.
 	}
@@ -573,22 +574,21 @@ func (c *Client) returned(r amqp091.Return) {
 	if pc == nil {
 		return
 	}
-	c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable,
-		"amqp: request %s was not routed: exchange %s has no queue bound for service %q (%d %s)",
+	c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: request %s was not routed: exchange %s has no queue bound for service %q (%d %s)",
 		pc.id, r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText)})
 }
 
 // errorFromQueue turns a plain-text error-queue message into an error with
 // the code of its bankrpc-code header (Internal without one).
 func errorFromQueue(d amqp091.Delivery) error {
-	code := transport.Internal
+	code := status.Internal
 	if n, ok := intHeader(d.Headers, headerCode); ok && n > 0 && n <= 1<<31-1 {
-		code = transport.Code(n)
+		code = status.Code(n)
 	}
-	return transport.NewError(code, string(d.Body))
+	return status.NewError(code, string(d.Body))
 }
 
 // channelError describes a failure to open or set up a channel.
 func channelError(err error) error {
-	return transport.Errorf(transport.Unavailable, "amqp: set up channel: %v", err)
+	return status.Errorf(status.Unavailable, "amqp: set up channel: %v", err)
 }

@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // QueueType selects the RabbitMQ queue type of the durable queues: the
@@ -147,15 +147,15 @@ func checkQueueType(q QueueType) (QueueType, error) {
 	case QueueQuorum:
 		return QueueQuorum, nil
 	}
-	return "", transport.Errorf(transport.InvalidArgument, "amqp: queue type %q is neither %q nor %q", q, QueueClassic, QueueQuorum)
+	return "", status.Errorf(status.InvalidArgument, "amqp: queue type %q is neither %q nor %q", q, QueueClassic, QueueQuorum)
 }
 
 func checkName(what, name string) error {
 	if name == "" {
-		return transport.Errorf(transport.InvalidArgument, "amqp: %s is empty", what)
+		return status.Errorf(status.InvalidArgument, "amqp: %s is empty", what)
 	}
 	if len(name) > maxNameLen {
-		return transport.Errorf(transport.InvalidArgument, "amqp: %s %q is %d bytes long; at most %d are allowed", what, name, len(name), maxNameLen)
+		return status.Errorf(status.InvalidArgument, "amqp: %s %q is %d bytes long; at most %d are allowed", what, name, len(name), maxNameLen)
 	}
 	return nil
 }

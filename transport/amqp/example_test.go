@@ -6,8 +6,8 @@ import (
 	"log"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 )
 
@@ -30,7 +30,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	handler := transport.NewServer()
+	handler := bankrpc.NewServer()
 	testv1.RegisterTestServiceServer(handler, echo{})
 	go func() { _ = srv.Serve(context.Background(), handler) }()
 	defer srv.Close()
@@ -39,7 +39,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(10*time.Second))
+	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(10*time.Second))
 	defer conn.Close()
 
 	resp, err := testv1.NewTestServiceClient(conn).Echo(context.Background(), &testv1.EchoRequest{Payload: []byte("deposit 100")})

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 )
@@ -155,7 +156,7 @@ func newLedger() *ledger {
 }
 
 func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
-	id := transport.CallIDFromContext(ctx)
+	id := bankrpc.CallIDFromContext(ctx)
 	l.mu.Lock()
 	l.executions[id]++
 	label, _ := ctx.Value(serverLabelKey{}).(string)
@@ -171,7 +172,7 @@ func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.Echo
 	}
 	l.mu.Unlock()
 	resp := &testv1.EchoResponse{Payload: in.GetPayload(), Tag: in.GetTag(), CallId: id}
-	if p, ok := transport.PeerFromContext(ctx); ok {
+	if p, ok := bankrpc.PeerFromContext(ctx); ok {
 		resp.PeerIdentity = p.Identity
 	}
 	l.mu.Lock()
@@ -199,8 +200,8 @@ func (l *ledger) executionsOf(id string) int {
 }
 
 // handlerFor returns a transport.Server serving l.
-func handlerFor(l *ledger, opts ...transport.ServerOption) *transport.Server {
-	s := transport.NewServer(opts...)
+func handlerFor(l *ledger, opts ...bankrpc.ServerOption) *bankrpc.Server {
+	s := bankrpc.NewServer(opts...)
 	testv1.RegisterTestServiceServer(s, l)
 	return s
 }

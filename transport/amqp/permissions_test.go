@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // TestDocumentedPermissions gives a client user and a server user exactly the
@@ -52,13 +52,13 @@ func TestDocumentedPermissions(t *testing.T) {
 	c, err := Dial(userURL(alice), ClientConfig{Service: svc, ClientName: alice, Logger: testLogger(t)})
 	require.NoError(t, err, "the client's documented permissions must suffice")
 	t.Cleanup(func() { _ = c.Close() })
-	resp, err := testv1.NewTestServiceClient(transport.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "allowed"})
+	resp, err := testv1.NewTestServiceClient(bankrpc.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "allowed"})
 	require.NoError(t, err)
 	assert.Equal(t, "allowed", resp.GetTag())
 	assert.Equal(t, alice, resp.GetPeerIdentity(), "the validated user-id is the caller's identity")
 
 	_, err = Dial(userURL(alice), ClientConfig{Service: svc, ClientName: "someone-else"})
-	assert.Equal(t, transport.PermissionDenied, transport.CodeOf(err), "another client's name: %v", err)
+	assert.Equal(t, bankrpc.PermissionDenied, bankrpc.CodeOf(err), "another client's name: %v", err)
 
 	// Straight into a queue through the default exchange: refused.
 	conn, err := amqp091.Dial(userURL(alice))

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
@@ -103,9 +104,9 @@ func TestRedeliveredRequestCountedCopy(t *testing.T) {
 	}
 	srv := listen(t, url, ServerConfig{Service: svc, DeliveryLimit: 5, Dial: conns.dial})
 	serve(t, srv, handlerFor(l))
-	c := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc})))
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
 
-	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "again"}, transport.WithCallID("crash-once"), transport.WithTimeout(30*time.Second))
+	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "again"}, bankrpc.WithCallID("crash-once"), bankrpc.WithTimeout(30*time.Second))
 	require.NoError(t, err)
 	assert.Equal(t, "again", resp.GetTag())
 	assert.Equal(t, 2, l.executionsOf("crash-once"), "the request runs once more after the crash")
@@ -153,7 +154,7 @@ func TestCountedCopyInQueue(t *testing.T) {
 	stop := serve(t, srv, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
 		started <- struct{}{}
 		<-gate
-		return nil, transport.Errorf(transport.InvalidArgument, "test")
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "test")
 	}))
 	select {
 	case <-started:

@@ -12,7 +12,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // connector is the connection manager of the thesis: it dials the broker and
@@ -54,9 +54,9 @@ func (k *connector) dial() (*amqp091.Connection, error) {
 	if err != nil {
 		var ae *amqp091.Error
 		if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
-			return nil, transport.Errorf(transport.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+			return nil, status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
 		}
-		return nil, transport.Errorf(transport.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+		return nil, status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
 	}
 	return conn, nil
 }

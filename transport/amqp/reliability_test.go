@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"fmt"
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"math/rand/v2"
 	"sync"
@@ -15,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // load makes n Echo calls from callers goroutines, each tagged with its
@@ -122,7 +122,7 @@ func TestConnectionsCutDuringLoad(t *testing.T) {
 	const n = 400
 	var done atomic.Int64
 	errc := make(chan []error, 1)
-	go func() { errc <- load(ctx, testv1.NewTestServiceClient(transport.NewConn(c)), n, 16, &done) }()
+	go func() { errc <- load(ctx, testv1.NewTestServiceClient(bankrpc.NewConn(c)), n, 16, &done) }()
 
 	cuts := 0
 	for i := range 6 {
@@ -165,7 +165,7 @@ func TestServerKilledWithUnackedRequests(t *testing.T) {
 
 	var done atomic.Int64
 	errc := make(chan []error, 1)
-	go func() { errc <- load(ctx, testv1.NewTestServiceClient(transport.NewConn(c)), n, n, &done) }()
+	go func() { errc <- load(ctx, testv1.NewTestServiceClient(bankrpc.NewConn(c)), n, n, &done) }()
 	require.Eventually(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.byServer["A"] == n }, 20*time.Second, time.Millisecond,
 		"server A never held all %d requests", n)
 
@@ -222,7 +222,7 @@ func TestBrokerConnectionsClosedAndRestarted(t *testing.T) {
 	var done atomic.Int64
 	stop := make(chan struct{})
 	errc := make(chan []error, 1)
-	go func() { errc <- loadUntil(ctx, testv1.NewTestServiceClient(transport.NewConn(c)), 8, stop, &done) }()
+	go func() { errc <- loadUntil(ctx, testv1.NewTestServiceClient(bankrpc.NewConn(c)), 8, stop, &done) }()
 
 	require.Eventually(t, func() bool { return done.Load() >= 50 }, 30*time.Second, time.Millisecond)
 	out := privateNodeCtl(t, "close_all_connections", "bankrpc test: forced close")
@@ -269,12 +269,12 @@ func TestClientRestartReissuesCall(t *testing.T) {
 	first := dial(t, url, ClientConfig{Service: svc, ClientName: name})
 	errc := make(chan error, 1)
 	go func() {
-		_, err := testv1.NewTestServiceClient(transport.NewConn(first)).Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, transport.WithCallID("transfer-1"))
+		_, err := testv1.NewTestServiceClient(bankrpc.NewConn(first)).Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, bankrpc.WithCallID("transfer-1"))
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return l.executionsOf("transfer-1") == 1 }, 10*time.Second, time.Millisecond)
 	require.NoError(t, first.Close())
-	require.ErrorIs(t, <-errc, transport.ErrClosed)
+	require.ErrorIs(t, <-errc, bankrpc.ErrClosed)
 
 	// The reply is published while no client runs: it waits in the durable
 	// result queue.
@@ -286,8 +286,8 @@ func TestClientRestartReissuesCall(t *testing.T) {
 	// call re-issued under its id, which gets it without a second execution.
 	second := dial(t, url, ClientConfig{Service: svc, ClientName: name})
 	require.Eventually(t, func() bool { return queueDepth(t, url, ResultQueue(name)) == 0 }, 10*time.Second, 5*time.Millisecond)
-	tc := testv1.NewTestServiceClient(transport.NewConn(second))
-	resp, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, transport.WithCallID("transfer-1"))
+	tc := testv1.NewTestServiceClient(bankrpc.NewConn(second))
+	resp, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, bankrpc.WithCallID("transfer-1"))
 	require.NoError(t, err)
 	assert.Equal(t, "transfer", resp.GetTag())
 	assert.Equal(t, "transfer-1", resp.GetCallId())
@@ -295,7 +295,7 @@ func TestClientRestartReissuesCall(t *testing.T) {
 
 	// Re-issued again, the call reaches the server, which answers the repeat
 	// with the recorded outcome: still one effect.
-	resp, err = tc.Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, transport.WithCallID("transfer-1"))
+	resp, err = tc.Echo(ctx, &testv1.EchoRequest{Tag: "transfer"}, bankrpc.WithCallID("transfer-1"))
 	require.NoError(t, err)
 	assert.Equal(t, "transfer", resp.GetTag())
 	assert.Equal(t, 2, l.executionsOf("transfer-1"))

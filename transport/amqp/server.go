@@ -12,6 +12,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -58,7 +59,7 @@ func Listen(url string, cfg ServerConfig) (*Server, error) {
 	}
 	uri, err := amqp091.ParseURI(url)
 	if err != nil {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
 	}
 	logger := cfg.Logger.With("service", cfg.Service)
 	s := &Server{
@@ -89,11 +90,29 @@ func Listen(url string, cfg ServerConfig) (*Server, error) {
 // delivered, waits until their replies are confirmed and acknowledged, and
 // returns nil. Handlers run with a ctx that carries ctx's values but is not
 // canceled when Serve stops: a call in progress finishes.
-func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
+// Serve serves h until Shutdown or Close.
+func (s *Server) Serve(h transport.Handler) error {
+	return s.serve(context.Background(), h)
+}
+
+// Shutdown stops the server gracefully, or returns ctx's error when ctx
+// ends first (interim: the backend's own stop does not yet bound handlers).
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) serve(ctx context.Context, h transport.Handler) error {
 	s.mu.Lock()
 	if s.serving || s.closed {
 		s.mu.Unlock()
-		return transport.Errorf(transport.FailedPrecondition, "amqp: Serve of service %q called twice or after Close", s.cfg.Service)
+		return status.Errorf(status.FailedPrecondition, "amqp: Serve of service %q called twice or after Close", s.cfg.Service)
 	}
 	s.serving = true
 	s.mu.Unlock()
@@ -306,14 +325,14 @@ func (ss *serverSession) publishThenAck(d amqp091.Delivery, queue string, msg am
 // refuse answers a request the handler could not decode: its error goes, as
 // plain text, to the caller's error queue.
 func (ss *serverSession) refuse(d amqp091.Delivery, err error) {
-	text := transport.MessageOf(err)
+	text := status.MessageOf(err)
 	ss.l.s.logger.Warn("amqp: refused a request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "error", text)
 	errorQueue, _, ok := companionQueues(d.ReplyTo)
 	if !ok {
 		ss.deadLetter(d, "refused and the caller named no reply queue: "+text)
 		return
 	}
-	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, transport.CodeOf(err), text))
+	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, status.CodeOf(err), text))
 }
 
 // ownReplyQueue reports whether replyTo is the result queue of a client name
@@ -327,7 +346,7 @@ func ownReplyQueue(userID, replyTo string) bool {
 	return ok && (client == userID || strings.HasPrefix(client, userID+"."))
 }
 
-func errorMessage(callID string, code transport.Code, text string) amqp091.Publishing {
+func errorMessage(callID string, code status.Code, text string) amqp091.Publishing {
 	return amqp091.Publishing{
 		ContentType:   contentText,
 		Type:          typeError,
@@ -372,7 +391,7 @@ func (ss *serverSession) statusSink(d amqp091.Delivery) transport.StatusSink {
 	_, statusQueue, ok := companionQueues(d.ReplyTo)
 	return func(_ context.Context, frame []byte) error {
 		if !ok {
-			return transport.Errorf(transport.FailedPrecondition, "amqp: call %s named no status queue (reply_to %q)", d.CorrelationId, d.ReplyTo)
+			return status.Errorf(status.FailedPrecondition, "amqp: call %s named no status queue (reply_to %q)", d.CorrelationId, d.ReplyTo)
 		}
 		_ = ss.pub.publish("", statusQueue, false, amqp091.Publishing{
 			ContentType:   contentProto,

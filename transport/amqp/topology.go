@@ -8,7 +8,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // RequestExchange is the durable direct exchange every request is published
@@ -167,24 +167,24 @@ func declareClient(ch *amqp091.Channel, cfg ClientConfig) error {
 func declareError(kind, name string, err error) error {
 	var ae *amqp091.Error
 	if !errors.As(err, &ae) {
-		return transport.Errorf(transport.Unavailable, "amqp: declare %s %s: %v", kind, name, err)
+		return status.Errorf(status.Unavailable, "amqp: declare %s %s: %v", kind, name, err)
 	}
 	switch ae.Code {
 	case amqp091.NotFound:
-		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s does not exist: start a server of the service once, it declares the service topology (%s)", kind, name, ae.Reason)
+		return status.Errorf(status.FailedPrecondition, "amqp: %s %s does not exist: start a server of the service once, it declares the service topology (%s)", kind, name, ae.Reason)
 	case amqp091.ResourceLocked:
-		return &nameInUseError{err: transport.Errorf(transport.FailedPrecondition, "amqp: %s %s is held by another connection: another live client uses this client name (%s)", kind, name, ae.Reason)}
+		return &nameInUseError{err: status.Errorf(status.FailedPrecondition, "amqp: %s %s is held by another connection: another live client uses this client name (%s)", kind, name, ae.Reason)}
 	case amqp091.PreconditionFailed:
-		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s exists with other arguments (queue type, delivery limit, single active consumer or expiry differ): %s", kind, name, ae.Reason)
+		return status.Errorf(status.FailedPrecondition, "amqp: %s %s exists with other arguments (queue type, delivery limit, single active consumer or expiry differ): %s", kind, name, ae.Reason)
 	case amqp091.AccessRefused:
-		return transport.Errorf(transport.PermissionDenied, "amqp: declare %s %s: %s", kind, name, ae.Reason)
+		return status.Errorf(status.PermissionDenied, "amqp: declare %s %s: %s", kind, name, ae.Reason)
 	}
-	return transport.Errorf(transport.Unavailable, "amqp: declare %s %s: %s", kind, name, ae.Reason)
+	return status.Errorf(status.Unavailable, "amqp: declare %s %s: %s", kind, name, ae.Reason)
 }
 
 // nameInUseError reports that a client name's exclusive status queue belongs
 // to another connection. It unwraps to a *transport.Error.
-type nameInUseError struct{ err *transport.Error }
+type nameInUseError struct{ err *status.Error }
 
 func (e *nameInUseError) Error() string { return e.err.Error() }
 func (e *nameInUseError) Unwrap() error { return e.err }

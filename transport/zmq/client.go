@@ -12,6 +12,7 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -191,7 +192,7 @@ func (c *Client) open() error {
 		zmq4.EVENT_HANDSHAKE_SUCCEEDED | zmq4.EVENT_HANDSHAKE_FAILED_AUTH |
 		zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 	if err := c.dealer.Monitor(monitorEndpoint, events); err != nil {
-		return transport.Errorf(transport.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
+		return status.Errorf(status.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
 	}
 	// Connected before the DEALER connects: events with no reader are lost.
 	// The queue of events is unbounded (RCVHWM 0 on the reading end makes the
@@ -232,10 +233,10 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 		return nil, err
 	}
 	if call.ID == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "zmq: call to %s has no call id", c.endpoint)
+		return nil, status.Errorf(status.InvalidArgument, "zmq: call to %s has no call id", c.endpoint)
 	}
 	if len(call.Frame) > c.cfg.MaxFrameSize {
-		return nil, transport.Errorf(transport.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
+		return nil, status.Errorf(status.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
 	}
 	start := time.Now()
 	r := &request{id: call.ID, frame: call.Frame, done: make(chan delivery, 1)}
@@ -297,9 +298,9 @@ func (c *Client) noReply(r *request, start time.Time) error {
 	}
 	elapsed := time.Since(start).Round(time.Millisecond)
 	if n := r.attempts.Load(); n > 0 {
-		return transport.Errorf(transport.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s", c.endpoint, n, elapsed, why)
+		return status.Errorf(status.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s", c.endpoint, n, elapsed, why)
 	}
-	return transport.Errorf(transport.Unavailable, "zmq: no reply from %s: the request could not be sent in %v: %s", c.endpoint, elapsed, why)
+	return status.Errorf(status.Unavailable, "zmq: no reply from %s: the request could not be sent in %v: %s", c.endpoint, elapsed, why)
 }
 
 func (c *Client) isClosing() bool {

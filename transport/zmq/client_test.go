@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
@@ -96,7 +97,7 @@ func TestDeadServerIsUnavailable(t *testing.T) {
 	defer cancel()
 	_, err := c.RoundTrip(callCtx, &transport.Call{ID: "dead-1", Frame: []byte("x")})
 	require.Error(t, err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "%v", err)
 	assert.Contains(t, err.Error(), "zmq: no reply from "+addr)
 	assert.Contains(t, err.Error(), "server down?", "the reason says nothing accepts connections")
 	t.Log(err)
@@ -104,7 +105,7 @@ func TestDeadServerIsUnavailable(t *testing.T) {
 	// Without a deadline the call ends after MaxAttempts × AttemptTimeout.
 	r := await(t, ctx, goRoundTrip(context.WithoutCancel(ctx), c, &transport.Call{ID: "dead-2", Frame: []byte("x")}))
 	require.Error(t, r.err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(r.err), "%v", r.err)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(r.err), "%v", r.err)
 	assert.Contains(t, r.err.Error(), addr)
 }
 
@@ -139,9 +140,9 @@ func TestClientCloseUnblocksCalls(t *testing.T) {
 	_, err = router.RecvMessageBytes(0) // in flight, never answered
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
-	assert.ErrorIs(t, await(t, ctx, res).err, transport.ErrClosed)
+	assert.ErrorIs(t, await(t, ctx, res).err, bankrpc.ErrClosed)
 	_, err = c.RoundTrip(ctx, &transport.Call{ID: "close-2", Frame: []byte("x")})
-	assert.ErrorIs(t, err, transport.ErrClosed)
+	assert.ErrorIs(t, err, bankrpc.ErrClosed)
 	assert.NoError(t, c.Close(), "Close is idempotent")
 }
 
@@ -258,9 +259,9 @@ func TestOversizedRequestRefusedByClient(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	c := dial(t, freeAddr(t), zmq.ClientConfig{MaxFrameSize: 1024})
 	_, err := c.RoundTrip(ctx, &transport.Call{ID: "big", Frame: make([]byte, 1025)})
-	var e *transport.Error
+	var e *bankrpc.Error
 	require.True(t, errors.As(err, &e), "%v", err)
-	assert.Equal(t, transport.ResourceExhausted, e.Code)
+	assert.Equal(t, bankrpc.ResourceExhausted, e.Code)
 	assert.Contains(t, e.Message, "1025 bytes exceeds the limit of 1024 bytes")
 }
 
@@ -299,7 +300,7 @@ func TestOutageQueuesOneCopyPerCall(t *testing.T) {
 	kept := goRoundTrip(ctx, c, &transport.Call{ID: "kept", Frame: []byte("kept")})
 	r := await(t, ctx, abandoned)
 	require.Error(t, r.err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(r.err), "%v", r.err)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(r.err), "%v", r.err)
 	time.Sleep(time.Second) // 20 attempt timeouts without a server
 
 	var mu sync.Mutex

@@ -8,7 +8,7 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // Defaults applied to zero fields of ServerConfig and ClientConfig.
@@ -102,7 +102,7 @@ type CurveClient struct {
 func NewCurveKeypair() (public, secret string, err error) {
 	public, secret, err = zmq4.NewCurveKeypair()
 	if err != nil {
-		return "", "", transport.Errorf(transport.Internal, "zmq: generate a CURVE keypair: %v", err)
+		return "", "", status.Errorf(status.Internal, "zmq: generate a CURVE keypair: %v", err)
 	}
 	return public, secret, nil
 }
@@ -141,11 +141,11 @@ const z85Alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 // checkKey reports whether key is a 40 character Z85 CURVE key.
 func checkKey(what, key string) error {
 	if len(key) != 40 {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s %q is not a CURVE key: want 40 Z85 characters, got %d", what, key, len(key))
+		return status.Errorf(status.InvalidArgument, "zmq: %s %q is not a CURVE key: want 40 Z85 characters, got %d", what, key, len(key))
 	}
 	for i := 0; i < len(key); i++ {
 		if !strings.ContainsRune(z85Alphabet, rune(key[i])) {
-			return transport.Errorf(transport.InvalidArgument, "zmq: %s %q is not a CURVE key: %q at offset %d is not a Z85 character", what, key, key[i], i)
+			return status.Errorf(status.InvalidArgument, "zmq: %s %q is not a CURVE key: %q at offset %d is not a Z85 character", what, key, key[i], i)
 		}
 	}
 	return nil
@@ -157,14 +157,14 @@ func checkKeypair(who, public, secret string) error {
 		return err
 	}
 	if err := checkKey(who+" secret key", secret); err != nil {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s secret key is not a CURVE key (40 Z85 characters)", who)
+		return status.Errorf(status.InvalidArgument, "zmq: %s secret key is not a CURVE key (40 Z85 characters)", who)
 	}
 	derived, err := zmq4.AuthCurvePublic(secret)
 	if err != nil {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s secret key: %v", who, err)
+		return status.Errorf(status.InvalidArgument, "zmq: %s secret key: %v", who, err)
 	}
 	if derived != public {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s public key %s does not belong to its secret key (which gives %s)", who, public, derived)
+		return status.Errorf(status.InvalidArgument, "zmq: %s public key %s does not belong to its secret key (which gives %s)", who, public, derived)
 	}
 	return nil
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -31,7 +31,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, &exampleBank{})
 	served := make(chan error, 1)
 	go func() { served <- ln.Serve(ctx, srv) }()
@@ -41,7 +41,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	conn := transport.NewConn(cl, transport.WithDefaultTimeout(5*time.Second))
+	conn := bankrpc.NewConn(cl, bankrpc.WithDefaultTimeout(5*time.Second))
 	bank := bankv1.NewBankClient(conn)
 	for _, amount := range []int64{100, 250} {
 		resp, err := bank.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: amount})

@@ -15,9 +15,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
@@ -43,7 +44,7 @@ type svc struct {
 
 func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
 	s.echoes.Add(1)
-	p, _ := transport.PeerFromContext(ctx)
+	p, _ := bankrpc.PeerFromContext(ctx)
 	tag := in.GetTag()
 	if tag == "" {
 		tag = s.tag
@@ -51,7 +52,7 @@ func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoRes
 	return &testv1.EchoResponse{
 		Payload:      in.GetPayload(),
 		Tag:          tag,
-		CallId:       transport.CallIDFromContext(ctx),
+		CallId:       bankrpc.CallIDFromContext(ctx),
 		PeerIdentity: p.Identity,
 		Metadata:     map[string]string{"transport": p.Transport, "addr": p.Addr},
 	}, nil
@@ -67,8 +68,8 @@ func (s *svc) Sleep(ctx context.Context, in *testv1.SleepRequest) (*testv1.Sleep
 	}
 }
 
-func newRPCServer(s *svc, opts ...transport.ServerOption) *transport.Server {
-	srv := transport.NewServer(opts...)
+func newRPCServer(s *svc, opts ...bankrpc.ServerOption) *bankrpc.Server {
+	srv := bankrpc.NewServer(opts...)
 	testv1.RegisterTestServiceServer(srv, s)
 	return srv
 }
@@ -108,7 +109,7 @@ func dial(t *testing.T, addr string, cfg zmq.ClientConfig) *zmq.Client {
 }
 
 func stub(t *testing.T, ct transport.ClientTransport) testv1.TestServiceClient {
-	return testv1.NewTestServiceClient(transport.NewConn(ct))
+	return testv1.NewTestServiceClient(bankrpc.NewConn(ct))
 }
 
 // echoFrame encodes an Echo request envelope.
@@ -116,7 +117,7 @@ func echoFrame(t *testing.T, callID, tag string) []byte {
 	t.Helper()
 	payload, err := proto.Marshal(&testv1.EchoRequest{Tag: tag})
 	require.NoError(t, err)
-	frame, err := codec.EncodeRequest(&wirev1.Request{CallId: callID, Method: testv1.TestService_Echo_FullMethodName, Payload: payload})
+	frame, err := envelope.EncodeRequest(&wirev1.Request{CallId: callID, Method: testv1.TestService_Echo_FullMethodName, Payload: payload})
 	require.NoError(t, err)
 	return frame
 }
@@ -124,9 +125,9 @@ func echoFrame(t *testing.T, callID, tag string) []byte {
 // echoTag decodes an Echo result envelope and returns the echoed tag.
 func echoTag(t *testing.T, frame []byte) string {
 	t.Helper()
-	res, err := codec.DecodeResult(frame, 0)
+	res, err := envelope.DecodeResult(frame, 0)
 	require.NoError(t, err)
-	require.Equal(t, uint32(transport.OK), res.GetCode(), "reason: %s", res.GetReason())
+	require.Equal(t, uint32(bankrpc.OK), res.GetCode(), "reason: %s", res.GetReason())
 	var out testv1.EchoResponse
 	require.NoError(t, proto.Unmarshal(res.GetPayload(), &out))
 	return out.GetTag()

@@ -13,6 +13,7 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -161,7 +162,7 @@ func (s *Server) open(endpoint string) error {
 		return endpointError("listen on", endpoint, err)
 	}
 	if s.addr, err = s.router.GetLastEndpoint(); err != nil {
-		return transport.Errorf(transport.Internal, "zmq: listen on %s: read the bound endpoint: %v", endpoint, err)
+		return status.Errorf(status.Internal, "zmq: listen on %s: read the bound endpoint: %v", endpoint, err)
 	}
 	return nil
 }
@@ -188,11 +189,29 @@ func (s *Server) Addr() string { return s.addr }
 // to 500ms) and returns nil. Handlers receive a ctx that
 // carries the caller's transport.Peer and that a shutdown does not cancel.
 // Serve may be called once.
-func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
+// Serve serves h until Shutdown or Close.
+func (s *Server) Serve(h transport.Handler) error {
+	return s.serve(context.Background(), h)
+}
+
+// Shutdown stops the server gracefully, or returns ctx's error when ctx
+// ends first (interim: the backend's own stop does not yet bound handlers).
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) serve(ctx context.Context, h transport.Handler) error {
 	s.mu.Lock()
 	if s.state != listening {
 		s.mu.Unlock()
-		return transport.Errorf(transport.FailedPrecondition, "zmq: Serve on %s called twice or after Close", s.addr)
+		return status.Errorf(status.FailedPrecondition, "zmq: Serve on %s called twice or after Close", s.addr)
 	}
 	s.state = serving
 	s.mu.Unlock()
@@ -294,13 +313,13 @@ func (s *Server) lead() {
 			want = zmq4.POLLIN
 		}
 		if _, err := s.poller.Update(s.iRouter, want); err != nil {
-			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poller: %v", s.addr, err)
+			s.finished <- status.Errorf(status.Internal, "zmq: server %s: poller: %v", s.addr, err)
 			return
 		}
 		polled, err := s.box.poll(s.poller, -1, s.stopping.Load)
 		if err != nil {
 			s.log.Error("zmq: poll failed; the server stops", "addr", s.addr, "error", err)
-			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poll: %v", s.addr, err)
+			s.finished <- status.Errorf(status.Internal, "zmq: server %s: poll: %v", s.addr, err)
 			return
 		}
 		if polled[s.iBox].Events&zmq4.POLLIN != 0 {

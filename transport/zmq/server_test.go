@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
@@ -42,21 +43,21 @@ func TestListenErrors(t *testing.T) {
 	busy := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	for _, tc := range []struct {
 		endpoint string
-		code     transport.Code
+		code     bankrpc.Code
 		msg      string
 	}{
-		{"127.0.0.1:4040", transport.InvalidArgument, "not of the form"},
-		{"inproc://bank", transport.InvalidArgument, `transport "inproc" is not supported`},
-		{"tcp://127.0.0.1:notaport", transport.InvalidArgument, "tcp://127.0.0.1:notaport"},
-		{busy.Addr(), transport.Unavailable, busy.Addr()},
+		{"127.0.0.1:4040", bankrpc.InvalidArgument, "not of the form"},
+		{"inproc://bank", bankrpc.InvalidArgument, `transport "inproc" is not supported`},
+		{"tcp://127.0.0.1:notaport", bankrpc.InvalidArgument, "tcp://127.0.0.1:notaport"},
+		{busy.Addr(), bankrpc.Unavailable, busy.Addr()},
 	} {
 		_, err := zmq.Listen(tc.endpoint, zmq.ServerConfig{})
 		require.Error(t, err, tc.endpoint)
-		assert.Equal(t, tc.code, transport.CodeOf(err), "%s: %v", tc.endpoint, err)
+		assert.Equal(t, tc.code, bankrpc.CodeOf(err), "%s: %v", tc.endpoint, err)
 		assert.Contains(t, err.Error(), tc.msg)
 	}
 	_, err := zmq.Dial("udp://127.0.0.1:1", zmq.ClientConfig{})
-	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "%v", err)
 }
 
 // Several servers and several clients in one process: every call is
@@ -92,13 +93,13 @@ func TestServeAfterCloseAndTwice(t *testing.T) {
 	require.NoError(t, s.Close(), "Close before Serve")
 	require.NoError(t, s.Close(), "Close is idempotent")
 	err = s.Serve(ctx, newRPCServer(&svc{}))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "%v", err)
 
 	s = serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	_, err = stub(t, dial(t, s.Addr(), zmq.ClientConfig{})).Echo(ctx, &testv1.EchoRequest{})
 	require.NoError(t, err, "the first Serve runs")
 	err = s.Serve(ctx, newRPCServer(&svc{}))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "%v", err)
 }
 
 func TestServeStopsWhenCtxEnds(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -81,7 +81,7 @@ func TestListenZMQPortInUse(t *testing.T) {
 
 	_, _, err = Listen(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, nil)
 	require.Error(t, err, "a second server on %s", addr)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 	assert.Contains(t, err.Error(), addr)
 }
 
@@ -92,10 +92,10 @@ func TestDialZMQWithoutServerFailsAtTheDeadline(t *testing.T) {
 
 	ct, err := Dial(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, ClientOptions{Account: 1})
 	require.NoError(t, err, "ZeroMQ connects in the background")
-	conn := transport.NewConn(ct)
+	conn := bankrpc.NewConn(ct)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err = bankv1.NewBankClient(conn).Balance(ctx, &bankv1.BalanceRequest{AccountId: 1})
-	assert.True(t, cli.Unreachable(transport.CodeOf(err)), "got %v", err)
+	assert.True(t, cli.Unreachable(bankrpc.CodeOf(err)), "got %v", err)
 }

@@ -1,4 +1,4 @@
-package transport_test
+package bankrpc_test
 
 import (
 	"bytes"
@@ -13,8 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -28,82 +29,82 @@ func (f backendFunc) RoundTrip(ctx context.Context, call *transport.Call) ([]byt
 func (f backendFunc) Close() error { return nil }
 
 // serving is a backend that hands frames straight to a Server.
-func serving(srv *transport.Server) backendFunc {
+func serving(srv *bankrpc.Server) backendFunc {
 	return func(ctx context.Context, call *transport.Call) ([]byte, error) {
 		reply, _ := srv.HandleFrame(context.Background(), call.Frame)
 		return reply, nil
 	}
 }
 
-func echo(t *testing.T, b transport.ClientTransport, opts ...transport.CallOption) (*testv1.EchoResponse, error) {
+func echo(t *testing.T, b transport.ClientTransport, opts ...bankrpc.CallOption) (*testv1.EchoResponse, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return testv1.NewTestServiceClient(transport.NewConn(b)).Echo(ctx, &testv1.EchoRequest{Tag: "x"}, opts...)
+	return testv1.NewTestServiceClient(bankrpc.NewConn(b)).Echo(ctx, &testv1.EchoRequest{Tag: "x"}, opts...)
 }
 
 func TestConnGivesBackendErrorsACode(t *testing.T) {
 	_, err := echo(t, backendFunc(func(context.Context, *transport.Call) ([]byte, error) {
 		return nil, errors.New("connection refused")
 	}))
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 	assert.Contains(t, err.Error(), "connection refused")
 	assert.Contains(t, err.Error(), testv1.TestService_Echo_FullMethodName)
 
 	_, err = echo(t, backendFunc(func(context.Context, *transport.Call) ([]byte, error) {
-		return nil, transport.Errorf(transport.PermissionDenied, "key not allowed")
+		return nil, bankrpc.Errorf(bankrpc.PermissionDenied, "key not allowed")
 	}))
-	assert.Equal(t, transport.PermissionDenied, transport.CodeOf(err), "a backend's own code is kept")
+	assert.Equal(t, bankrpc.PermissionDenied, bankrpc.CodeOf(err), "a backend's own code is kept")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	err = transport.NewConn(backendFunc(func(ctx context.Context, _ *transport.Call) ([]byte, error) {
+	err = bankrpc.NewConn(backendFunc(func(ctx context.Context, _ *transport.Call) ([]byte, error) {
 		<-ctx.Done()
-		return nil, transport.Errorf(transport.Unavailable, "no reply from tcp://127.0.0.1:4040 after 3 attempts")
+		return nil, bankrpc.Errorf(bankrpc.Unavailable, "no reply from tcp://127.0.0.1:4040 after 3 attempts")
 	})).Invoke(ctx, "/s.S/M", &testv1.EchoRequest{}, &testv1.EchoResponse{})
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "the backend's reason outlives the deadline that ended the wait")
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "the backend's reason outlives the deadline that ended the wait")
 	assert.Contains(t, err.Error(), "tcp://127.0.0.1:4040")
 }
 
 func TestConnRefusesBadReplies(t *testing.T) {
 	for name, tc := range map[string]struct {
 		reply func(call *transport.Call) []byte
-		code  transport.Code
+		code  bankrpc.Code
 		msg   string
 	}{
-		"garbage": {func(*transport.Call) []byte { return []byte{0xff, 0xff} }, transport.Internal, "malformed envelope"},
+		"garbage": {func(*transport.Call) []byte { return []byte{0xff, 0xff} }, bankrpc.Internal, "malformed envelope"},
 		"other call's reply": {func(*transport.Call) []byte {
-			return codec.AppendResult(nil, []byte("someone-else"), 0, "", nil, nil)
-		}, transport.Internal, `is for call "someone-else"`},
+			return envelope.AppendResult(nil, []byte("someone-else"), 0, "", nil, nil)
+		}, bankrpc.Internal, `is for call "someone-else"`},
 		"undecodable payload": {func(c *transport.Call) []byte {
-			return codec.AppendResult(nil, []byte(c.ID), 0, "", []byte{0xff}, nil)
-		}, transport.Internal, "decode"},
+			return envelope.AppendResult(nil, []byte(c.ID), 0, "", []byte{0xff}, nil)
+		}, bankrpc.Internal, "decode"},
 		"oversized": {func(c *transport.Call) []byte {
-			return codec.AppendResult(nil, []byte(c.ID), 0, "", make([]byte, codec.DefaultMaxFrameSize), nil)
-		}, transport.ResourceExhausted, "exceeds the limit"},
+			return envelope.AppendResult(nil, []byte(c.ID), 0, "", make([]byte, envelope.DefaultMaxFrameSize), nil)
+		}, bankrpc.ResourceExhausted, "exceeds the limit"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := echo(t, backendFunc(func(_ context.Context, call *transport.Call) ([]byte, error) {
 				return tc.reply(call), nil
 			}))
-			assert.Equal(t, tc.code, transport.CodeOf(err), "error: %v", err)
+			assert.Equal(t, tc.code, bankrpc.CodeOf(err), "error: %v", err)
 			assert.Contains(t, err.Error(), tc.msg)
 		})
 	}
 }
 
 func TestConnSendsIDDeadlineAndMetadata(t *testing.T) {
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	testv1.RegisterTestServiceServer(srv, echoServer{})
 	var seen *transport.Call
 	b := backendFunc(func(ctx context.Context, call *transport.Call) ([]byte, error) {
 		seen = call
 		return serving(srv)(ctx, call)
 	})
-	conn := transport.NewConn(b, transport.WithDefaultTimeout(3*time.Second))
+	conn := bankrpc.NewConn(b, bankrpc.WithDefaultTimeout(3*time.Second))
 	c := testv1.NewTestServiceClient(conn)
 	before := time.Now()
-	resp, err := c.Echo(context.Background(), &testv1.EchoRequest{Tag: "x"}, transport.WithMetadata("k", "v"), transport.WithCallID("id-1"))
+	resp, err := c.Echo(context.Background(), &testv1.EchoRequest{Tag: "x"}, bankrpc.WithMetadata("k", "v"), bankrpc.WithCallID("id-1"))
 	require.NoError(t, err)
 	assert.Equal(t, "id-1", seen.ID)
 	assert.Equal(t, "id-1", resp.GetCallId())
@@ -113,19 +114,19 @@ func TestConnSendsIDDeadlineAndMetadata(t *testing.T) {
 	assert.Equal(t, map[string]string{"k": "v"}, resp.GetMetadata())
 
 	a, b2 := conn.NewCallID(), conn.NewCallID()
-	other := transport.NewConn(b).NewCallID()
+	other := bankrpc.NewConn(b).NewCallID()
 	assert.NotEqual(t, a, b2)
 	assert.NotEqual(t, strings.Split(a, "-")[0], strings.Split(other, "-")[0], "call ids of two Conns differ in their random prefix")
 }
 
 func TestConnCloseIsIdempotent(t *testing.T) {
 	var closes atomic.Int32
-	conn := transport.NewConn(closeCounter{&closes})
+	conn := bankrpc.NewConn(closeCounter{&closes})
 	require.NoError(t, conn.Close())
 	require.NoError(t, conn.Close())
 	assert.Equal(t, int32(1), closes.Load(), "the backend is closed once")
 	err := conn.Invoke(context.Background(), "/s.S/M", &testv1.EchoRequest{}, &testv1.EchoResponse{})
-	assert.ErrorIs(t, err, transport.ErrClosed)
+	assert.ErrorIs(t, err, bankrpc.ErrClosed)
 }
 
 type closeCounter struct{ n *atomic.Int32 }
@@ -140,8 +141,8 @@ func TestConnCanceledWhileWaiting(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	err := transport.NewConn(b).Invoke(ctx, "/s.S/M", &testv1.EchoRequest{}, &testv1.EchoResponse{})
-	assert.Equal(t, transport.Canceled, transport.CodeOf(err))
+	err := bankrpc.NewConn(b).Invoke(ctx, "/s.S/M", &testv1.EchoRequest{}, &testv1.EchoResponse{})
+	assert.Equal(t, bankrpc.Canceled, bankrpc.CodeOf(err))
 }
 
 // echoServer answers Echo with what the server saw.
@@ -150,7 +151,7 @@ type echoServer struct {
 }
 
 func (echoServer) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
-	out := &testv1.EchoResponse{Tag: in.GetTag(), Payload: in.GetPayload(), CallId: transport.CallIDFromContext(ctx), Metadata: transport.MetadataFromContext(ctx)}
+	out := &testv1.EchoResponse{Tag: in.GetTag(), Payload: in.GetPayload(), CallId: bankrpc.CallIDFromContext(ctx), Metadata: bankrpc.MetadataFromContext(ctx)}
 	if dl, ok := ctx.Deadline(); ok {
 		out.DeadlineUnixNano = dl.UnixNano()
 	}
@@ -164,9 +165,9 @@ func (echoServer) Fail(ctx context.Context, in *testv1.FailRequest) (*testv1.Fai
 	case "deadline":
 		return nil, context.DeadlineExceeded
 	case "bad utf8":
-		return nil, transport.Errorf(transport.Internal, "bad \xff byte")
+		return nil, bankrpc.Errorf(bankrpc.Internal, "bad \xff byte")
 	}
-	return nil, transport.SendStatus(ctx, transport.Status{Reason: "no sink"})
+	return nil, bankrpc.SendStatus(ctx, bankrpc.Status{Reason: "no sink"})
 }
 
 func (echoServer) Panic(_ context.Context, in *testv1.PanicRequest) (*testv1.PanicResponse, error) {
@@ -178,42 +179,42 @@ func (echoServer) Sleep(context.Context, *testv1.SleepRequest) (*testv1.SleepRes
 }
 
 func TestServerMapsHandlerErrors(t *testing.T) {
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	testv1.RegisterTestServiceServer(srv, echoServer{})
-	c := testv1.NewTestServiceClient(transport.NewConn(serving(srv)))
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(serving(srv)))
 	ctx := context.Background()
 	for msg, want := range map[string]struct {
-		code transport.Code
+		code bankrpc.Code
 		text string
 	}{
-		"foreign":  {transport.Unknown, "disk full"},
-		"deadline": {transport.DeadlineExceeded, "deadline exceeded"},
-		"bad utf8": {transport.Internal, "bad \uFFFD byte"},
-		"sink":     {transport.Unimplemented, "this transport carries no status messages"},
+		"foreign":  {bankrpc.Unknown, "disk full"},
+		"deadline": {bankrpc.DeadlineExceeded, "deadline exceeded"},
+		"bad utf8": {bankrpc.Internal, "bad \uFFFD byte"},
+		"sink":     {bankrpc.Unimplemented, "this transport carries no status messages"},
 	} {
 		_, err := c.Fail(ctx, &testv1.FailRequest{Message: msg})
-		assert.Equal(t, want.code, transport.CodeOf(err), msg)
-		assert.Contains(t, transport.MessageOf(err), want.text, msg)
+		assert.Equal(t, want.code, bankrpc.CodeOf(err), msg)
+		assert.Contains(t, bankrpc.MessageOf(err), want.text, msg)
 	}
 	_, err := c.Progress(ctx, &testv1.ProgressRequest{})
-	assert.Equal(t, transport.Unimplemented, transport.CodeOf(err), "an unimplemented method answers UNIMPLEMENTED")
-	assert.Equal(t, "method Progress not implemented", transport.MessageOf(err))
+	assert.Equal(t, bankrpc.Unimplemented, bankrpc.CodeOf(err), "an unimplemented method answers UNIMPLEMENTED")
+	assert.Equal(t, "method Progress not implemented", bankrpc.MessageOf(err))
 }
 
 func TestServerLogsPanicsWithStack(t *testing.T) {
 	var logs bytes.Buffer
-	srv := transport.NewServer(transport.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	srv := bankrpc.NewServer(bankrpc.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	testv1.RegisterTestServiceServer(srv, echoServer{})
-	c := testv1.NewTestServiceClient(transport.NewConn(serving(srv)))
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(serving(srv)))
 	_, err := c.Panic(context.Background(), &testv1.PanicRequest{Message: "boom"})
-	assert.Equal(t, transport.Internal, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.Internal, bankrpc.CodeOf(err))
 	assert.Contains(t, logs.String(), "handler panicked")
 	assert.Contains(t, logs.String(), "goroutine", "the stack is logged")
 }
 
 func TestServerInterceptor(t *testing.T) {
 	var seen []string
-	srv := transport.NewServer(transport.WithUnaryInterceptor(func(ctx context.Context, req any, info *transport.UnaryServerInfo, h transport.UnaryHandler) (any, error) {
+	srv := bankrpc.NewServer(bankrpc.WithUnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
 		seen = append(seen, info.FullMethod)
 		return h(ctx, req)
 	}))
@@ -225,7 +226,7 @@ func TestServerInterceptor(t *testing.T) {
 }
 
 func TestRegisterServiceRefusesMistakes(t *testing.T) {
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	assert.PanicsWithValue(t, "bankrpc: RegisterService(bankrpc.test.v1.TestService): the implementation is nil", func() {
 		srv.RegisterService(&testv1.TestService_ServiceDesc, nil)
 	})
@@ -241,35 +242,35 @@ func TestRegisterServiceRefusesMistakes(t *testing.T) {
 }
 
 func TestHandleFrameRefusesBadFrames(t *testing.T) {
-	srv := transport.NewServer(transport.WithServerMaxFrameSize(64))
+	srv := bankrpc.NewServer(bankrpc.WithServerMaxFrameSize(64))
 	testv1.RegisterTestServiceServer(srv, echoServer{})
 	for name, tc := range map[string]struct {
 		frame []byte
-		code  transport.Code
+		code  bankrpc.Code
 	}{
-		"garbage":   {[]byte("\xff\xff\xff"), transport.InvalidArgument},
-		"oversized": {make([]byte, 65), transport.ResourceExhausted},
+		"garbage":   {[]byte("\xff\xff\xff"), bankrpc.InvalidArgument},
+		"oversized": {make([]byte, 65), bankrpc.ResourceExhausted},
 	} {
 		reply, err := srv.HandleFrame(context.Background(), tc.frame)
 		require.Error(t, err, name)
-		assert.Equal(t, tc.code, transport.CodeOf(err), name)
-		res, derr := codec.DecodeResult(reply, 0)
+		assert.Equal(t, tc.code, bankrpc.CodeOf(err), name)
+		res, derr := envelope.DecodeResult(reply, 0)
 		require.NoError(t, derr, "a refused frame still gets a reply frame")
 		assert.Equal(t, uint32(tc.code), res.GetCode(), name)
 	}
 }
 
 func TestServerRefusesAnOversizedReply(t *testing.T) {
-	srv := transport.NewServer(transport.WithServerMaxFrameSize(512))
+	srv := bankrpc.NewServer(bankrpc.WithServerMaxFrameSize(512))
 	testv1.RegisterTestServiceServer(srv, echoServer{})
-	c := testv1.NewTestServiceClient(transport.NewConn(serving(srv)))
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(serving(srv)))
 	// The reply carries the call id twice (envelope and EchoResponse): with
 	// a long id the request fits the limit and the reply does not. The
 	// limit applies to the whole frame, not to the payload alone.
 	longID := strings.Repeat("i", 300)
-	_, err := c.Echo(context.Background(), &testv1.EchoRequest{}, transport.WithCallID(longID))
-	assert.Equal(t, transport.ResourceExhausted, transport.CodeOf(err), "error: %v", err)
-	assert.Contains(t, transport.MessageOf(err), "reply of")
-	_, err = c.Echo(context.Background(), &testv1.EchoRequest{}, transport.WithCallID(longID[:100]))
+	_, err := c.Echo(context.Background(), &testv1.EchoRequest{}, bankrpc.WithCallID(longID))
+	assert.Equal(t, bankrpc.ResourceExhausted, bankrpc.CodeOf(err), "error: %v", err)
+	assert.Contains(t, bankrpc.MessageOf(err), "reply of")
+	_, err = c.Echo(context.Background(), &testv1.EchoRequest{}, bankrpc.WithCallID(longID[:100]))
 	assert.NoError(t, err)
 }

@@ -1,4 +1,4 @@
-package transport
+package bankrpc
 
 import "context"
 
@@ -45,18 +45,3 @@ type ServiceDesc struct {
 	// Metadata is the proto file the service is declared in.
 	Metadata any
 }
-
-// UnaryServerInfo describes the call an interceptor intercepts.
-type UnaryServerInfo struct {
-	// Server is the service implementation.
-	Server any
-	// FullMethod is the full method name, e.g. "/bank.v1.Bank/Deposit".
-	FullMethod string
-}
-
-// UnaryHandler calls the implementation of a method with a decoded request.
-type UnaryHandler func(ctx context.Context, req any) (any, error)
-
-// UnaryServerInterceptor wraps the call of every method on a Server; it must
-// call handler to proceed.
-type UnaryServerInterceptor func(ctx context.Context, req any, info *UnaryServerInfo, handler UnaryHandler) (any, error)

@@ -1,7 +1,8 @@
-package codec
+package envelope
 
 import (
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -20,12 +21,14 @@ const (
 	reqPayload  protowire.Number = 3
 	reqDeadline protowire.Number = 4
 	reqMetadata protowire.Number = 5
+	reqCancel   protowire.Number = 6
 
 	resCallID  protowire.Number = 1
 	resCode    protowire.Number = 2
 	resReason  protowire.Number = 3
 	resPayload protowire.Number = 4
 	resLog     protowire.Number = 5
+	resDetails protowire.Number = 6
 
 	mapKey   protowire.Number = 1
 	mapValue protowire.Number = 2
@@ -38,8 +41,11 @@ type RequestView struct {
 	Method           []byte
 	Payload          []byte
 	DeadlineUnixNano int64
-	// Metadata is nil when the request has none.
-	Metadata map[string]string
+	// Metadata holds the metadata entries as key, value, key, value, ... in
+	// the order of the frame; nil when the request has none.
+	Metadata []string
+	// Cancel is set on a cancel message (Request.cancel).
+	Cancel bool
 }
 
 // ResultView is a decoded result envelope. Its byte slices alias the frame it
@@ -51,10 +57,15 @@ type ResultView struct {
 	Payload []byte
 	// Log is nil when the result has none.
 	Log []string
+	// Details are the encoded google.protobuf.Any details, aliasing the
+	// frame; nil when the result has none.
+	Details [][]byte
 }
 
-// AppendRequest appends the encoding of a request envelope to dst.
-func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUnixNano int64, md map[string]string) []byte {
+// AppendRequest appends the encoding of a request envelope to dst; md holds
+// the metadata, one entry per value, keys in sorted order for a
+// deterministic frame.
+func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUnixNano int64, md map[string][]string) []byte {
 	dst = appendString(dst, reqCallID, callID)
 	dst = appendString(dst, reqMethod, method)
 	if len(payload) > 0 {
@@ -65,20 +76,40 @@ func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUn
 		dst = protowire.AppendTag(dst, reqDeadline, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, uint64(deadlineUnixNano))
 	}
-	for k, v := range md {
-		dst = protowire.AppendTag(dst, reqMetadata, protowire.BytesType)
-		n := len(protowire.AppendTag(nil, mapKey, protowire.BytesType))*2 + protowire.SizeBytes(len(k)) + protowire.SizeBytes(len(v))
-		dst = protowire.AppendVarint(dst, uint64(n))
-		dst = protowire.AppendTag(dst, mapKey, protowire.BytesType)
-		dst = protowire.AppendString(dst, k)
-		dst = protowire.AppendTag(dst, mapValue, protowire.BytesType)
-		dst = protowire.AppendString(dst, v)
+	if len(md) > 0 {
+		keys := make([]string, 0, len(md))
+		for k := range md {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			for _, v := range md[k] {
+				dst = appendEntry(dst, k, v)
+			}
+		}
 	}
 	return dst
 }
 
+// AppendCancel appends the encoding of a cancel message for callID to dst.
+func AppendCancel(dst []byte, callID string) []byte {
+	dst = appendString(dst, reqCallID, callID)
+	dst = protowire.AppendTag(dst, reqCancel, protowire.VarintType)
+	return protowire.AppendVarint(dst, 1)
+}
+
+func appendEntry(dst []byte, k, v string) []byte {
+	dst = protowire.AppendTag(dst, reqMetadata, protowire.BytesType)
+	n := len(protowire.AppendTag(nil, mapKey, protowire.BytesType))*2 + protowire.SizeBytes(len(k)) + protowire.SizeBytes(len(v))
+	dst = protowire.AppendVarint(dst, uint64(n))
+	dst = protowire.AppendTag(dst, mapKey, protowire.BytesType)
+	dst = protowire.AppendString(dst, k)
+	dst = protowire.AppendTag(dst, mapValue, protowire.BytesType)
+	return protowire.AppendString(dst, v)
+}
+
 // AppendResult appends the encoding of a result envelope to dst.
-func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload []byte, log []string) []byte {
+func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload []byte, log []string, details [][]byte) []byte {
 	if len(callID) > 0 {
 		dst = protowire.AppendTag(dst, resCallID, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, callID)
@@ -95,6 +126,10 @@ func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload
 	for _, l := range log {
 		dst = protowire.AppendTag(dst, resLog, protowire.BytesType)
 		dst = protowire.AppendString(dst, l)
+	}
+	for _, d := range details {
+		dst = protowire.AppendTag(dst, resDetails, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, d)
 	}
 	return dst
 }
@@ -132,10 +167,9 @@ func DecodeRequestView(frame []byte, limit int, r *RequestView) error {
 			if err != nil {
 				return err
 			}
-			if r.Metadata == nil {
-				r.Metadata = make(map[string]string)
-			}
-			r.Metadata[k] = val
+			r.Metadata = append(r.Metadata, k, val)
+		case num == reqCancel && typ == protowire.VarintType:
+			r.Cancel = v != 0
 		}
 		return nil
 	})
@@ -145,6 +179,9 @@ func DecodeRequestView(frame []byte, limit int, r *RequestView) error {
 	}
 	if len(r.CallID) == 0 {
 		return fmt.Errorf("%w: request has no call id", ErrMalformed)
+	}
+	if r.Cancel {
+		return nil
 	}
 	if !ValidMethod(string(r.Method)) {
 		return fmt.Errorf("%w: request method %q is not of the form /package.Service/Method", ErrMalformed, r.Method)
@@ -173,6 +210,8 @@ func DecodeResultView(frame []byte, limit int, r *ResultView) error {
 		case num == resLog && typ == protowire.BytesType:
 			r.Log = append(r.Log, string(b))
 			return validUTF8("log line", b)
+		case num == resDetails && typ == protowire.BytesType:
+			r.Details = append(r.Details, b)
 		}
 		return nil
 	})

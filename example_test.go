@@ -1,11 +1,11 @@
-package transport_test
+package bankrpc_test
 
 import (
 	"context"
 	"fmt"
 
+	"github.com/bankrpc/bankrpc"
 	greeterv1 "github.com/bankrpc/bankrpc/gen/quickstart/greeter/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -15,7 +15,7 @@ type greeter struct {
 
 func (greeter) SayHello(_ context.Context, in *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 	if in.GetName() == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "name must not be empty")
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "name must not be empty")
 	}
 	return &greeterv1.SayHelloResponse{Message: "hello, " + in.GetName()}, nil
 }
@@ -23,7 +23,7 @@ func (greeter) SayHello(_ context.Context, in *greeterv1.SayHelloRequest) (*gree
 // A service registered on a Server, served by a backend, and called through
 // the generated client over a Conn.
 func Example() {
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	greeterv1.RegisterGreeterServiceServer(srv, greeter{})
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -31,14 +31,14 @@ func Example() {
 	served := make(chan error, 1)
 	go func() { served <- l.Serve(ctx, srv) }()
 
-	conn := transport.NewConn(l.Dial())
+	conn := bankrpc.NewConn(l.Dial())
 	client := greeterv1.NewGreeterServiceClient(conn)
 
 	resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "Ada"})
 	fmt.Println(resp.GetMessage(), err)
 
 	_, err = client.SayHello(ctx, &greeterv1.SayHelloRequest{})
-	fmt.Println(transport.CodeOf(err), transport.MessageOf(err))
+	fmt.Println(bankrpc.CodeOf(err), bankrpc.MessageOf(err))
 
 	_ = conn.Close()
 	stop()

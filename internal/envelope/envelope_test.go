@@ -1,4 +1,4 @@
-package codec_test
+package envelope_test
 
 import (
 	"bytes"
@@ -8,20 +8,20 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/bankrpc/bankrpc/codec"
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 )
 
 func TestAppendRequestDecodesAsTheProtoMessage(t *testing.T) {
 	md := map[string]string{"client": "7", "trace": "abc"}
-	frame := codec.AppendRequest(nil, "c-1", "/bank.v1.Bank/Deposit", []byte{8, 7, 16, 100}, 1234567890, md)
+	frame := envelope.AppendRequest(nil, "c-1", "/bank.v1.Bank/Deposit", []byte{8, 7, 16, 100}, 1234567890, md)
 	var got wirev1.Request
 	require.NoError(t, proto.Unmarshal(frame, &got))
 	want := &wirev1.Request{CallId: "c-1", Method: "/bank.v1.Bank/Deposit", Payload: []byte{8, 7, 16, 100}, DeadlineUnixNano: 1234567890, Metadata: md}
 	assert.True(t, proto.Equal(want, &got), "got %v, want %v", &got, want)
 
-	var v codec.RequestView
-	require.NoError(t, codec.DecodeRequestView(frame, 0, &v))
+	var v envelope.RequestView
+	require.NoError(t, envelope.DecodeRequestView(frame, 0, &v))
 	assert.Equal(t, "c-1", string(v.CallID))
 	assert.Equal(t, "/bank.v1.Bank/Deposit", string(v.Method))
 	assert.Equal(t, []byte{8, 7, 16, 100}, v.Payload)
@@ -30,19 +30,19 @@ func TestAppendRequestDecodesAsTheProtoMessage(t *testing.T) {
 }
 
 func TestAppendResultDecodesAsTheProtoMessage(t *testing.T) {
-	frame := codec.AppendResult(nil, []byte("c-1"), 9, "insufficient funds (balance 120, asked 500)", nil, []string{"line 1", "line 2"})
+	frame := envelope.AppendResult(nil, []byte("c-1"), 9, "insufficient funds (balance 120, asked 500)", nil, []string{"line 1", "line 2"})
 	var got wirev1.Result
 	require.NoError(t, proto.Unmarshal(frame, &got))
 	want := &wirev1.Result{CallId: "c-1", Code: 9, Reason: "insufficient funds (balance 120, asked 500)", Log: []string{"line 1", "line 2"}}
 	assert.True(t, proto.Equal(want, &got), "got %v, want %v", &got, want)
 
-	r, err := codec.DecodeResult(frame, 0)
+	r, err := envelope.DecodeResult(frame, 0)
 	require.NoError(t, err)
 	assert.True(t, proto.Equal(want, r), "got %v, want %v", r, want)
 }
 
 func TestDecodeRequestRefusesBadFrames(t *testing.T) {
-	valid := codec.AppendRequest(nil, "c-1", "/s.S/M", nil, 0, nil)
+	valid := envelope.AppendRequest(nil, "c-1", "/s.S/M", nil, 0, nil)
 	for name, tc := range map[string]struct {
 		frame []byte
 		limit int
@@ -50,41 +50,41 @@ func TestDecodeRequestRefusesBadFrames(t *testing.T) {
 	}{
 		"garbage":        {[]byte{0xff, 0xff, 0xff}, 0, "malformed envelope"},
 		"empty":          {nil, 0, "request has no call id"},
-		"no method":      {codec.AppendRequest(nil, "c-1", "", nil, 0, nil), 0, `method "" is not of the form`},
-		"bad method":     {codec.AppendRequest(nil, "c-1", "Deposit", nil, 0, nil), 0, `method "Deposit" is not of the form`},
-		"bad utf8":       {codec.AppendRequest(nil, "c-\xff", "/s.S/M", nil, 0, nil), 0, "call_id is not valid UTF-8"},
+		"no method":      {envelope.AppendRequest(nil, "c-1", "", nil, 0, nil), 0, `method "" is not of the form`},
+		"bad method":     {envelope.AppendRequest(nil, "c-1", "Deposit", nil, 0, nil), 0, `method "Deposit" is not of the form`},
+		"bad utf8":       {envelope.AppendRequest(nil, "c-\xff", "/s.S/M", nil, 0, nil), 0, "call_id is not valid UTF-8"},
 		"truncated":      {valid[:len(valid)-1], 0, "malformed envelope"},
 		"over the limit": {valid, len(valid) - 1, "exceeds the limit"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var v codec.RequestView
-			err := codec.DecodeRequestView(tc.frame, tc.limit, &v)
+			var v envelope.RequestView
+			err := envelope.DecodeRequestView(tc.frame, tc.limit, &v)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
-	var tooLarge *codec.FrameTooLargeError
-	var v codec.RequestView
-	require.ErrorAs(t, codec.DecodeRequestView(valid, 3, &v), &tooLarge)
-	assert.Equal(t, codec.FrameTooLargeError{Size: len(valid), Limit: 3}, *tooLarge)
+	var tooLarge *envelope.FrameTooLargeError
+	var v envelope.RequestView
+	require.ErrorAs(t, envelope.DecodeRequestView(valid, 3, &v), &tooLarge)
+	assert.Equal(t, envelope.FrameTooLargeError{Size: len(valid), Limit: 3}, *tooLarge)
 }
 
 func TestMalformedRequestKeepsItsCallID(t *testing.T) {
-	frame := codec.AppendRequest(nil, "c-9", "not a method", nil, 0, nil)
-	var v codec.RequestView
-	require.ErrorIs(t, codec.DecodeRequestView(frame, 0, &v), codec.ErrMalformed)
+	frame := envelope.AppendRequest(nil, "c-9", "not a method", nil, 0, nil)
+	var v envelope.RequestView
+	require.ErrorIs(t, envelope.DecodeRequestView(frame, 0, &v), envelope.ErrMalformed)
 	assert.Equal(t, "c-9", string(v.CallID), "an error reply must be correlatable")
 }
 
 // FuzzDecodeRequestView checks the hand-written decoder against the
 // generated one: whatever proto.Unmarshal accepts, the view reads the same.
 func FuzzDecodeRequestView(f *testing.F) {
-	f.Add(codec.AppendRequest(nil, "c-1", "/s.S/M", []byte("payload"), 42, map[string]string{"k": "v"}))
+	f.Add(envelope.AppendRequest(nil, "c-1", "/s.S/M", []byte("payload"), 42, map[string]string{"k": "v"}))
 	f.Add([]byte{0x0a, 0x01, 'x', 0x12, 0x06, '/', 's', '.', 'S', '/', 'M', 0x2a, 0x00})
 	f.Add([]byte{0xff})
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		var v codec.RequestView
-		viewErr := codec.DecodeRequestView(frame, 0, &v)
+		var v envelope.RequestView
+		viewErr := envelope.DecodeRequestView(frame, 0, &v)
 		var m wirev1.Request
 		protoErr := proto.Unmarshal(frame, &m)
 		if protoErr != nil {
@@ -93,7 +93,7 @@ func FuzzDecodeRequestView(f *testing.F) {
 			}
 			return
 		}
-		if m.GetCallId() == "" || !codec.ValidMethod(m.GetMethod()) {
+		if m.GetCallId() == "" || !envelope.ValidMethod(m.GetMethod()) {
 			require.Error(t, viewErr)
 			return
 		}
@@ -110,11 +110,11 @@ func FuzzDecodeRequestView(f *testing.F) {
 
 // FuzzDecodeResultView is the same check for results.
 func FuzzDecodeResultView(f *testing.F) {
-	f.Add(codec.AppendResult(nil, []byte("c-1"), 0, "", []byte("payload"), nil))
-	f.Add(codec.AppendResult(nil, nil, 3, "bad", nil, []string{"log"}))
+	f.Add(envelope.AppendResult(nil, []byte("c-1"), 0, "", []byte("payload"), nil))
+	f.Add(envelope.AppendResult(nil, nil, 3, "bad", nil, []string{"log"}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		var v codec.ResultView
-		viewErr := codec.DecodeResultView(frame, 0, &v)
+		var v envelope.ResultView
+		viewErr := envelope.DecodeResultView(frame, 0, &v)
 		var m wirev1.Result
 		if protoErr := proto.Unmarshal(frame, &m); protoErr != nil {
 			if viewErr == nil {

@@ -13,6 +13,8 @@ type callInfo struct {
 	method string
 	md     []string // key, value, key, value, ...
 	status transport.StatusSink
+
+	firstUnanswered uint64
 }
 
 type callInfoKey struct{}

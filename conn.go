@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/bankrpc/bankrpc/internal/envelope"
@@ -26,8 +27,9 @@ type Conn struct {
 	t           transport.ClientTransport
 	o           dialOptions
 	interceptor UnaryClientInterceptor
-	prefix      string        // random per Conn, so call ids are unique across processes
+	prefix      string        // "<session>-": random per Conn, so call ids are unique across processes
 	seq         atomic.Uint64 // call id counter
+	pending     pendingSeqs
 	closed      atomic.Bool
 }
 
@@ -73,10 +75,16 @@ func newConn(t transport.ClientTransport, o dialOptions) *Conn {
 	return &Conn{t: t, o: o, interceptor: chainClient(o.interceptors), prefix: hex.EncodeToString(b[:]) + "-"}
 }
 
-// NewCallID returns a fresh call id, unique across processes.
+// NewCallID returns a fresh call id of this Conn's session, unique across
+// processes, for a caller that wants to know the id before the call (to
+// retry it with WithCallID after a failure).
 func (c *Conn) NewCallID() string {
+	return c.callID(c.seq.Add(1))
+}
+
+func (c *Conn) callID(seq uint64) string {
 	var buf [48]byte
-	return string(strconv.AppendUint(append(buf[:0], c.prefix...), c.seq.Add(1), 10))
+	return string(strconv.AppendUint(append(buf[:0], c.prefix...), seq, 10))
 }
 
 // Close closes the backend; calls in flight fail with ErrClosed.
@@ -130,16 +138,27 @@ func (c *Conn) invoke(ctx context.Context, method string, args, reply any, opts 
 		return Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
 	}
 	call := &transport.Call{ID: o.callID, Method: method}
+	var seq uint64 // of this Conn's session; 0 for a call id from elsewhere
 	if call.ID == "" {
-		call.ID = c.NewCallID()
+		seq = c.seq.Add(1)
+		call.ID = c.callID(seq)
+	} else if s, ok := strings.CutPrefix(call.ID, c.prefix); ok {
+		seq, _ = strconv.ParseUint(s, 10, 64)
+	}
+	var firstUnanswered uint64
+	if seq != 0 {
+		firstUnanswered = c.pending.begin(seq)
 	}
 	var deadline int64
 	if dl, ok := ctx.Deadline(); ok {
 		call.Deadline = dl
 		deadline = dl.UnixNano()
 	}
-	call.Frame = envelope.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+24), call.ID, method, payload, deadline, md)
+	call.Frame = envelope.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+32), call.ID, method, payload, deadline, md, firstUnanswered)
 	if c.o.maxFrame > 0 && len(call.Frame) > c.o.maxFrame {
+		if seq != 0 {
+			c.pending.end(seq, true) // nothing was sent
+		}
 		return Errorf(ResourceExhausted, "bankrpc: %s request of %d bytes exceeds the limit of %d bytes", method, len(call.Frame), c.o.maxFrame)
 	}
 	if o.onStatus != nil {
@@ -147,6 +166,11 @@ func (c *Conn) invoke(ctx context.Context, method string, args, reply any, opts 
 	}
 
 	frame, err := c.t.RoundTrip(ctx, call)
+	if seq != 0 {
+		// A call that got no reply keeps its sequence pending, so that a
+		// retry with its call id can still learn its outcome.
+		c.pending.end(seq, err == nil)
+	}
 	if err != nil {
 		return c.roundTripError(ctx, method, err)
 	}

@@ -260,7 +260,7 @@ func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView) ([]byt
 	if !ok {
 		return nil, Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method)
 	}
-	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx)}}
+	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
 	resp, err := s.call(cc, m, req.Payload)
 	if err != nil {
 		return nil, handlerError(err)

@@ -16,12 +16,13 @@ import (
 
 // Field numbers of bankrpc.wire.v1.Request and Result (envelope.proto).
 const (
-	reqCallID   protowire.Number = 1
-	reqMethod   protowire.Number = 2
-	reqPayload  protowire.Number = 3
-	reqDeadline protowire.Number = 4
-	reqMetadata protowire.Number = 5
-	reqCancel   protowire.Number = 6
+	reqCallID          protowire.Number = 1
+	reqMethod          protowire.Number = 2
+	reqPayload         protowire.Number = 3
+	reqDeadline        protowire.Number = 4
+	reqMetadata        protowire.Number = 5
+	reqCancel          protowire.Number = 6
+	reqFirstUnanswered protowire.Number = 7
 
 	resCallID  protowire.Number = 1
 	resCode    protowire.Number = 2
@@ -46,6 +47,8 @@ type RequestView struct {
 	Metadata []string
 	// Cancel is set on a cancel message (Request.cancel).
 	Cancel bool
+	// FirstUnanswered is Request.first_unanswered; 0 when absent.
+	FirstUnanswered uint64
 }
 
 // ResultView is a decoded result envelope. Its byte slices alias the frame it
@@ -65,7 +68,7 @@ type ResultView struct {
 // AppendRequest appends the encoding of a request envelope to dst; md holds
 // the metadata, one entry per value, keys in sorted order for a
 // deterministic frame.
-func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUnixNano int64, md map[string][]string) []byte {
+func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUnixNano int64, md map[string][]string, firstUnanswered uint64) []byte {
 	dst = appendString(dst, reqCallID, callID)
 	dst = appendString(dst, reqMethod, method)
 	if len(payload) > 0 {
@@ -75,6 +78,10 @@ func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUn
 	if deadlineUnixNano != 0 {
 		dst = protowire.AppendTag(dst, reqDeadline, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, uint64(deadlineUnixNano))
+	}
+	if firstUnanswered != 0 {
+		dst = protowire.AppendTag(dst, reqFirstUnanswered, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, firstUnanswered)
 	}
 	if len(md) > 0 {
 		keys := make([]string, 0, len(md))
@@ -170,6 +177,8 @@ func DecodeRequestView(frame []byte, limit int, r *RequestView) error {
 			r.Metadata = append(r.Metadata, k, val)
 		case num == reqCancel && typ == protowire.VarintType:
 			r.Cancel = v != 0
+		case num == reqFirstUnanswered && typ == protowire.VarintType:
+			r.FirstUnanswered = v
 		}
 		return nil
 	})

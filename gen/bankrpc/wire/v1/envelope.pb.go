@@ -49,9 +49,15 @@ type Request struct {
 	// When true this is not a call but a cancel message: the server cancels
 	// the handler of the call with this call_id, if it runs there, and answers
 	// nothing. method and payload may be empty.
-	Cancel        bool `protobuf:"varint,6,opt,name=cancel,proto3" json:"cancel,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cancel bool `protobuf:"varint,6,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// For a call id of the session form "<session>-<seq>" (PROTOCOL.md 2.1):
+	// the lowest sequence number of that session whose reply the client has
+	// not received yet (this call's own, or an earlier one still pending). A
+	// server may forget the replies of the session's lower sequence numbers.
+	// 0 means unknown: forget nothing.
+	FirstUnanswered uint64 `protobuf:"varint,7,opt,name=first_unanswered,json=firstUnanswered,proto3" json:"first_unanswered,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
@@ -124,6 +130,13 @@ func (x *Request) GetCancel() bool {
 		return x.Cancel
 	}
 	return false
+}
+
+func (x *Request) GetFirstUnanswered() uint64 {
+	if x != nil {
+		return x.FirstUnanswered
+	}
+	return 0
 }
 
 // MetadataEntry is one value of one metadata key.
@@ -349,14 +362,15 @@ var File_bankrpc_wire_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_bankrpc_wire_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\x1a\x19google/protobuf/any.proto\"\xd6\x01\n" +
+	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\x1a\x19google/protobuf/any.proto\"\x81\x02\n" +
 	"\aRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12,\n" +
 	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12:\n" +
 	"\bmetadata\x18\x05 \x03(\v2\x1e.bankrpc.wire.v1.MetadataEntryR\bmetadata\x12\x16\n" +
-	"\x06cancel\x18\x06 \x01(\bR\x06cancel\"7\n" +
+	"\x06cancel\x18\x06 \x01(\bR\x06cancel\x12)\n" +
+	"\x10first_unanswered\x18\a \x01(\x04R\x0ffirstUnanswered\"7\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\x01\n" +

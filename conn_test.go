@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -74,13 +75,13 @@ func TestConnRefusesBadReplies(t *testing.T) {
 	}{
 		"garbage": {func(*transport.Call) []byte { return []byte{0xff, 0xff} }, bankrpc.Internal, "malformed envelope"},
 		"other call's reply": {func(*transport.Call) []byte {
-			return envelope.AppendResult(nil, []byte("someone-else"), 0, "", nil, nil)
+			return envelope.AppendResult(nil, []byte("someone-else"), 0, "", nil, nil, nil)
 		}, bankrpc.Internal, `is for call "someone-else"`},
 		"undecodable payload": {func(c *transport.Call) []byte {
-			return envelope.AppendResult(nil, []byte(c.ID), 0, "", []byte{0xff}, nil)
+			return envelope.AppendResult(nil, []byte(c.ID), 0, "", []byte{0xff}, nil, nil)
 		}, bankrpc.Internal, "decode"},
 		"oversized": {func(c *transport.Call) []byte {
-			return envelope.AppendResult(nil, []byte(c.ID), 0, "", make([]byte, envelope.DefaultMaxFrameSize), nil)
+			return envelope.AppendResult(nil, []byte(c.ID), 0, "", make([]byte, envelope.DefaultMaxFrameSize), nil, nil)
 		}, bankrpc.ResourceExhausted, "exceeds the limit"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -104,14 +105,14 @@ func TestConnSendsIDDeadlineAndMetadata(t *testing.T) {
 	conn := bankrpc.NewConn(b, bankrpc.WithDefaultTimeout(3*time.Second))
 	c := testv1.NewTestServiceClient(conn)
 	before := time.Now()
-	resp, err := c.Echo(context.Background(), &testv1.EchoRequest{Tag: "x"}, bankrpc.WithMetadata("k", "v"), bankrpc.WithCallID("id-1"))
+	resp, err := c.Echo(bankrpc.AppendToOutgoingContext(context.Background(), "K", "v"), &testv1.EchoRequest{Tag: "x"}, bankrpc.WithCallID("id-1"))
 	require.NoError(t, err)
 	assert.Equal(t, "id-1", seen.ID)
 	assert.Equal(t, "id-1", resp.GetCallId())
 	assert.Equal(t, testv1.TestService_Echo_FullMethodName, seen.Method)
 	assert.WithinRange(t, seen.Deadline, before.Add(3*time.Second), time.Now().Add(3*time.Second), "the default timeout sets the deadline")
 	assert.Equal(t, seen.Deadline.UnixNano(), resp.GetDeadlineUnixNano(), "the absolute deadline travels in the envelope")
-	assert.Equal(t, map[string]string{"k": "v"}, resp.GetMetadata())
+	assert.Equal(t, []string{"k=v"}, resp.GetMetadata(), "keys are lower-cased")
 
 	a, b2 := conn.NewCallID(), conn.NewCallID()
 	other := bankrpc.NewConn(b).NewCallID()
@@ -151,7 +152,7 @@ type echoServer struct {
 }
 
 func (echoServer) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
-	out := &testv1.EchoResponse{Tag: in.GetTag(), Payload: in.GetPayload(), CallId: bankrpc.CallIDFromContext(ctx), Metadata: bankrpc.MetadataFromContext(ctx)}
+	out := &testv1.EchoResponse{Tag: in.GetTag(), Payload: in.GetPayload(), CallId: bankrpc.CallIDFromContext(ctx), Metadata: pairs(ctx)}
 	if dl, ok := ctx.Deadline(); ok {
 		out.DeadlineUnixNano = dl.UnixNano()
 	}
@@ -214,7 +215,7 @@ func TestServerLogsPanicsWithStack(t *testing.T) {
 
 func TestServerInterceptor(t *testing.T) {
 	var seen []string
-	srv := bankrpc.NewServer(bankrpc.WithUnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
+	srv := bankrpc.NewServer(bankrpc.UnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
 		seen = append(seen, info.FullMethod)
 		return h(ctx, req)
 	}))
@@ -273,4 +274,16 @@ func TestServerRefusesAnOversizedReply(t *testing.T) {
 	assert.Contains(t, bankrpc.MessageOf(err), "reply of")
 	_, err = c.Echo(context.Background(), &testv1.EchoRequest{}, bankrpc.WithCallID(longID[:100]))
 	assert.NoError(t, err)
+}
+
+func pairs(ctx context.Context) []string {
+	md, _ := bankrpc.FromIncomingContext(ctx)
+	var out []string
+	for k, vs := range md {
+		for _, v := range vs {
+			out = append(out, k+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/bankrpc/bankrpc"
 	greeterv1 "github.com/bankrpc/bankrpc/gen/quickstart/greeter/v1"
-	"github.com/bankrpc/bankrpc/transport/inproc"
+	_ "github.com/bankrpc/bankrpc/transport/inproc" // registers inproc://
 )
 
 type greeter struct {
@@ -20,18 +20,28 @@ func (greeter) SayHello(_ context.Context, in *greeterv1.SayHelloRequest) (*gree
 	return &greeterv1.SayHelloResponse{Message: "hello, " + in.GetName()}, nil
 }
 
-// A service registered on a Server, served by a backend, and called through
-// the generated client over a Conn.
+// A service registered on a Server, served at an address, and called
+// through the generated client over a Conn dialled by address. The scheme of
+// the address picks the backend: "zmq://127.0.0.1:4040" or
+// "amqp://guest:guest@127.0.0.1:5672/?service=greeter" serve the same code
+// over the network, once their packages are imported.
 func Example() {
+	ctx := context.Background()
 	srv := bankrpc.NewServer()
 	greeterv1.RegisterGreeterServiceServer(srv, greeter{})
-
-	ctx, stop := context.WithCancel(context.Background())
-	l := inproc.NewListener()
+	l, err := bankrpc.Listen(ctx, "inproc://example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	served := make(chan error, 1)
-	go func() { served <- l.Serve(ctx, srv) }()
+	go func() { served <- srv.Serve(l) }()
 
-	conn := bankrpc.NewConn(l.Dial())
+	conn, err := bankrpc.Dial(ctx, "inproc://example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	client := greeterv1.NewGreeterServiceClient(conn)
 
 	resp, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "Ada"})
@@ -41,9 +51,10 @@ func Example() {
 	fmt.Println(bankrpc.CodeOf(err), bankrpc.MessageOf(err))
 
 	_ = conn.Close()
-	stop()
-	<-served
+	_ = srv.Shutdown(ctx)
+	fmt.Println(<-served)
 	// Output:
 	// hello, Ada <nil>
 	// INVALID_ARGUMENT name must not be empty
+	// bankrpc: server closed
 }

@@ -136,9 +136,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = e
 		}
 	}
-	if err == nil {
-		err = ctx.Err()
-	}
 	return err
 }
 

@@ -12,9 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/internal/status"
-	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
 	"github.com/bankrpc/bankrpc/transport"
 )
 

@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	contextPackage   = protogen.GoImportPath("context")
+	contextPackage = protogen.GoImportPath("context")
 	runtimePackage = protogen.GoImportPath("github.com/bankrpc/bankrpc")
 )
 

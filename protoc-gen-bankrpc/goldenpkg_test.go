@@ -114,7 +114,7 @@ func TestGoldenPackage(t *testing.T) {
 		seenMu sync.Mutex
 		seen   []string // the full method names the interceptor saw, in order
 	)
-	srv := bankrpc.NewServer(bankrpc.WithUnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, handler bankrpc.UnaryHandler) (any, error) {
+	srv := bankrpc.NewServer(bankrpc.UnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, handler bankrpc.UnaryHandler) (any, error) {
 		seenMu.Lock()
 		seen = append(seen, info.FullMethod)
 		seenMu.Unlock()
@@ -265,12 +265,12 @@ func serve(ctx context.Context, t *testing.T, srv *bankrpc.Server) *bankrpc.Conn
 	t.Helper()
 	lis := inproc.NewListener()
 	served := make(chan error, 1)
-	go func() { served <- lis.Serve(ctx, srv) }()
+	go func() { served <- srv.Serve(lis) }()
 	conn := bankrpc.NewConn(lis.Dial())
 	t.Cleanup(func() {
 		assert.NoError(t, conn.Close())
-		assert.NoError(t, lis.Close())
-		assert.NoError(t, <-served)
+		assert.NoError(t, srv.Shutdown(context.WithoutCancel(ctx)))
+		assert.ErrorIs(t, <-served, bankrpc.ErrServerClosed)
 	})
 	return conn
 }

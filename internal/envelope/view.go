@@ -221,6 +221,7 @@ func DecodeResultView(frame []byte, limit int, r *ResultView) error {
 			return validUTF8("log line", b)
 		case num == resDetails && typ == protowire.BytesType:
 			r.Details = append(r.Details, b)
+			return validAny(b)
 		}
 		return nil
 	})
@@ -280,6 +281,17 @@ func decodeMapEntry(b []byte) (key, value string, err error) {
 		return nil
 	})
 	return key, value, err
+}
+
+// validAny checks an encoded google.protobuf.Any as proto.Unmarshal does:
+// a well-formed message whose type_url is UTF-8.
+func validAny(b []byte) error {
+	return walk(b, func(num protowire.Number, typ protowire.Type, f []byte, _ uint64) error {
+		if num == 1 && typ == protowire.BytesType {
+			return validUTF8("detail type_url", f)
+		}
+		return nil
+	})
 }
 
 func validUTF8(field string, b []byte) error {

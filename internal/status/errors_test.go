@@ -35,8 +35,8 @@ func TestErrorFormatsAndMatches(t *testing.T) {
 	err := status.Errorf(status.FailedPrecondition, "insufficient funds (balance %d, asked %d)", 120, 500)
 	assert.Equal(t, "FAILED_PRECONDITION: insufficient funds (balance 120, asked 500)", err.Error())
 	assert.Equal(t, "insufficient funds (balance 120, asked 500)", status.MessageOf(fmt.Errorf("withdraw: %w", err)))
-	assert.ErrorIs(t, err, &status.Error{Code: status.FailedPrecondition}, "a code-only target matches any message")
-	assert.NotErrorIs(t, err, &status.Error{Code: status.NotFound})
+	assert.ErrorIs(t, err, status.NewError(status.FailedPrecondition, ""), "a code-only target matches any message")
+	assert.NotErrorIs(t, err, status.NewError(status.NotFound, ""))
 	assert.Equal(t, "", status.MessageOf(nil))
 	assert.Equal(t, "disk full", status.MessageOf(errors.New("disk full")))
 }
@@ -58,4 +58,31 @@ func TestFromContextError(t *testing.T) {
 	assert.Equal(t, status.Canceled, status.CodeOf(status.FromContextError(context.Canceled)))
 	other := errors.New("other")
 	assert.Same(t, other, status.FromContextError(other))
+}
+
+func TestErrorIsReadOnlyAndTellsWireFromLocal(t *testing.T) {
+	cause := errors.New("connection reset")
+	local := status.Errorf(status.Unavailable, "zmq: send: %w", cause)
+	assert.Equal(t, status.Unavailable, local.Code())
+	assert.Equal(t, "zmq: send: connection reset", local.Message())
+	assert.ErrorIs(t, local, cause, "a local error unwraps to its cause")
+	assert.False(t, local.IsWire())
+	assert.False(t, status.IsWireError(local))
+
+	wire := status.FromWire(status.NotFound, "no such receiver 42", []string{"log"}, [][]byte{{1}})
+	assert.True(t, wire.IsWire())
+	assert.True(t, status.IsWireError(fmt.Errorf("transfer: %w", wire)))
+	assert.Nil(t, wire.Unwrap())
+	assert.Equal(t, []string{"log"}, wire.Log())
+	assert.Equal(t, [][]byte{{1}}, wire.Details())
+
+	assert.Equal(t, status.Unknown, status.NewError(status.OK, "x").Code(), "a non-nil error never carries OK")
+	with := wire.WithLog("more")
+	assert.Equal(t, []string{"log"}, wire.Log(), "WithLog copies")
+	assert.Equal(t, []string{"log", "more"}, with.Log())
+
+	var zero status.Error
+	assert.Equal(t, status.OK, zero.Code(), "only a zero value carries OK; the runtime sends it as UNKNOWN")
+	assert.Equal(t, status.Unknown, status.Convert(errors.New("foreign")).Code())
+	assert.Same(t, wire, status.Convert(fmt.Errorf("w: %w", wire)))
 }

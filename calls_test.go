@@ -3,6 +3,8 @@ package bankrpc_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -187,3 +189,36 @@ func TestConnTellsTheFirstUnansweredSequence(t *testing.T) {
 	_, _, ok = bankrpc.ParseCallID("hand-picked")
 	assert.False(t, ok)
 }
+
+func TestRefusedCallsAreLoggedAtDebugAndRateLimited(t *testing.T) {
+	var logs syncLog
+	srv := bankrpc.NewServer(bankrpc.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	testv1.RegisterTestServiceServer(srv, &counting{})
+	ctx := context.Background()
+	expired := envelope.AppendRequest(nil, "old", testv1.TestService_Echo_FullMethodName, nil, time.Now().Add(-time.Second).UnixNano(), nil, 0)
+	unknown := request(t, "nope", "/bankrpc.test.v1.TestService/Nope")
+	undecodable := envelope.AppendRequest(nil, "bad", testv1.TestService_Echo_FullMethodName, []byte{0xff, 0xff}, 0, nil, 0)
+	for _, f := range [][]byte{expired, unknown, undecodable} {
+		_, _ = srv.HandleFrame(ctx, f)
+	}
+	for _, want := range []string{"kind=expired", "kind=\"unknown method\"", "kind=\"undecodable payload\""} {
+		assert.Contains(t, logs.String(), want)
+	}
+
+	// 10,000 garbage frames write a burst of lines, not 10,000.
+	before := strings.Count(logs.String(), "\n")
+	for range 10000 {
+		_, _ = srv.HandleFrame(ctx, []byte("\xff\xff garbage"))
+	}
+	lines := strings.Count(logs.String(), "\n") - before
+	assert.LessOrEqual(t, lines, 11, "log lines for 10,000 garbage frames")
+	t.Logf("10,000 garbage frames: %d log lines (then one summary per 10s interval)", lines)
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }

@@ -35,7 +35,9 @@ var importTable = []importRule{
 	{pkg: "gen/...", allowed: []string{".", "gen/..."}},
 	{pkg: "codec"},
 	// The runtime users import, at the module root.
-	{pkg: ".", allowed: []string{"transport", "codec", "internal/envelope", "internal/status", "gen/bankrpc/wire/v1"}},
+	{pkg: ".", allowed: []string{"transport", "codec", "internal/envelope", "internal/status", "internal/ratelog", "gen/bankrpc/wire/v1"}},
+	// Rate-limited logging of refused input, for the runtime and the backends.
+	{pkg: "internal/ratelog"},
 	{pkg: "internal/envelope", allowed: []string{"gen/bankrpc/wire/v1"}},
 	// Codes and the error type, shared by the root package (which re-exports
 	// them) and the backends, which must not import the root
@@ -43,8 +45,8 @@ var importTable = []importRule{
 	{pkg: "internal/status"},
 	{pkg: "transport", allowed: []string{"internal/status"}},
 	{pkg: "transport/inproc", allowed: []string{"transport", "internal/status"}},
-	{pkg: "transport/zmq", allowed: []string{"transport", "internal/status", "internal/envelope"}},
-	{pkg: "transport/amqp", allowed: []string{"transport", "internal/status", "internal/envelope"}},
+	{pkg: "transport/zmq", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
+	{pkg: "transport/amqp", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
 	// Test support: the broker of the tests (docs/architecture.md).
 	{pkg: "transport/amqp/amqptest"},
 	// The suite calls its own generated test service through the root

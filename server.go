@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"reflect"
 	"runtime/debug"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
 	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/internal/ratelog"
 	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
@@ -37,6 +39,7 @@ type Server struct {
 	o           serverOptions
 	interceptor UnaryServerInterceptor
 	seed        maphash.Seed
+	refusals    *ratelog.Logger // what the server refuses, rate-limited
 
 	mu      sync.RWMutex // guards methods
 	methods map[string]method
@@ -92,6 +95,7 @@ func NewServer(opts ...ServerOption) *Server {
 		o.applyServer(&s.o)
 	}
 	s.interceptor = chainServer(s.o.interceptors)
+	s.refusals = ratelog.New(s.o.logger, ratelog.DefaultBurst, ratelog.DefaultInterval)
 	s.calls.init(s.o.cacheSize, s.o.cacheAge, s.o.cacheBytes)
 	return s
 }
@@ -163,7 +167,7 @@ func (s *Server) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) 
 		if errors.As(err, &tooLarge) {
 			e = Errorf(ResourceExhausted, "bankrpc: %v", err)
 		}
-		s.o.logger.WarnContext(ctx, "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", string(req.CallID))
+		s.refusals.Log(ctx, slog.LevelWarn, "malformed frame", "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", string(req.CallID))
 		return resultFrame(req.CallID, e, nil), e
 	}
 	if req.Cancel {
@@ -245,20 +249,20 @@ func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView) ([]byt
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
-			return nil, Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond))
+			return nil, s.refuse(ctx, req, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
 		defer cancel()
 	}
 	if err := checkPairs(req.Metadata, s.o.maxMetadata); err != nil {
-		return nil, status.Convert(err)
+		return nil, s.refuse(ctx, req, "bad metadata", status.Convert(err))
 	}
 	s.mu.RLock()
 	m, ok := s.methods[string(req.Method)]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method)
+		return nil, s.refuse(ctx, req, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
 	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
 	resp, err := s.call(cc, m, req.Payload)
@@ -270,6 +274,13 @@ func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView) ([]byt
 		return nil, Errorf(Internal, "bankrpc: encode %s response: %w", m.name, err)
 	}
 	return payload, nil
+}
+
+// refuse logs a call the server refuses without running it, at debug and
+// rate-limited by kind, and returns e.
+func (s *Server) refuse(ctx context.Context, req *envelope.RequestView, kind string, e *Error) *Error {
+	s.refusals.Log(ctx, slog.LevelDebug, kind, "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "code", e.Code().String(), "error", e.Message())
+	return e
 }
 
 // handlerError gives a handler's error its code: its own, or the context's
@@ -294,7 +305,9 @@ func (s *Server) call(ctx context.Context, m method, payload []byte) (resp any, 
 	}()
 	dec := func(v any) error {
 		if err := s.o.codec.Unmarshal(payload, v); err != nil {
-			return Errorf(InvalidArgument, "bankrpc: decode %s request: %v", m.name, err)
+			e := Errorf(InvalidArgument, "bankrpc: decode %s request: %v", m.name, err)
+			s.refusals.Log(ctx, slog.LevelDebug, "undecodable payload", "bankrpc: refused a call", "method", m.name, "call_id", CallIDFromContext(ctx), "error", e.Message())
+			return e
 		}
 		return nil
 	}

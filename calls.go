@@ -27,13 +27,16 @@ type callTable struct {
 
 // call is one call id's run: in flight until done is closed, then its reply.
 type call struct {
-	id   string
-	fp   uint64 // fingerprint of method and payload; 0 matches any
-	done chan struct{}
+	id       string
+	fp       uint64 // fingerprint of method and payload; 0 matches any
+	deadline int64  // the request's, Unix nanoseconds; 0 for none
+	done     chan struct{}
 
 	// Written before done is closed, read after.
 	reply []byte
 	err   error // nil, or transport.ErrNotServed
+	code  Code  // the reply's code
+	e     *Error
 
 	cancel     context.CancelCauseFunc // guarded by callTable.mu; nil once done
 	finishedAt time.Time
@@ -55,7 +58,7 @@ func errCallIDReused(id string) error {
 // for the owner a ctx derived from parent that CancelCall and the server's
 // stop cancel. A duplicate of another request's id is refused; so is a new
 // call when accept is false (transport.ErrNotServed).
-func (t *callTable) begin(parent context.Context, id string, fp uint64, accept bool) (c *call, owner bool, ctx context.Context, err error) {
+func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.evictLocked(time.Now())
@@ -68,7 +71,7 @@ func (t *callTable) begin(parent context.Context, id string, fp uint64, accept b
 	if !accept {
 		return nil, false, nil, transport.ErrNotServed
 	}
-	c = &call{id: id, fp: fp, done: make(chan struct{})}
+	c = &call{id: id, fp: fp, deadline: deadline, done: make(chan struct{})}
 	ctx, c.cancel = context.WithCancelCause(parent)
 	t.byID[id] = c
 	t.running[c] = struct{}{}
@@ -76,10 +79,10 @@ func (t *callTable) begin(parent context.Context, id string, fp uint64, accept b
 }
 
 // finish records the reply of c, which its owner ran, and wakes its joiners.
-func (t *callTable) finish(c *call, reply []byte) {
+func (t *callTable) finish(c *call, reply []byte, code Code, e *Error) {
 	now := time.Now()
 	t.mu.Lock()
-	c.reply, c.finishedAt = reply, now
+	c.reply, c.finishedAt, c.code, c.e = reply, now, code, e
 	c.cancel(nil)
 	c.cancel = nil
 	t.endLocked(c)
@@ -98,7 +101,7 @@ func (t *callTable) finish(c *call, reply []byte) {
 // a later delivery of the same call (AMQP requeues it) runs it again.
 func (t *callTable) abandon(c *call) {
 	t.mu.Lock()
-	c.err = transport.ErrNotServed
+	c.err, c.code = transport.ErrNotServed, Unavailable
 	c.reply = resultFrame([]byte(c.id), transport.ErrNotServed, nil)
 	c.cancel(nil)
 	c.cancel = nil
@@ -124,7 +127,11 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if c := t.byID[id]; c != nil {
-		if c.cancel != nil {
+		// A client also stops waiting when the call's deadline passes; the
+		// handler's ctx then ends by that deadline, which it carries, and
+		// says so (context.DeadlineExceeded) rather than "canceled".
+		expired := c.deadline != 0 && time.Now().UnixNano() >= c.deadline
+		if c.cancel != nil && !expired {
 			c.cancel(ErrCanceledByClient)
 		}
 		return
@@ -133,7 +140,7 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 		return
 	}
 	now := time.Now()
-	c := &call{id: id, done: make(chan struct{}), reply: tombstone(), finishedAt: now}
+	c := &call{id: id, done: make(chan struct{}), reply: tombstone(), finishedAt: now, code: Canceled}
 	close(c.done)
 	t.byID[id] = c
 	t.finished = append(t.finished, c)

@@ -222,3 +222,46 @@ type syncLog struct {
 
 func (l *syncLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
 func (l *syncLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// recorder is a StatsHandler that keeps every End.
+type recorder struct {
+	mu   sync.Mutex
+	ends []string
+}
+
+func (r *recorder) Begin(ctx context.Context, _ *bankrpc.CallInfo) context.Context { return ctx }
+func (r *recorder) End(_ context.Context, info *bankrpc.CallInfo, end *bankrpc.CallEnd) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ends = append(r.ends, fmt.Sprintf("%s %s %s refused=%v %s dup=%v client=%v", info.Method, info.CallID, end.Code, end.Refused, end.RefusedReason, end.Duplicate, info.Client))
+}
+
+func TestStatsHandlerSeesRefusedAndDuplicateCalls(t *testing.T) {
+	var server, client recorder
+	srv := bankrpc.NewServer(bankrpc.WithStatsHandler(&server))
+	testv1.RegisterTestServiceServer(srv, &counting{})
+	ctx := context.Background()
+	echo := testv1.TestService_Echo_FullMethodName
+	for _, f := range [][]byte{
+		request(t, "a", echo),
+		request(t, "a", echo),
+		request(t, "b", "/bankrpc.test.v1.TestService/Nope"),
+		envelope.AppendRequest(nil, "c", echo, nil, 1, nil, 0),
+		envelope.AppendRequest(nil, "d", echo, []byte{0xff}, 0, nil, 0),
+		[]byte("\xff"),
+	} {
+		_, _ = srv.HandleFrame(ctx, f)
+	}
+	assert.Equal(t, []string{
+		echo + " a OK refused=false  dup=false client=false",
+		echo + " a OK refused=false  dup=true client=false",
+		"/bankrpc.test.v1.TestService/Nope b UNIMPLEMENTED refused=true unknown method dup=false client=false",
+		echo + " c DEADLINE_EXCEEDED refused=true expired dup=false client=false",
+		echo + " d INVALID_ARGUMENT refused=true undecodable payload dup=false client=false",
+		"  INVALID_ARGUMENT refused=true malformed frame dup=false client=false",
+	}, server.ends)
+
+	conn := bankrpc.NewConn(serving(srv), bankrpc.WithStatsHandler(&client))
+	require.NoError(t, conn.Invoke(ctx, echo, &testv1.EchoRequest{}, &testv1.EchoResponse{}, bankrpc.WithCallID("x")))
+	assert.Equal(t, []string{echo + " x OK refused=false  dup=false client=true"}, client.ends)
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/internal/status"
@@ -116,6 +117,21 @@ func (c *Conn) invoke(ctx context.Context, method string, args, reply any, opts 
 	for _, opt := range opts {
 		opt.applyCall(&o)
 	}
+	if len(c.o.stats) > 0 {
+		if o.callID == "" {
+			o.callID = c.NewCallID() // so that Begin sees it
+		}
+		info := &CallInfo{Method: method, CallID: o.callID, Client: true, Begin: time.Now()}
+		ctx = statsBegin(ctx, c.o.stats, info)
+		err := c.send(ctx, method, args, reply, &o)
+		statsEnd(ctx, c.o.stats, info, &CallEnd{Code: CodeOf(err), Err: err})
+		return err
+	}
+	return c.send(ctx, method, args, reply, &o)
+}
+
+// send encodes and sends one call and decodes its reply.
+func (c *Conn) send(ctx context.Context, method string, args, reply any, o *callOptions) error {
 	timeout := o.timeout
 	if timeout <= 0 {
 		timeout = c.o.timeout

@@ -33,6 +33,7 @@ type dialOptions struct {
 	interceptors []UnaryClientInterceptor
 	logger       *slog.Logger
 	configs      []any
+	stats        []StatsHandler
 }
 
 type serverOptions struct {
@@ -42,6 +43,7 @@ type serverOptions struct {
 	interceptors []UnaryServerInterceptor
 	logger       *slog.Logger
 	configs      []any
+	stats        []StatsHandler
 	cacheSize    int
 	cacheAge     time.Duration
 	cacheBytes   int

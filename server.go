@@ -168,30 +168,69 @@ func (s *Server) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) 
 			e = Errorf(ResourceExhausted, "bankrpc: %v", err)
 		}
 		s.refusals.Log(ctx, slog.LevelWarn, "malformed frame", "bankrpc: refused a request frame", "error", err, "bytes", len(frame), "call_id", string(req.CallID))
+		if len(s.o.stats) > 0 {
+			info := s.statsInfo(ctx, &req)
+			statsEnd(statsBegin(ctx, s.o.stats, info), s.o.stats, info, &CallEnd{Code: e.Code(), Err: e, Refused: true, RefusedReason: "malformed frame"})
+		}
 		return resultFrame(req.CallID, e, nil), e
 	}
 	if req.Cancel {
 		s.CancelCall(string(req.CallID))
 		return nil, nil
 	}
+	if len(s.o.stats) == 0 {
+		var end CallEnd
+		return s.handle(ctx, &req, &end)
+	}
+	info := s.statsInfo(ctx, &req)
+	ctx = statsBegin(ctx, s.o.stats, info)
+	var end CallEnd
+	reply, err := s.handle(ctx, &req, &end)
+	statsEnd(ctx, s.o.stats, info, &end)
+	return reply, err
+}
+
+func (s *Server) statsInfo(ctx context.Context, req *envelope.RequestView) *CallInfo {
+	info := &CallInfo{Method: string(req.Method), CallID: string(req.CallID), Begin: time.Now()}
+	info.Peer, _ = transport.PeerFromContext(ctx)
+	return info
+}
+
+// handle answers a decoded request: it joins the call id's run, or runs it,
+// and fills end with the outcome.
+func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, error) {
 	id := string(req.CallID)
 	fp := s.fingerprint(req.Method, req.Payload)
-	c, owner, hctx, err := s.calls.begin(ctx, id, fp, s.acceptingNew())
+	c, owner, hctx, err := s.calls.begin(ctx, id, fp, req.DeadlineUnixNano, s.acceptingNew())
 	switch {
 	case errors.Is(err, transport.ErrNotServed):
+		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed, Refused: true, RefusedReason: "not served"}
 		return resultFrame(req.CallID, transport.ErrNotServed, nil), transport.ErrNotServed
 	case err != nil:
 		e := status.Convert(err)
+		*end = CallEnd{Code: e.Code(), Err: e, Refused: true, RefusedReason: "call id reused"}
+		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", e.Message())
 		return resultFrame(req.CallID, e, nil), nil
 	case !owner:
-		return s.join(ctx, c, req.CallID)
+		reply, err := s.join(ctx, c, req.CallID)
+		if err != nil {
+			*end = CallEnd{Code: Unavailable, Err: err, Refused: true, RefusedReason: "not served"}
+		} else {
+			*end = CallEnd{Code: c.code, Err: c.e, Duplicate: true}
+		}
+		return reply, err
 	}
-	reply, interrupted := s.run(hctx, &req)
+	reply, e, interrupted := s.run(hctx, req, end)
 	if interrupted {
 		s.calls.abandon(c)
+		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed}
 		return resultFrame(req.CallID, transport.ErrNotServed, nil), transport.ErrNotServed
 	}
-	s.calls.finish(c, reply)
+	end.Code, end.Err = OK, nil
+	if e != nil {
+		end.Code, end.Err = e.Code(), e
+	}
+	s.calls.finish(c, reply, end.Code, e)
 	return reply, nil
 }
 
@@ -229,43 +268,43 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 }
 
 // run runs the call in ctx, which begin made cancelable, and returns its
-// encoded result, or interrupted when the server stopped it before it
-// finished (the call is then not answered).
-func (s *Server) run(ctx context.Context, req *envelope.RequestView) (reply []byte, interrupted bool) {
-	payload, e := s.dispatch(ctx, req)
+// encoded result and error, or interrupted when the server stopped it before
+// it finished (the call is then not answered). It records a refusal in end.
+func (s *Server) run(ctx context.Context, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
+	payload, e := s.dispatch(ctx, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
-		return nil, true
+		return nil, e, true
 	}
 	reply = resultFrame(req.CallID, e, payload)
 	if s.o.maxFrame > 0 && len(reply) > s.o.maxFrame {
 		e = Errorf(ResourceExhausted, "bankrpc: %s reply of %d bytes exceeds the limit of %d bytes", req.Method, len(reply), s.o.maxFrame)
 		reply = resultFrame(req.CallID, e, nil)
 	}
-	return reply, false
+	return reply, e, false
 }
 
 // dispatch runs the call and returns the response payload or the error.
-func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView) ([]byte, *Error) {
+func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, *Error) {
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
-			return nil, s.refuse(ctx, req, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
+			return nil, s.refuse(ctx, req, end, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
 		defer cancel()
 	}
 	if err := checkPairs(req.Metadata, s.o.maxMetadata); err != nil {
-		return nil, s.refuse(ctx, req, "bad metadata", status.Convert(err))
+		return nil, s.refuse(ctx, req, end, "bad metadata", status.Convert(err))
 	}
 	s.mu.RLock()
 	m, ok := s.methods[string(req.Method)]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, s.refuse(ctx, req, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
+		return nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
 	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
-	resp, err := s.call(cc, m, req.Payload)
+	resp, err := s.call(cc, m, req.Payload, end)
 	if err != nil {
 		return nil, handlerError(err)
 	}
@@ -278,7 +317,8 @@ func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView) ([]byt
 
 // refuse logs a call the server refuses without running it, at debug and
 // rate-limited by kind, and returns e.
-func (s *Server) refuse(ctx context.Context, req *envelope.RequestView, kind string, e *Error) *Error {
+func (s *Server) refuse(ctx context.Context, req *envelope.RequestView, end *CallEnd, kind string, e *Error) *Error {
+	end.Refused, end.RefusedReason = true, kind
 	s.refusals.Log(ctx, slog.LevelDebug, kind, "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "code", e.Code().String(), "error", e.Message())
 	return e
 }
@@ -296,7 +336,7 @@ func handlerError(err error) *Error {
 
 // call runs the method handler, turning a panic into Internal with a
 // generic message; the panic's value and stack go to the server's logger.
-func (s *Server) call(ctx context.Context, m method, payload []byte) (resp any, err error) {
+func (s *Server) call(ctx context.Context, m method, payload []byte, end *CallEnd) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.o.logger.ErrorContext(ctx, "bankrpc: handler panicked", "method", m.name, "call_id", CallIDFromContext(ctx), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
@@ -306,6 +346,7 @@ func (s *Server) call(ctx context.Context, m method, payload []byte) (resp any, 
 	dec := func(v any) error {
 		if err := s.o.codec.Unmarshal(payload, v); err != nil {
 			e := Errorf(InvalidArgument, "bankrpc: decode %s request: %v", m.name, err)
+			end.Refused, end.RefusedReason = true, "undecodable payload"
 			s.refusals.Log(ctx, slog.LevelDebug, "undecodable payload", "bankrpc: refused a call", "method", m.name, "call_id", CallIDFromContext(ctx), "error", e.Message())
 			return e
 		}

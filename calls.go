@@ -30,7 +30,11 @@ type call struct {
 	id       string
 	fp       uint64 // fingerprint of method and payload; 0 matches any
 	deadline int64  // the request's, Unix nanoseconds; 0 for none
-	done     chan struct{}
+
+	// Guarded by callTable.mu: whether the call ended, and the channel its
+	// joiners wait on, made only when one joins (most calls have none).
+	ended bool
+	done  chan struct{}
 
 	// Written before done is closed, read after.
 	reply []byte
@@ -54,28 +58,35 @@ func errCallIDReused(id string) error {
 }
 
 // begin finds the call id's run, or starts one when accept is true. It
-// returns the call, whether the caller owns (must run and finish) it, and
-// for the owner a ctx derived from parent that CancelCall and the server's
-// stop cancel. A duplicate of another request's id is refused; so is a new
-// call when accept is false (transport.ErrNotServed).
-func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, err error) {
+// returns the call, whether the caller owns (must run and finish) it, for
+// the owner a ctx derived from parent that CancelCall and the server's stop
+// cancel, and for a joiner of a call still running the channel closed when
+// it ends (nil when it has ended). A duplicate of another request's id is
+// refused; so is a new call when accept is false (transport.ErrNotServed).
+func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, wait <-chan struct{}, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.evictLocked(time.Now())
 	if c := t.byID[id]; c != nil {
 		if c.fp != 0 && c.fp != fp {
-			return nil, false, nil, errCallIDReused(id)
+			return nil, false, nil, nil, errCallIDReused(id)
 		}
-		return c, false, nil, nil
+		if !c.ended && c.done == nil {
+			c.done = make(chan struct{})
+		}
+		if !c.ended {
+			wait = c.done
+		}
+		return c, false, nil, wait, nil
 	}
 	if !accept {
-		return nil, false, nil, transport.ErrNotServed
+		return nil, false, nil, nil, transport.ErrNotServed
 	}
-	c = &call{id: id, fp: fp, deadline: deadline, done: make(chan struct{})}
+	c = &call{id: id, fp: fp, deadline: deadline}
 	ctx, c.cancel = context.WithCancelCause(parent)
 	t.byID[id] = c
 	t.running[c] = struct{}{}
-	return c, true, ctx, nil
+	return c, true, ctx, nil, nil
 }
 
 // finish records the reply of c, which its owner ran, and wakes its joiners.
@@ -94,7 +105,6 @@ func (t *callTable) finish(c *call, reply []byte, code Code, e *Error) {
 	}
 	t.evictLocked(now)
 	t.mu.Unlock()
-	close(c.done)
 }
 
 // abandon ends c without a reply: the server stopped it. It is forgotten, so
@@ -110,10 +120,15 @@ func (t *callTable) abandon(c *call) {
 		delete(t.byID, c.id)
 	}
 	t.mu.Unlock()
-	close(c.done)
 }
 
+// endLocked marks c ended, after its outcome was written, and wakes its
+// joiners.
 func (t *callTable) endLocked(c *call) {
+	c.ended = true
+	if c.done != nil {
+		close(c.done)
+	}
 	delete(t.running, c)
 	if len(t.running) == 0 && t.idle != nil {
 		close(t.idle)
@@ -140,8 +155,7 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 		return
 	}
 	now := time.Now()
-	c := &call{id: id, done: make(chan struct{}), reply: tombstone(), finishedAt: now, code: Canceled}
-	close(c.done)
+	c := &call{id: id, ended: true, reply: tombstone(), finishedAt: now, code: Canceled}
 	t.byID[id] = c
 	t.finished = append(t.finished, c)
 	t.bytes += len(c.reply)

@@ -201,7 +201,7 @@ func (s *Server) statsInfo(ctx context.Context, req *envelope.RequestView) *Call
 func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, error) {
 	id := string(req.CallID)
 	fp := s.fingerprint(req.Method, req.Payload)
-	c, owner, hctx, err := s.calls.begin(ctx, id, fp, req.DeadlineUnixNano, s.acceptingNew())
+	c, owner, hctx, wait, err := s.calls.begin(ctx, id, fp, req.DeadlineUnixNano, s.acceptingNew())
 	switch {
 	case errors.Is(err, transport.ErrNotServed):
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed, Refused: true, RefusedReason: "not served"}
@@ -212,7 +212,7 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", e.Message())
 		return resultFrame(req.CallID, e, nil), nil
 	case !owner:
-		reply, err := s.join(ctx, c, req.CallID)
+		reply, err := s.join(ctx, c, wait, req.CallID)
 		if err != nil {
 			*end = CallEnd{Code: Unavailable, Err: err, Refused: true, RefusedReason: "not served"}
 		} else {
@@ -220,7 +220,7 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		}
 		return reply, err
 	}
-	reply, e, interrupted := s.run(hctx, req, end)
+	reply, e, interrupted := s.run(hctx, id, req, end)
 	if interrupted {
 		s.calls.abandon(c)
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed}
@@ -234,10 +234,14 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 	return reply, nil
 }
 
-// join waits for the call c another request runs and returns its reply.
-func (s *Server) join(ctx context.Context, c *call, callID []byte) ([]byte, error) {
+// join waits for the call c another request runs, on wait (nil when c has
+// ended), and returns its reply.
+func (s *Server) join(ctx context.Context, c *call, wait <-chan struct{}, callID []byte) ([]byte, error) {
+	if wait == nil {
+		return c.reply, c.err
+	}
 	select {
-	case <-c.done:
+	case <-wait:
 		return c.reply, c.err
 	case <-ctx.Done():
 	case <-s.stopped:
@@ -270,8 +274,8 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 // run runs the call in ctx, which begin made cancelable, and returns its
 // encoded result and error, or interrupted when the server stopped it before
 // it finished (the call is then not answered). It records a refusal in end.
-func (s *Server) run(ctx context.Context, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
-	payload, e := s.dispatch(ctx, req, end)
+func (s *Server) run(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
+	payload, e := s.dispatch(ctx, id, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
 		return nil, e, true
 	}
@@ -284,7 +288,7 @@ func (s *Server) run(ctx context.Context, req *envelope.RequestView, end *CallEn
 }
 
 // dispatch runs the call and returns the response payload or the error.
-func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, *Error) {
+func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) ([]byte, *Error) {
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
@@ -303,7 +307,7 @@ func (s *Server) dispatch(ctx context.Context, req *envelope.RequestView, end *C
 	if !ok {
 		return nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
-	cc := &callContext{Context: ctx, info: callInfo{id: string(req.CallID), method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
+	cc := &callContext{Context: ctx, info: callInfo{id: id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
 	resp, err := s.call(cc, m, req.Payload, end)
 	if err != nil {
 		return nil, handlerError(err)

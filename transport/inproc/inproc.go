@@ -93,11 +93,53 @@ type Listener struct {
 	calls   sync.WaitGroup
 	once    sync.Once
 	close1  sync.Once
+
+	// Handlers run on long-lived workers, started on demand and stopped by
+	// Close: a fresh goroutine per call would grow its stack on every call.
+	jobs chan *job
+}
+
+var jobs = sync.Pool{New: func() any { return &job{replies: make(chan answer, 1)} }}
+
+// job is one call handed to a worker.
+type job struct {
+	h       transport.Handler
+	ctx     context.Context
+	frame   []byte
+	replies chan answer // buffered 1: a worker never blocks on a caller that gave up
+}
+
+type answer struct {
+	reply []byte
+	err   error
+}
+
+// run hands j to an idle worker, or starts one.
+func (l *Listener) run(j *job) {
+	select {
+	case l.jobs <- j:
+	default:
+		go l.work(j)
+	}
+}
+
+// work runs j, then the jobs it is handed, until the listener closes.
+func (l *Listener) work(j *job) {
+	for {
+		reply, err := j.h.HandleFrame(j.ctx, j.frame)
+		j.replies <- answer{reply, err}
+		l.calls.Done()
+		select {
+		case j = <-l.jobs:
+		case <-l.closed:
+			return
+		}
+	}
 }
 
 // NewListener returns a Listener that takes calls once Serve is called.
 func NewListener() *Listener {
-	return &Listener{serving: make(chan struct{}), done: make(chan struct{}), closed: make(chan struct{}), ended: make(chan struct{})}
+	return &Listener{serving: make(chan struct{}), done: make(chan struct{}), closed: make(chan struct{}), ended: make(chan struct{}), jobs: make(chan *job)}
 }
 
 // Serve runs h for every call until Shutdown or Close, and returns nil.
@@ -220,19 +262,14 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 			return nil
 		})
 	}
-	type answer struct {
-		reply []byte
-		err   error
-	}
-	replies := make(chan answer, 1) // a handler never blocks on a caller that gave up
-	go func() {
-		defer c.l.calls.Done()
-		reply, err := h.HandleFrame(hctx, frame)
-		replies <- answer{reply, err}
-	}()
+	j := jobs.Get().(*job)
+	j.h, j.ctx, j.frame = h, hctx, frame
+	c.l.run(j)
 	select {
-	case a := <-replies:
-		if a.err != nil && a.err == transport.ErrNotServed {
+	case a := <-j.replies:
+		*j = job{replies: j.replies}
+		jobs.Put(j) // only once its reply was taken: an abandoned job is not reused
+		if a.err == transport.ErrNotServed {
 			return nil, errServerStopped
 		}
 		return a.reply, nil

@@ -15,7 +15,6 @@ import (
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/internal/envelope"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -167,7 +166,7 @@ func TestREQPeerDisconnectsMidCall(t *testing.T) {
 	release := make(chan struct{})
 	rpc := newRPCServer(&svc{})
 	var first atomic.Bool
-	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, handlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
 		if first.CompareAndSwap(false, true) {
 			entered <- struct{}{}
 			<-release

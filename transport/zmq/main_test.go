@@ -27,6 +27,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+var discard = slog.New(slog.DiscardHandler)
+
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -40,6 +42,16 @@ type svc struct {
 	echoes atomic.Int64
 	sleeps atomic.Int64
 	tag    string // returned by Echo when the request has no tag: tells servers apart
+
+	mu    sync.Mutex
+	runs  map[string]int64        // Work runs by key
+	ended map[string]interruption // Work calls whose ctx ended, by key
+}
+
+// interruption is when, and why, the ctx of a Work call ended.
+type interruption struct {
+	at    time.Time
+	cause error
 }
 
 func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
@@ -54,7 +66,7 @@ func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoRes
 		Tag:          tag,
 		CallId:       bankrpc.CallIDFromContext(ctx),
 		PeerIdentity: p.Identity,
-		Metadata:     map[string]string{"transport": p.Transport, "addr": p.Addr},
+		Metadata:     []string{"transport=" + p.Transport, "addr=" + p.Addr},
 	}, nil
 }
 
@@ -66,6 +78,41 @@ func (s *svc) Sleep(ctx context.Context, in *testv1.SleepRequest) (*testv1.Sleep
 	case <-ctx.Done():
 		return &testv1.SleepResponse{Interrupted: true}, nil
 	}
+}
+
+// Work runs for in.Nanos, or until its ctx ends, and records both by key.
+func (s *svc) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1.WorkResponse, error) {
+	s.mu.Lock()
+	if s.runs == nil {
+		s.runs, s.ended = make(map[string]int64), make(map[string]interruption)
+	}
+	s.runs[in.GetKey()]++
+	run := s.runs[in.GetKey()]
+	s.mu.Unlock()
+	t := time.NewTimer(time.Duration(in.GetNanos()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return &testv1.WorkResponse{Run: run}, nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.ended[in.GetKey()] = interruption{time.Now(), context.Cause(ctx)}
+		s.mu.Unlock()
+		return &testv1.WorkResponse{Run: run, Interrupted: true}, nil
+	}
+}
+
+func (s *svc) runsOf(key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[key]
+}
+
+func (s *svc) endOf(key string) (interruption, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.ended[key]
+	return i, ok
 }
 
 func newRPCServer(s *svc, opts ...bankrpc.ServerOption) *bankrpc.Server {
@@ -88,7 +135,7 @@ func serve(t *testing.T, cfg zmq.ServerConfig, h transport.Handler) *zmq.Server 
 func serveOn(t *testing.T, s *zmq.Server, h transport.Handler) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background(), h) }()
+	go func() { done <- s.Serve(h) }()
 	t.Cleanup(func() {
 		assert.NoError(t, s.Close())
 		select {
@@ -110,6 +157,28 @@ func dial(t *testing.T, addr string, cfg zmq.ClientConfig) *zmq.Client {
 
 func stub(t *testing.T, ct transport.ClientTransport) testv1.TestServiceClient {
 	return testv1.NewTestServiceClient(bankrpc.NewConn(ct))
+}
+
+// handlerFunc is a raw transport.Handler: it runs for every request frame
+// and passes over cancel messages, as a bankrpc.Server does.
+type handlerFunc func(ctx context.Context, frame []byte) ([]byte, error)
+
+func (f handlerFunc) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
+	if _, ok := cancelOf(frame); ok {
+		return nil, nil
+	}
+	return f(ctx, frame)
+}
+
+func (f handlerFunc) CancelCall(string) {}
+
+// cancelOf returns the call id of a cancel message.
+func cancelOf(frame []byte) (string, bool) {
+	var req envelope.RequestView
+	if err := envelope.DecodeRequestView(frame, 0, &req); err != nil || !req.Cancel {
+		return "", false
+	}
+	return string(req.CallID), true
 }
 
 // echoFrame encodes an Echo request envelope.

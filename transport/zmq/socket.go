@@ -14,13 +14,17 @@ import (
 
 // Heartbeats let each side notice a peer that vanished without closing its
 // TCP connection (a frozen or unplugged host): the connection is dropped
-// after heartbeatTimeout without traffic, which the client takes as a
-// disconnect and the server as a peer gone.
+// after the heartbeat timeout without traffic, which the client takes as a
+// disconnect and the server as a peer gone. These are the server's; a
+// client's are in its ClientConfig.
 const (
 	heartbeatInterval = time.Second
 	heartbeatTimeout  = 5 * time.Second
 	reconnectInterval = 100 * time.Millisecond
 	reconnectMax      = time.Second
+	// connectTimeout bounds one TCP connection attempt of a client to a
+	// host that does not answer at all; libzmq then tries again.
+	connectTimeout = 2 * time.Second
 )
 
 func isEAGAIN(err error) bool {
@@ -48,7 +52,7 @@ func opt(name string, set func(*zmq4.Socket) error) socketOption {
 }
 
 // commonOptions are shared by the server's ROUTER and the client's DEALER.
-func commonOptions(maxFrame int) []socketOption {
+func commonOptions(maxFrame int, heartbeatInterval, heartbeatTimeout time.Duration) []socketOption {
 	return []socketOption{
 		opt("ZMQ_MAXMSGSIZE", func(s *zmq4.Socket) error { return s.SetMaxmsgsize(int64(maxFrame + frameHeadroom)) }),
 		opt("ZMQ_SNDHWM", func(s *zmq4.Socket) error { return s.SetSndhwm(DefaultHWM) }),

@@ -11,10 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bankrpc/bankrpc"
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
-
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 // TestCountedCopy: the copy a server publishes back for a redelivered
@@ -103,7 +101,7 @@ func TestRedeliveredRequestCountedCopy(t *testing.T) {
 		}
 	}
 	srv := listen(t, url, ServerConfig{Service: svc, DeliveryLimit: 5, Dial: conns.dial})
-	serve(t, srv, handlerFor(l))
+	serve(t, srv, restarted(l)) // the "crash" restarts the server
 	c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
 
 	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "again"}, bankrpc.WithCallID("crash-once"), bankrpc.WithTimeout(30*time.Second))
@@ -151,11 +149,11 @@ func TestCountedCopyInQueue(t *testing.T) {
 	// so the copy goes back to the queue to be looked at.
 	started := make(chan struct{}, 1)
 	gate := make(chan struct{})
-	stop := serve(t, srv, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
+	stop := serve(t, srv, funcHandler{frame: func(context.Context, []byte) ([]byte, error) {
 		started <- struct{}{}
 		<-gate
 		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "test")
-	}))
+	}})
 	select {
 	case <-started:
 	case <-ctx.Done():

@@ -2,9 +2,6 @@ package amqp
 
 import (
 	"context"
-	"github.com/bankrpc/bankrpc"
-	"github.com/bankrpc/bankrpc/internal/envelope"
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,7 +10,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 // rawChannel opens a plain amqp091 channel, closed at the end of the test.
@@ -170,7 +170,7 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 			}
 			const limit = 3
 			srv := listen(t, url, ServerConfig{Service: svc, QueueType: qt, DeliveryLimit: limit, Dial: conns.dial})
-			serve(t, srv, handlerFor(l))
+			serve(t, srv, restarted(l)) // each "crash" restarts the server
 			c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, QueueType: qt})))
 
 			_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "poison"}, bankrpc.WithCallID("poison-1"))
@@ -373,12 +373,12 @@ func TestServeTwiceAndAfterClose(t *testing.T) {
 	s := listen(t, url, ServerConfig{Service: svc})
 	serve(t, s, handlerFor(newLedger()))
 	require.Eventually(t, func() bool { return consumers(t, url, ServiceQueue(svc)) == 1 }, 10*time.Second, 5*time.Millisecond)
-	err := s.Serve(context.Background(), handlerFor(newLedger()))
+	err := s.Serve(handlerFor(newLedger()))
 	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 
 	closed := listen(t, url, ServerConfig{Service: svc})
 	require.NoError(t, closed.Close())
-	err = closed.Serve(context.Background(), handlerFor(newLedger()))
+	err = closed.Serve(handlerFor(newLedger()))
 	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 }
 

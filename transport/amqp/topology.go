@@ -16,6 +16,20 @@ import (
 // it and on nothing else.
 const RequestExchange = "bankrpc.requests"
 
+// CancelExchange is the durable direct exchange cancel messages are published
+// to, with the service name as routing key. Every server binds a queue of its
+// own to it (see CancelQueue), so that a cancel reaches every replica of the
+// service, among them the one running the call. Clients need write
+// permission on it.
+const CancelExchange = "bankrpc.cancels"
+
+// Arguments of a server's cancel queue: a cancel is useful for seconds, and a
+// server that stopped reading must not make the broker hoard them.
+const (
+	cancelQueueTTL    = time.Minute
+	cancelQueueLength = 10000
+)
+
 // Message headers of the protocol (PROTOCOL.md, section AMQP).
 const (
 	// headerCode carries the canonical code of a plain-text error-queue
@@ -55,6 +69,11 @@ func ServiceQueue(service string) string { return "bankrpc.svc." + service }
 // DeadLetterQueue returns the name of the queue where a service's poison and
 // unanswerable requests end up, for an operator to inspect.
 func DeadLetterQueue(service string) string { return "bankrpc.svc." + service + ".dead" }
+
+// CancelQueue returns the name of the transient, exclusive queue through
+// which the server whose connection has the given id receives the cancel
+// messages of a service.
+func CancelQueue(service, id string) string { return "bankrpc.svc." + service + ".cancel." + id }
 
 // ResultQueue returns the name of a client's durable result queue: the
 // reply_to of its requests.
@@ -118,11 +137,13 @@ func serviceQueueArgs(cfg ServerConfig) amqp091.Table {
 	return args
 }
 
-// declareService declares the request exchange, the service queue bound to
-// it, and the dead-letter queue.
+// declareService declares the request and cancel exchanges, the service
+// queue bound to the first, and the dead-letter queue.
 func declareService(ch *amqp091.Channel, cfg ServerConfig) error {
-	if err := ch.ExchangeDeclare(RequestExchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return declareError("exchange", RequestExchange, err)
+	for _, x := range []string{RequestExchange, CancelExchange} {
+		if err := ch.ExchangeDeclare(x, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return declareError("exchange", x, err)
+		}
 	}
 	if _, err := ch.QueueDeclare(DeadLetterQueue(cfg.Service), true, false, false, false, queueTypeArgs(cfg.QueueType)); err != nil {
 		return declareError("queue", DeadLetterQueue(cfg.Service), err)
@@ -137,11 +158,34 @@ func declareService(ch *amqp091.Channel, cfg ServerConfig) error {
 	return nil
 }
 
-// declareClient checks that the service's exchange and queue exist (a
+// declareCancelQueue declares a server's cancel queue, named after id, and
+// binds it to the cancel exchange with the service name as routing key. It
+// is exclusive: the broker deletes it, and the cancels in it, with the
+// connection.
+func declareCancelQueue(ch *amqp091.Channel, service, id string) (string, error) {
+	q := CancelQueue(service, id)
+	args := amqp091.Table{
+		"x-message-ttl": cancelQueueTTL.Milliseconds(),
+		"x-max-length":  int64(cancelQueueLength),
+	}
+	if _, err := ch.QueueDeclare(q, false, true, true, false, args); err != nil {
+		return "", declareError("queue", q, err)
+	}
+	if err := ch.QueueBind(q, service, CancelExchange, false, nil); err != nil {
+		return "", declareError("binding of queue", q, err)
+	}
+	return q, nil
+}
+
+// declareClient checks that the service's exchanges and queue exist (a
 // passive declaration needs no permission) and declares the client's queues.
+// A cancel published to a missing exchange would close the channel, so the
+// cancel exchange is checked too.
 func declareClient(ch *amqp091.Channel, cfg ClientConfig) error {
-	if err := ch.ExchangeDeclarePassive(RequestExchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return declareError("exchange", RequestExchange, err)
+	for _, x := range []string{RequestExchange, CancelExchange} {
+		if err := ch.ExchangeDeclarePassive(x, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return declareError("exchange", x, err)
+		}
 	}
 	if _, err := ch.QueueDeclarePassive(ServiceQueue(cfg.Service), true, false, false, false, nil); err != nil {
 		return declareError("queue", ServiceQueue(cfg.Service), err)

@@ -28,9 +28,9 @@ func Example() {
 	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
 	l := inproc.NewListener()
-	ctx, stop := context.WithCancel(context.Background())
+	ctx := context.Background()
 	served := make(chan error, 1)
-	go func() { served <- l.Serve(ctx, srv) }()
+	go func() { served <- srv.Serve(l) }()
 	conn := bankrpc.NewConn(l.Dial())
 	client := bankv1.NewBankClient(conn)
 
@@ -46,7 +46,7 @@ func Example() {
 	fmt.Printf("withdraw refused: %s (%s)\n", bankrpc.MessageOf(err), bankrpc.CodeOf(err))
 
 	_ = conn.Close()
-	stop()
+	_ = srv.Close()
 	<-served
 	if err := b.Shutdown(); err != nil { // writes the snapshot
 		log.Fatal(err)
@@ -61,5 +61,5 @@ func Example() {
 	// Output:
 	// balance after deposit: 120
 	// withdraw refused: insufficient funds (balance 120, asked 500) (FAILED_PRECONDITION)
-	// after a restart: [{ID:7 Balance:120 Online:true}]
+	// after a restart: [{ID:7 Balance:120 Online:true CreditLimit:0}]
 }

@@ -17,9 +17,10 @@ const (
 	opWithdraw
 	opTransfer
 	opClose
+	opSetCreditLimit
 )
 
-func (o op) valid() bool { return o >= opOpen && o <= opClose }
+func (o op) valid() bool { return o >= opOpen && o <= opSetCreditLimit }
 
 func (o op) String() string {
 	switch o {
@@ -33,6 +34,8 @@ func (o op) String() string {
 		return "transfer"
 	case opClose:
 		return "close"
+	case opSetCreditLimit:
+		return "set credit limit"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -42,7 +45,20 @@ type request struct {
 	op      op
 	account int32
 	to      int32 // transfers only
-	amount  int64 // deposits, withdrawals and transfers only
+	// amount is the amount of a deposit, withdrawal or transfer; the new
+	// limit of a SetCreditLimit; and for an Open, the credit limit the
+	// account gets if the Open creates it (the bank's default, not part of
+	// the client's request: see client).
+	amount int64
+}
+
+// client returns the request as the client made it: an Open's amount is the
+// bank's, not the client's. A repeat of a call is recognised by it.
+func (r request) client() request {
+	if r.op == opOpen {
+		r.amount = 0
+	}
+	return r
 }
 
 // validate checks what does not depend on the bank's state. A request it
@@ -64,6 +80,10 @@ func (r request) validate() error {
 	case opDeposit, opWithdraw, opTransfer:
 		if r.amount <= 0 {
 			return bankrpc.Errorf(bankrpc.InvalidArgument, "amount must be positive, got %d", r.amount)
+		}
+	case opSetCreditLimit, opOpen:
+		if r.amount < 0 {
+			return bankrpc.Errorf(bankrpc.InvalidArgument, "credit limit must not be negative, got %d", r.amount)
 		}
 	}
 	return nil
@@ -88,6 +108,9 @@ type result struct {
 	// the balance for FAILED_PRECONDITION and a deposit's OUT_OF_RANGE, the
 	// receiver's id when flags has resultReceiver, zero otherwise.
 	value int64
+	// aux is the account's credit limit when a withdrawal or transfer is
+	// refused with FAILED_PRECONDITION; zero otherwise.
+	aux int64
 }
 
 // codeOf converts a recorded code byte; only codes the rules produce are
@@ -115,6 +138,12 @@ func (res result) err(req request, limit int) error {
 		}
 		return bankrpc.Errorf(bankrpc.NotFound, "account %d was never opened: call Open first", req.account)
 	case bankrpc.FailedPrecondition:
+		if req.op == opSetCreditLimit {
+			return bankrpc.Errorf(bankrpc.FailedPrecondition, "account %d owes %d (balance %d): its credit limit cannot go below that, asked %d", req.account, -res.value, res.value, req.amount)
+		}
+		if res.aux > 0 {
+			return bankrpc.Errorf(bankrpc.FailedPrecondition, "insufficient funds (balance %d, credit limit %d, asked %d)", res.value, res.aux, req.amount)
+		}
 		return bankrpc.Errorf(bankrpc.FailedPrecondition, "insufficient funds (balance %d, asked %d)", res.value, req.amount)
 	case bankrpc.OutOfRange:
 		if res.flags&resultReceiver != 0 {
@@ -127,18 +156,42 @@ func (res result) err(req request, limit int) error {
 	return bankrpc.Errorf(res.code, "%s refused", req.op)
 }
 
+// fromCredit returns how much of a withdrawal or transfer of amount that
+// left the balance at balance came from credit: the part below zero, at most
+// the amount.
+func fromCredit(amount, balance int64) int64 {
+	if balance >= 0 {
+		return 0
+	}
+	return min(amount, -balance)
+}
+
 // state is the bank's data: what a snapshot holds and the log's records
 // change. It is not safe for concurrent use; Bank guards it with its mutex.
 type state struct {
 	accounts []account // sorted by id
 	online   int       // accounts with the online flag
 	limit    int       // how many accounts Open may create
-	dedup    dedupStore
-	orphans  orphanTable
+	sessions sessionTable
+	legacy   legacyTable
 }
 
-func newState(retention int) state {
-	return state{limit: maxAccounts, dedup: newDedupStore(retention)}
+func newState() state {
+	return state{limit: maxAccounts}
+}
+
+// available returns what an account with balance bal and credit limit lim
+// may still spend, saturating at MaxInt64.
+func available(bal, lim int64) int64 {
+	if bal > 0 && lim > math.MaxInt64-bal {
+		return math.MaxInt64
+	}
+	return bal + lim
+}
+
+// overflows reports whether adding amount (> 0) to bal overflows.
+func overflows(bal, amount int64) bool {
+	return bal > 0 && amount > math.MaxInt64-bal
 }
 
 // apply runs a validated request against the state and returns its result,
@@ -154,70 +207,51 @@ func (s *state) apply(req request) result {
 		if len(s.accounts) >= s.limit {
 			return result{code: bankrpc.ResourceExhausted}
 		}
-		s.accounts = slices.Insert(s.accounts, i, account{id: req.account, word: onlineBit})
+		s.accounts = slices.Insert(s.accounts, i, account{id: req.account, online: true, limit: req.amount})
 		s.online++
 		return result{flags: resultCreated}
 	}
 	a := &s.accounts[i]
-	bal := a.balance()
 	switch req.op {
 	case opOpen:
-		if !a.online() {
-			a.setOnline(true)
+		if !a.online {
+			a.online = true
 			s.online++
 		}
 	case opClose:
-		if a.online() {
-			a.setOnline(false)
+		if a.online {
+			a.online = false
 			s.online--
 		}
 	case opDeposit:
-		if req.amount > math.MaxInt64-bal {
-			return result{code: bankrpc.OutOfRange, value: bal}
+		if overflows(a.balance, req.amount) {
+			return result{code: bankrpc.OutOfRange, value: a.balance}
 		}
-		bal += req.amount
-		a.setBalance(bal)
+		a.balance += req.amount
 	case opWithdraw:
-		if req.amount > bal {
-			return result{code: bankrpc.FailedPrecondition, value: bal}
+		if req.amount > available(a.balance, a.limit) {
+			return result{code: bankrpc.FailedPrecondition, value: a.balance, aux: a.limit}
 		}
-		bal -= req.amount
-		a.setBalance(bal)
+		a.balance -= req.amount
 	case opTransfer:
 		j, ok := findAccount(s.accounts, req.to)
 		if !ok {
 			return result{code: bankrpc.NotFound, flags: resultReceiver, value: int64(req.to)}
 		}
-		if req.amount > bal {
-			return result{code: bankrpc.FailedPrecondition, value: bal}
+		if req.amount > available(a.balance, a.limit) {
+			return result{code: bankrpc.FailedPrecondition, value: a.balance, aux: a.limit}
 		}
 		to := &s.accounts[j]
-		if req.amount > math.MaxInt64-to.balance() {
+		if overflows(to.balance, req.amount) {
 			return result{code: bankrpc.OutOfRange, flags: resultReceiver, value: int64(req.to)}
 		}
-		bal -= req.amount
-		a.setBalance(bal)
-		to.setBalance(to.balance() + req.amount)
-	}
-	return result{value: bal}
-}
-
-// recorded returns the result recorded for key on the request's account.
-func (s *state) recorded(id int32, key callKey) (dedupEntry, bool) {
-	if i, ok := findAccount(s.accounts, id); ok {
-		if e, ok := s.dedup.find(&s.accounts[i], key); ok {
-			return e, true
+		a.balance -= req.amount
+		to.balance += req.amount
+	case opSetCreditLimit:
+		if a.balance < -req.amount {
+			return result{code: bankrpc.FailedPrecondition, value: a.balance}
 		}
+		a.limit = req.amount
 	}
-	return s.orphans.find(id, key)
-}
-
-// remember records the result of a call that carried a call id.
-func (s *state) remember(key callKey, req request, res result) {
-	e := entryOf(key, req, res)
-	if i, ok := findAccount(s.accounts, req.account); ok {
-		s.dedup.add(&s.accounts[i], e)
-		return
-	}
-	s.orphans.add(req.account, e)
+	return result{value: a.balance}
 }

@@ -207,7 +207,7 @@ func TestCallCanceledBeforeItStartsIsNotApplied(t *testing.T) {
 	mustCall(t, ctx, b, "open", request{op: opOpen, account: 1})
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err := b.call(canceled, "d1", request{op: opDeposit, account: 1, amount: 5})
+	_, err := b.call(canceled, once("d1"), request{op: opDeposit, account: 1, amount: 5})
 	assert.Equal(t, bankrpc.Canceled, bankrpc.CodeOf(err))
 	assert.Equal(t, []Account{{ID: 1, Online: true}}, b.Accounts())
 }
@@ -274,13 +274,6 @@ func TestTransfersConserveMoney(t *testing.T) {
 	for id := int32(1); id <= accounts; id++ {
 		mustCall(t, ctx, b, "", request{op: opOpen, account: id})
 		mustCall(t, ctx, b, "", request{op: opDeposit, account: id, amount: each})
-	}
-	total := func(accts []Account) int64 {
-		var s int64
-		for _, a := range accts {
-			s += a.Balance
-		}
-		return s
 	}
 	var (
 		wg        sync.WaitGroup
@@ -377,11 +370,11 @@ func TestShutdownStopsCalls(t *testing.T) {
 	require.NoError(t, b.Shutdown())
 	require.NoError(t, b.Shutdown(), "Shutdown is idempotent")
 
-	_, err := b.call(ctx, "x", request{op: opDeposit, account: 1, amount: 1})
+	_, err := b.call(ctx, once("x"), request{op: opDeposit, account: 1, amount: 1})
 	code, msg := codeAndMessage(err)
 	assert.Equal(t, bankrpc.Unavailable, code)
 	assert.Equal(t, "bank: shut down", msg)
-	_, err = b.balance(ctx, 1)
+	_, _, err = b.balance(ctx, 1)
 	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(b.Snapshot()))
 
@@ -399,7 +392,7 @@ func TestShutdownWaitsForCallsInFlight(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				res, err := b.call(ctx, "", request{op: opDeposit, account: 1, amount: 1})
+				res, err := b.call(ctx, once(""), request{op: opDeposit, account: 1, amount: 1})
 				if err != nil {
 					code, msg := codeAndMessage(err)
 					assert.Equal(t, bankrpc.Unavailable, code, "goroutine %d call %d", g, i)

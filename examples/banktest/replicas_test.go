@@ -34,20 +34,18 @@ func TestAMQPTwoReplicasShareOneBank(t *testing.T) {
 	require.NoError(t, err)
 	var served [2]atomic.Int64
 	for i := range served {
-		srv := bankrpc.NewServer(bankrpc.WithUnaryInterceptor(func(ctx context.Context, req any, _ *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
+		srv := bankrpc.NewServer(bankrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
 			served[i].Add(1)
 			return h(ctx, req)
 		}))
 		bankv1.RegisterBankServer(srv, b)
 		l, err := amqp.Listen(url, amqp.ServerConfig{Service: name, Prefetch: 4})
 		require.NoError(t, err)
-		serveCtx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- l.Serve(serveCtx, srv) }()
+		go func() { done <- srv.Serve(l) }()
 		t.Cleanup(func() {
-			stop()
-			assert.NoError(t, <-done)
-			assert.NoError(t, l.Close())
+			assert.NoError(t, srv.Close())
+			assert.ErrorIs(t, <-done, bankrpc.ErrServerClosed)
 		})
 	}
 

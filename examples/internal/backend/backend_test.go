@@ -46,6 +46,21 @@ func TestResolveDefaultsPerTransport(t *testing.T) {
 	assert.Equal(t, "amqp://u:p@h:1/", got.Addr, "an address from the environment is a choice, not replaced by the default")
 }
 
+func TestResolveTakesBankrpcAddresses(t *testing.T) {
+	got, err := resolve(t, []string{"--addr", "zmq://127.0.0.1:4041"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:4041", Bank: "bank", Timeout: 5 * time.Second}, got)
+
+	got, err = resolve(t, []string{"--addr", "amqp://u:p@h:5672/v?service=savings"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, Target{Kind: AMQP, Addr: "amqp://u:p@h:5672/v", Bank: "savings", Timeout: 5 * time.Second}, got,
+		"the scheme names the backend without --transport; ?service names the bank")
+
+	_, err = resolve(t, []string{"--addr", "amqp://h/?service=a", "--bank", "b"}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `names service "a" but --bank is "b"`)
+}
+
 func TestResolveRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -54,7 +69,7 @@ func TestResolveRefusals(t *testing.T) {
 		{[]string{"--transport", "inproc"}, "inproc is refused"},
 		{[]string{"--transport", "grpc"}, "give zmq or amqp"},
 		{[]string{"--transport", "amqp", "--addr", "tcp://127.0.0.1:4040"}, "not an AMQP URL"},
-		{[]string{"--addr", "amqp://127.0.0.1/"}, "not a ZeroMQ endpoint"},
+		{[]string{"--transport", "zmq", "--addr", "amqp://127.0.0.1/"}, "not a ZeroMQ endpoint"},
 		{[]string{"--addr", "127.0.0.1:4040"}, "not a ZeroMQ endpoint"},
 		{[]string{"--bank", "../etc"}, "bank name"},
 		{[]string{"--timeout", "0s"}, "positive duration"},

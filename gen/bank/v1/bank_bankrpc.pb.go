@@ -13,12 +13,13 @@ import (
 const _ = bankrpc.SupportPackageIsVersion1
 
 const (
-	Bank_Open_FullMethodName     = "/bank.v1.Bank/Open"
-	Bank_Deposit_FullMethodName  = "/bank.v1.Bank/Deposit"
-	Bank_Withdraw_FullMethodName = "/bank.v1.Bank/Withdraw"
-	Bank_Transfer_FullMethodName = "/bank.v1.Bank/Transfer"
-	Bank_Balance_FullMethodName  = "/bank.v1.Bank/Balance"
-	Bank_Close_FullMethodName    = "/bank.v1.Bank/Close"
+	Bank_Open_FullMethodName           = "/bank.v1.Bank/Open"
+	Bank_Deposit_FullMethodName        = "/bank.v1.Bank/Deposit"
+	Bank_Withdraw_FullMethodName       = "/bank.v1.Bank/Withdraw"
+	Bank_Transfer_FullMethodName       = "/bank.v1.Bank/Transfer"
+	Bank_Balance_FullMethodName        = "/bank.v1.Bank/Balance"
+	Bank_Close_FullMethodName          = "/bank.v1.Bank/Close"
+	Bank_SetCreditLimit_FullMethodName = "/bank.v1.Bank/SetCreditLimit"
 )
 
 // BankClient is the client API for the bank.v1.Bank service.
@@ -30,17 +31,23 @@ type BankClient interface {
 	Open(ctx context.Context, in *OpenRequest, opts ...bankrpc.CallOption) (*OpenResponse, error)
 	// Deposit adds a strictly positive amount to the account.
 	Deposit(ctx context.Context, in *DepositRequest, opts ...bankrpc.CallOption) (*DepositResponse, error)
-	// Withdraw takes a strictly positive amount from the account. It is refused
-	// with FAILED_PRECONDITION when the balance is smaller than the amount.
+	// Withdraw takes a strictly positive amount from the account. What the
+	// balance lacks comes from the account's credit, up to its credit limit;
+	// beyond that the withdrawal is refused with FAILED_PRECONDITION.
 	Withdraw(ctx context.Context, in *WithdrawRequest, opts ...bankrpc.CallOption) (*WithdrawResponse, error)
 	// Transfer moves a strictly positive amount to another account of the same
-	// bank, atomically. An unknown receiver is NOT_FOUND; a transfer to oneself
+	// bank, atomically; what the sender's balance lacks comes from its credit,
+	// as for Withdraw. An unknown receiver is NOT_FOUND; a transfer to oneself
 	// is INVALID_ARGUMENT.
 	Transfer(ctx context.Context, in *TransferRequest, opts ...bankrpc.CallOption) (*TransferResponse, error)
 	// Balance returns the current balance of the account.
 	Balance(ctx context.Context, in *BalanceRequest, opts ...bankrpc.CallOption) (*BalanceResponse, error)
 	// Close logs the client off. The account and its money stay.
 	Close(ctx context.Context, in *CloseRequest, opts ...bankrpc.CallOption) (*CloseResponse, error)
+	// SetCreditLimit sets how far the account's balance may go below zero. It
+	// is an administrator's method: other callers get PERMISSION_DENIED. A
+	// limit below what the account already owes is FAILED_PRECONDITION.
+	SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error)
 }
 
 type bankClient struct {
@@ -101,6 +108,14 @@ func (c *bankClient) Close(ctx context.Context, in *CloseRequest, opts ...bankrp
 	return out, nil
 }
 
+func (c *bankClient) SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error) {
+	out := new(SetCreditLimitResponse)
+	if err := c.cc.Invoke(ctx, Bank_SetCreditLimit_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BankServer is the server API for the bank.v1.Bank service.
 // Implementations must embed UnimplementedBankServer by value, so that adding a
 // method to the service does not break them.
@@ -112,17 +127,23 @@ type BankServer interface {
 	Open(context.Context, *OpenRequest) (*OpenResponse, error)
 	// Deposit adds a strictly positive amount to the account.
 	Deposit(context.Context, *DepositRequest) (*DepositResponse, error)
-	// Withdraw takes a strictly positive amount from the account. It is refused
-	// with FAILED_PRECONDITION when the balance is smaller than the amount.
+	// Withdraw takes a strictly positive amount from the account. What the
+	// balance lacks comes from the account's credit, up to its credit limit;
+	// beyond that the withdrawal is refused with FAILED_PRECONDITION.
 	Withdraw(context.Context, *WithdrawRequest) (*WithdrawResponse, error)
 	// Transfer moves a strictly positive amount to another account of the same
-	// bank, atomically. An unknown receiver is NOT_FOUND; a transfer to oneself
+	// bank, atomically; what the sender's balance lacks comes from its credit,
+	// as for Withdraw. An unknown receiver is NOT_FOUND; a transfer to oneself
 	// is INVALID_ARGUMENT.
 	Transfer(context.Context, *TransferRequest) (*TransferResponse, error)
 	// Balance returns the current balance of the account.
 	Balance(context.Context, *BalanceRequest) (*BalanceResponse, error)
 	// Close logs the client off. The account and its money stay.
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
+	// SetCreditLimit sets how far the account's balance may go below zero. It
+	// is an administrator's method: other callers get PERMISSION_DENIED. A
+	// limit below what the account already owes is FAILED_PRECONDITION.
+	SetCreditLimit(context.Context, *SetCreditLimitRequest) (*SetCreditLimitResponse, error)
 	mustEmbedUnimplementedBankServer()
 }
 
@@ -147,6 +168,9 @@ func (UnimplementedBankServer) Balance(context.Context, *BalanceRequest) (*Balan
 }
 func (UnimplementedBankServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
 	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedBankServer) SetCreditLimit(context.Context, *SetCreditLimitRequest) (*SetCreditLimitResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method SetCreditLimit not implemented")
 }
 func (UnimplementedBankServer) mustEmbedUnimplementedBankServer()           {}
 func (UnimplementedBankServer) testEmbeddedUnimplementedBankServerByValue() {}
@@ -274,6 +298,24 @@ func _Bank_Close_Handler(srv any, ctx context.Context, dec func(any) error, inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Bank_SetCreditLimit_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(SetCreditLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BankServer).SetCreditLimit(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Bank_SetCreditLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(BankServer).SetCreditLimit(ctx, req.(*SetCreditLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Bank_ServiceDesc describes the bank.v1.Bank service for RegisterBankServer.
 // It is not meant to be used directly or changed.
 var Bank_ServiceDesc = bankrpc.ServiceDesc{
@@ -303,6 +345,10 @@ var Bank_ServiceDesc = bankrpc.ServiceDesc{
 		{
 			MethodName: "Close",
 			Handler:    _Bank_Close_Handler,
+		},
+		{
+			MethodName: "SetCreditLimit",
+			Handler:    _Bank_SetCreditLimit_Handler,
 		},
 	},
 	Metadata: "bank/v1/bank.proto",

@@ -28,8 +28,7 @@ type Conn struct {
 	t           transport.ClientTransport
 	o           dialOptions
 	interceptor UnaryClientInterceptor
-	prefix      string        // "<session>-": random per Conn, so call ids are unique across processes
-	seq         atomic.Uint64 // call id counter
+	prefix      string // "<session>-": random per Conn, so call ids are unique across processes
 	pending     pendingSeqs
 	closed      atomic.Bool
 }
@@ -52,7 +51,7 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.Dial(ctx, u, transport.Options{Logger: o.logger, MaxFrameSize: o.maxFrame, Configs: o.configs})
+	t, err := s.Dial(ctx, u, transport.Options{Logger: o.logger, MaxFrameSize: o.maxFrame, Configs: o.configs, Events: eventSink(o.events)})
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +78,11 @@ func newConn(t transport.ClientTransport, o dialOptions) *Conn {
 // NewCallID returns a fresh call id of this Conn's session, unique across
 // processes, for a caller that wants to know the id before the call (to
 // retry it with WithCallID after a failure).
+//
+// The id's sequence counts as unanswered from now on, until a call with it
+// gets its reply, so that the server keeps what it needs to answer it.
 func (c *Conn) NewCallID() string {
-	return c.callID(c.seq.Add(1))
+	return c.callID(c.pending.reserve())
 }
 
 func (c *Conn) callID(seq uint64) string {
@@ -154,16 +156,15 @@ func (c *Conn) send(ctx context.Context, method string, args, reply any, o *call
 		return Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
 	}
 	call := &transport.Call{ID: o.callID, Method: method}
-	var seq uint64 // of this Conn's session; 0 for a call id from elsewhere
+	var seq, firstUnanswered uint64 // of this Conn's session; 0 for a call id from elsewhere
 	if call.ID == "" {
-		seq = c.seq.Add(1)
+		seq, firstUnanswered = c.pending.next()
 		call.ID = c.callID(seq)
 	} else if s, ok := strings.CutPrefix(call.ID, c.prefix); ok {
 		seq, _ = strconv.ParseUint(s, 10, 64)
-	}
-	var firstUnanswered uint64
-	if seq != 0 {
-		firstUnanswered = c.pending.begin(seq)
+		if seq != 0 {
+			firstUnanswered = c.pending.begin(seq)
+		}
 	}
 	var deadline int64
 	if dl, ok := ctx.Deadline(); ok {

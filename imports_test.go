@@ -54,6 +54,14 @@ var importTable = []importRule{
 	{pkg: "transport/transporttest", allowed: []string{".", "transport", "internal/envelope", "gen/bankrpc/test/v1", "gen/bankrpc/wire/v1"}},
 	{pkg: "protoc-gen-bankrpc"},
 	{pkg: "bank", allowed: []string{"gen/bank/v1", "."}},
+	// Observability (docs/observability.md), one option each, built on the
+	// root package's StatsHandler, interceptors and metadata: the only
+	// packages that import Prometheus and OpenTelemetry. metrics counts the
+	// backends' transport.Events; logging rate-limits as the runtime does.
+	{pkg: "metrics", allowed: []string{".", "transport"}},
+	{pkg: "tracing", allowed: []string{"."}},
+	{pkg: "logging", allowed: []string{".", "internal/ratelog"}},
+	{pkg: "health", allowed: []string{".", "gen/bankrpc/health/v1"}},
 	{pkg: "examples/...", any: true},
 	// Programs and harnesses that measure the module from outside, like
 	// examples/: the bench command and each backend's raw-vs-bankrpc harness.
@@ -75,6 +83,10 @@ type externalRule struct {
 var externalRules = []externalRule{
 	{module: "github.com/pebbe/zmq4", owners: []string{"transport/zmq"}},
 	{module: "github.com/rabbitmq/amqp091-go", owners: []string{"transport/amqp", "transport/amqp/amqptest"}},
+	// The core (the runtime, transport, the backends, the bank, generated
+	// code) never imports Prometheus or OpenTelemetry: only their packages.
+	{module: "github.com/prometheus", owners: []string{"metrics"}},
+	{module: "go.opentelemetry.io", owners: []string{"tracing"}},
 }
 
 // forbiddenDeps are module-internal packages a package must not depend on,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/bankrpc/bankrpc/codec"
 	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // DefaultMaxFrameSize is the default limit on an encoded envelope: 4 MiB, as
@@ -34,6 +35,7 @@ type dialOptions struct {
 	logger       *slog.Logger
 	configs      []any
 	stats        []StatsHandler
+	events       []transport.EventSink
 }
 
 type serverOptions struct {
@@ -44,6 +46,7 @@ type serverOptions struct {
 	logger       *slog.Logger
 	configs      []any
 	stats        []StatsHandler
+	events       []transport.EventSink
 	cacheSize    int
 	cacheAge     time.Duration
 	cacheBytes   int
@@ -96,6 +99,33 @@ func WithTransportConfig(cfg any) Option {
 	return bothFunc{
 		dial:   func(o *dialOptions) { o.configs = append(o.configs, cfg) },
 		server: func(o *serverOptions) { o.configs = append(o.configs, cfg) },
+	}
+}
+
+// WithTransportEvents adds a sink for the events of the backend the address
+// names (reconnections, resends, redeliveries, dead letters, refused frames;
+// see transport.Event), such as metrics.TransportMetrics's. Several append:
+// each gets every event. A backend opened directly (NewConn, Serve of a
+// listener not opened by Listen) takes its sink from its own config.
+func WithTransportEvents(sink transport.EventSink) Option {
+	return bothFunc{
+		dial:   func(o *dialOptions) { o.events = append(o.events, sink) },
+		server: func(o *serverOptions) { o.events = append(o.events, sink) },
+	}
+}
+
+// eventSink passes events to every one of sinks; nil for none.
+func eventSink(sinks []transport.EventSink) transport.EventSink {
+	switch len(sinks) {
+	case 0:
+		return nil
+	case 1:
+		return sinks[0]
+	}
+	return func(e transport.Event) {
+		for _, s := range sinks {
+			s(e)
+		}
 	}
 }
 

@@ -26,7 +26,7 @@ func listen(ctx context.Context, addr string, o serverOptions) (transport.Server
 	if err != nil {
 		return nil, err
 	}
-	return s.Listen(ctx, u, transport.Options{Logger: o.logger, MaxFrameSize: o.maxFrame, Configs: o.configs})
+	return s.Listen(ctx, u, transport.Options{Logger: o.logger, MaxFrameSize: o.maxFrame, Configs: o.configs, Events: eventSink(o.events)})
 }
 
 // acceptingNew reports whether the server takes new calls.

@@ -26,6 +26,9 @@ type Options struct {
 	// takes the values of its own types (see ConfigOf) and refuses the
 	// others with an error naming them.
 	Configs []any
+	// Events receives what the backend does to keep calls going, or
+	// refuses, that no call's outcome shows (see Event); nil drops them.
+	Events EventSink
 }
 
 // ConfigOf returns the last value of type T in o.Configs, and whether there

@@ -52,6 +52,10 @@ func (t *callTable) init(size int, age time.Duration, maxBytes int) {
 	t.size, t.age, t.maxBytes = size, age, maxBytes
 }
 
+// earlyCancelTTL is how long a cancel that came before its request waits
+// for that request.
+const earlyCancelTTL = 30 * time.Second
+
 // errCallIDReused refuses a request whose call id names another request.
 func errCallIDReused(id string) error {
 	return status.Errorf(status.InvalidArgument, "bankrpc: call id %q is already used by a different request (another method or payload); a retry must resend the same request", id)
@@ -67,7 +71,15 @@ func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.evictLocked(time.Now())
-	if c := t.byID[id]; c != nil {
+	if c := t.byID[id]; c != nil && c.fp == 0 && c.ended {
+		// A cancel that came before its request answers that request once,
+		// if it comes soon (AMQP may deliver the two out of order); a later
+		// retry of the call id runs.
+		delete(t.byID, id)
+		if time.Since(c.finishedAt) <= earlyCancelTTL {
+			return c, false, nil, nil, nil
+		}
+	} else if c != nil {
 		if c.fp != 0 && c.fp != fp {
 			return nil, false, nil, nil, errCallIDReused(id)
 		}

@@ -216,7 +216,10 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		if err != nil {
 			*end = CallEnd{Code: Unavailable, Err: err, Refused: true, RefusedReason: "not served"}
 		} else {
-			*end = CallEnd{Code: c.code, Err: c.e, Duplicate: true}
+			*end = CallEnd{Code: c.code, Duplicate: true}
+			if c.e != nil { // a nil *Error in an error interface is not nil
+				end.Err = c.e
+			}
 		}
 		return reply, err
 	}

@@ -72,15 +72,43 @@ const maxUnknown = 1024
 // that ended without a reply from the server.
 type pendingSeqs struct {
 	mu      sync.Mutex
+	last    uint64 // the last sequence handed out
 	set     map[uint64]struct{}
 	unknown []uint64 // oldest first
 	min     uint64   // the lowest in set; 0 when set is empty
 }
 
-// begin adds seq and returns the session's first unanswered sequence.
+// next hands out the next sequence and adds it, in one step, so that no
+// request can tell the server a first unanswered sequence above one that is
+// about to be sent. It returns the sequence and the session's first
+// unanswered one.
+func (p *pendingSeqs) next() (seq, firstUnanswered uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last++
+	return p.last, p.addLocked(p.last)
+}
+
+// reserve hands out the next sequence for a caller that sends it later
+// (Conn.NewCallID): it is pending, as an unknown outcome, from now on.
+func (p *pendingSeqs) reserve() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last++
+	p.addLocked(p.last)
+	p.endLocked(p.last, false)
+	return p.last
+}
+
+// begin adds seq, a sequence handed out before, and returns the session's
+// first unanswered sequence.
 func (p *pendingSeqs) begin(seq uint64) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.addLocked(seq)
+}
+
+func (p *pendingSeqs) addLocked(seq uint64) uint64 {
 	if p.set == nil {
 		p.set = make(map[uint64]struct{})
 	}
@@ -96,6 +124,10 @@ func (p *pendingSeqs) begin(seq uint64) uint64 {
 func (p *pendingSeqs) end(seq uint64, answered bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.endLocked(seq, answered)
+}
+
+func (p *pendingSeqs) endLocked(seq uint64, answered bool) {
 	if _, ok := p.set[seq]; !ok {
 		return
 	}

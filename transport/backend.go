@@ -35,7 +35,8 @@ type Call struct {
 // when ctx ends before the reply, RoundTrip returns ctx's error promptly and
 // tells the server, best-effort, that the call is canceled (a cancel message
 // naming call.ID; see PROTOCOL.md), so that the server cancels the handler's
-// ctx. A call without a deadline waits for its reply as long as the server
+// ctx. A backend may omit the cancel when ctx ended by its deadline (the
+// server enforces the deadline in the frame). A call without a deadline waits for its reply as long as the server
 // is alive: a backend detects a dead server by its own means (heartbeats,
 // broker connections), never by counting attempts. Close is idempotent; it
 // unblocks calls in flight, which then fail with ErrClosed.
@@ -69,7 +70,7 @@ type ClientTransport interface {
 // CancelCall cancels the handler's ctx of the call with that id when it runs
 // here; backends call it when a client's cancel message arrives. A cancel
 // that arrives before its request makes that request, if it comes within the
-// reply-cache window, answered CANCELED without running.
+// next 30 seconds, answered CANCELED without running (once).
 type Handler interface {
 	HandleFrame(ctx context.Context, frame []byte) (reply []byte, err error)
 	CancelCall(callID string)
@@ -102,7 +103,10 @@ type ServerTransport interface {
 var ErrClosed = status.NewError(status.Canceled, "bankrpc: connection closed")
 
 // ErrNotServed is returned by Handler.HandleFrame for a call the server did
-// not answer because it is shutting down; see Handler.
+// not answer because it is shutting down; see Handler. A handler returns it
+// only once the server is stopping and will serve no new call; a backend may
+// stop taking requests from then on (AMQP does, so that a request given back
+// is not delivered to it again).
 var ErrNotServed = status.NewError(status.Unavailable, "bankrpc: the server is shutting down")
 
 // Peer describes the caller of a request, as far as the backend knows it.

@@ -58,13 +58,20 @@ func (s *testService) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1
 	s.runs[in.GetKey()]++
 	run := s.runs[in.GetKey()]
 	s.workMu.Unlock()
-	stop := context.AfterFunc(ctx, func() {
+	record := func() {
 		s.workMu.Lock()
 		s.ctxDone[in.GetKey()] = time.Now()
 		s.causes[in.GetKey()] = context.Cause(ctx)
 		s.workMu.Unlock()
-	})
-	defer stop()
+	}
+	stop := context.AfterFunc(ctx, record)
+	defer func() {
+		// Done is closed before AfterFunc starts its function: a handler
+		// returning on Done can stop it before it runs, so record here then.
+		if stop() && ctx.Err() != nil {
+			record()
+		}
+	}()
 	timer := time.NewTimer(time.Duration(in.GetNanos()))
 	defer timer.Stop()
 	done := ctx.Done()

@@ -23,7 +23,7 @@ comma := ,
 banner = @printf '\n==> %s\n' '$(1)'
 need_buf = @[[ -x $(TOOLS_BIN)/buf ]] || { echo "buf not found in .tools/: run make setup" >&2; exit 1; }
 
-.PHONY: setup broker generate check-generate lint build test demo bench clean
+.PHONY: setup broker check-deps generate check-generate lint build test demo bench clean
 
 setup:
 	$(call banner,setup: system packages$(comma) buf$(comma) Go modules)
@@ -32,6 +32,12 @@ setup:
 broker:
 	$(call banner,broker: RabbitMQ on 127.0.0.1:5672)
 	bash scripts/broker.sh
+
+# Fails when a command, proto import or C header the build uses comes from a Debian
+# package that scripts/setup.sh does not install (-v: the whole list).
+check-deps:
+	$(call banner,check-deps: every package the build uses is one scripts/setup.sh installs)
+	bash scripts/check-deps.sh
 
 generate:
 	$(call banner,generate: buf generate -> gen/)
@@ -64,7 +70,7 @@ lint:
 	fi
 	go vet ./...
 	@# Only transport/zmq links libzmq: the rest builds without cgo.
-	CGO_ENABLED=0 go build ./transport ./codec ./bank ./transport/inproc ./transport/amqp
+	CGO_ENABLED=0 go build . ./transport ./codec ./bank ./transport/inproc ./transport/amqp
 
 build:
 	$(call banner,build: examples -> bin/)
@@ -76,6 +82,7 @@ build:
 test:
 	@$(MAKE) setup
 	@$(MAKE) broker
+	@$(MAKE) check-deps
 	@$(MAKE) check-generate
 	@$(MAKE) lint
 	$(call banner,test: go test $(GO_TEST_FLAGS) ./... (real libzmq; RabbitMQ via BANKRPC_AMQP_URL))

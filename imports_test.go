@@ -32,19 +32,36 @@ type importRule struct {
 // ones. A change here needs the same change, and its reason, in DESIGN.md.
 var importTable = []importRule{
 	// A .proto may import another of the module's .protos (docs/architecture.md).
-	{pkg: "gen/...", allowed: []string{"transport", "gen/..."}},
-	{pkg: "codec", allowed: []string{"gen/bankrpc/wire/v1"}},
-	{pkg: "transport", allowed: []string{"codec", "gen/bankrpc/wire/v1"}},
-	{pkg: "transport/inproc", allowed: []string{"transport"}},
-	{pkg: "transport/zmq", allowed: []string{"transport"}},
-	{pkg: "transport/amqp", allowed: []string{"transport"}},
+	{pkg: "gen/...", allowed: []string{".", "gen/..."}},
+	{pkg: "codec"},
+	// The runtime users import, at the module root.
+	{pkg: ".", allowed: []string{"transport", "codec", "internal/envelope", "internal/status", "internal/ratelog", "gen/bankrpc/wire/v1"}},
+	// Rate-limited logging of refused input, for the runtime and the backends.
+	{pkg: "internal/ratelog"},
+	{pkg: "internal/envelope", allowed: []string{"gen/bankrpc/wire/v1"}},
+	// Codes and the error type, shared by the root package (which re-exports
+	// them) and the backends, which must not import the root
+	// (docs/architecture.md).
+	{pkg: "internal/status"},
+	{pkg: "transport", allowed: []string{"internal/status"}},
+	{pkg: "transport/inproc", allowed: []string{"transport", "internal/status"}},
+	{pkg: "transport/zmq", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
+	{pkg: "transport/amqp", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
 	// Test support: the broker of the tests (docs/architecture.md).
 	{pkg: "transport/amqp/amqptest"},
-	// The lead's exception: the suite calls its own generated test service,
-	// and reads envelopes to check what backends put on the wire.
-	{pkg: "transport/transporttest", allowed: []string{"transport", "codec", "gen/bankrpc/test/v1", "gen/bankrpc/wire/v1"}},
+	// The suite calls its own generated test service through the root
+	// package, and reads envelopes to check what backends put on the wire.
+	{pkg: "transport/transporttest", allowed: []string{".", "transport", "internal/envelope", "gen/bankrpc/test/v1", "gen/bankrpc/wire/v1"}},
 	{pkg: "protoc-gen-bankrpc"},
-	{pkg: "bank", allowed: []string{"gen/bank/v1", "transport"}},
+	{pkg: "bank", allowed: []string{"gen/bank/v1", "."}},
+	// Observability (docs/observability.md), one option each, built on the
+	// root package's StatsHandler, interceptors and metadata: the only
+	// packages that import Prometheus and OpenTelemetry. metrics counts the
+	// backends' transport.Events; logging rate-limits as the runtime does.
+	{pkg: "metrics", allowed: []string{".", "transport"}},
+	{pkg: "tracing", allowed: []string{"."}},
+	{pkg: "logging", allowed: []string{".", "internal/ratelog"}},
+	{pkg: "health", allowed: []string{".", "gen/bankrpc/health/v1"}},
 	{pkg: "examples/...", any: true},
 	// Programs and harnesses that measure the module from outside, like
 	// examples/: the bench command and each backend's raw-vs-bankrpc harness.
@@ -66,6 +83,10 @@ type externalRule struct {
 var externalRules = []externalRule{
 	{module: "github.com/pebbe/zmq4", owners: []string{"transport/zmq"}},
 	{module: "github.com/rabbitmq/amqp091-go", owners: []string{"transport/amqp", "transport/amqp/amqptest"}},
+	// The core (the runtime, transport, the backends, the bank, generated
+	// code) never imports Prometheus or OpenTelemetry: only their packages.
+	{module: "github.com/prometheus", owners: []string{"metrics"}},
+	{module: "go.opentelemetry.io", owners: []string{"tracing"}},
 }
 
 // forbiddenDeps are module-internal packages a package must not depend on,
@@ -73,7 +94,11 @@ var externalRules = []externalRule{
 var forbiddenDeps = map[string][]string{
 	// The plugin emits runtime identifiers by import path; it does not link
 	// the runtime, so that it builds and versions on its own.
-	"protoc-gen-bankrpc": {"transport"},
+	"protoc-gen-bankrpc": {".", "transport"},
+	// Backends never link the runtime users import: they move frames.
+	"transport/inproc": {"."},
+	"transport/zmq":    {"."},
+	"transport/amqp":   {"."},
 }
 
 // goPackage is the part of `go list -json` this test reads.
@@ -91,7 +116,7 @@ func TestImportsFollowDesign(t *testing.T) {
 	defer cancel()
 	pkgs := listModulePackages(ctx, t)
 	require.NotEmpty(t, pkgs)
-	require.Contains(t, pkgs, "transport", "go list did not see the runtime; is the test running at the module root?")
+	require.Contains(t, pkgs, ".", "go list did not see the runtime; is the test running at the module root?")
 
 	for _, rel := range sortedKeys(pkgs) {
 		p := pkgs[rel]
@@ -107,6 +132,9 @@ func TestImportsFollowDesign(t *testing.T) {
 		}
 		for _, imp := range p.Imports {
 			dep, internal := strings.CutPrefix(imp, module+"/")
+			if imp == module {
+				dep, internal = ".", true
+			}
 			if !internal {
 				continue
 			}
@@ -138,7 +166,11 @@ func TestExternalModulesStayInTheirBackend(t *testing.T) {
 	for pkg, forbidden := range forbiddenDeps {
 		for _, rel := range matching(pkgs, pkg) {
 			for _, f := range forbidden {
-				assert.NotContains(t, pkgs[rel].Deps, module+"/"+f, "package %s depends on %s, which DESIGN.md forbids", rel, f)
+				dep := module + "/" + f
+				if f == "." {
+					dep = module
+				}
+				assert.NotContains(t, pkgs[rel].Deps, dep, "package %s depends on %s, which DESIGN.md forbids", rel, f)
 			}
 		}
 	}

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // DefaultSnapshotEvery is how many log records accumulate before the bank
@@ -23,11 +23,19 @@ const DefaultSnapshotEvery = 1 << 20
 
 type options struct {
 	logger        *slog.Logger
-	retention     int
+	retention     time.Duration
+	maxSessions   int
+	creditLimit   int64
+	admins        []string
+	repairTail    bool
 	onIdle        func()
+	onFailure     func(error)
 	snapshotEvery int
 	openLog       func(path string) (logFile, error)
 	syncDir       func(dir string) error
+	// clock is the wall clock the bank's time advances with (FORMAT.md,
+	// "Time"); tests replace it.
+	clock func() time.Time
 	// maxAccounts is how many accounts the bank may hold: maxAccounts
 	// unless a test sets fewer. A bank must keep its limit across
 	// restarts: replay checks that every Open refused for want of room is
@@ -45,12 +53,49 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithDedupRetention sets how many call ids the bank remembers per account
-// (default DefaultDedupRetention, 64; at most MaxDedupRetention). A call
-// repeated after its account made n newer calls with call ids is applied
-// again.
-func WithDedupRetention(n int) Option {
-	return func(o *options) { o.retention = n }
+// WithSessionRetention sets how long the bank remembers a client session
+// after its last recorded call (default DefaultSessionRetention, 7 days),
+// counted in bank time: time while the bank runs (FORMAT.md, "Time"). A
+// retry with the call id of a call whose outcome is unknown is answered
+// from the record within that time; after it, such a retry is refused with
+// ABORTED, never applied.
+func WithSessionRetention(d time.Duration) Option {
+	return func(o *options) { o.retention = d }
+}
+
+// WithMaxSessions sets how many client sessions the bank remembers at once
+// (default DefaultMaxSessions). A call that would start a session beyond it
+// is refused with RESOURCE_EXHAUSTED, not applied, until sessions expire:
+// the bank never forgets a session early, as that would leave its calls
+// open to being applied twice.
+func WithMaxSessions(n int) Option {
+	return func(o *options) { o.maxSessions = n }
+}
+
+// WithCreditLimit sets the credit limit an account gets when it is created
+// (default 0: no credit). Accounts keep the limit they were created with;
+// SetCreditLimit changes one account's.
+func WithCreditLimit(limit int64) Option {
+	return func(o *options) { o.creditLimit = limit }
+}
+
+// WithAdmins names the authenticated caller identities (transport.Peer's
+// Identity: a CURVE public key on ZeroMQ, the broker-validated user-id on
+// AMQP) that may call the administrators' methods (SetCreditLimit). A
+// caller in the same process (a direct method call, or the inproc
+// transport) may always call them; any other caller gets PERMISSION_DENIED.
+func WithAdmins(identities ...string) Option {
+	return func(o *options) { o.admins = append(o.admins, identities...) }
+}
+
+// WithRepairLogTail lets Open cut off damaged bytes at the end of the
+// newest log file: bytes after the last valid record that are not the
+// remains of an interrupted append and that no valid record follows.
+// Without it Open refuses such a directory with a *CorruptError whose
+// TailBytes is set. Either way Open keeps a copy of whatever it cuts off
+// (FORMAT.md, "Start").
+func WithRepairLogTail() Option {
+	return func(o *options) { o.repairTail = true }
 }
 
 // WithOnIdle sets fn to be called whenever the number of logged-on clients
@@ -59,6 +104,14 @@ func WithDedupRetention(n int) Option {
 // call Shutdown (the seed's exit-when-idle).
 func WithOnIdle(fn func()) Option {
 	return func(o *options) { o.onIdle = fn }
+}
+
+// WithOnFailure sets fn to be called once, on a goroutine of its own, when
+// a log write or fsync fails (a full disk): from then on the bank applies no
+// change until it is opened again. A server reports itself NOT_SERVING from
+// it.
+func WithOnFailure(fn func(error)) Option {
+	return func(o *options) { o.onFailure = fn }
 }
 
 // WithSnapshotEvery sets how many log records accumulate before the bank
@@ -89,6 +142,7 @@ type Bank struct {
 
 	mu       sync.Mutex // guards the fields below, up to calls
 	st       state
+	clock    bankClock
 	lsn      uint64 // sequence number of the last record
 	gen      uint64 // log generation new records go to
 	logged   int    // records logged since the last snapshot
@@ -130,24 +184,33 @@ type segment struct {
 // Open opens (creating if needed) the bank stored in dir, takes an exclusive
 // lock on it (a second Open of the same dir, in this or another process,
 // fails with a *LockedError saying which process holds it), loads the
-// snapshot and replays the log. A torn last record is truncated and
-// reported through the logger; any other damage makes Open fail with a
-// *CorruptError naming the file and offset, and a file in a format version
-// this build does not read with a *VersionError.
+// snapshot and replays the log. A torn last record is truncated, keeping a
+// copy, and reported through the logger; any other damage makes Open fail
+// with a *CorruptError naming the file and offset, files that cannot hold
+// every change (a snapshot missing) with an *IncompleteError, and a file in
+// a format version this build does not read with a *VersionError.
 func Open(dir string, opts ...Option) (*Bank, error) {
 	o := options{
 		logger:        slog.New(slog.DiscardHandler),
-		retention:     DefaultDedupRetention,
+		retention:     DefaultSessionRetention,
+		maxSessions:   DefaultMaxSessions,
 		snapshotEvery: DefaultSnapshotEvery,
 		openLog:       openOSLogFile,
 		syncDir:       syncDir,
 		maxAccounts:   maxAccounts,
+		clock:         time.Now,
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.retention < 1 || o.retention > MaxDedupRetention {
-		return nil, fmt.Errorf("bank: dedup retention must be between 1 and %d, got %d", MaxDedupRetention, o.retention)
+	if o.retention <= 0 {
+		return nil, fmt.Errorf("bank: session retention must be positive, got %v", o.retention)
+	}
+	if o.maxSessions < 1 {
+		return nil, fmt.Errorf("bank: the session limit must be at least 1, got %d", o.maxSessions)
+	}
+	if o.creditLimit < 0 {
+		return nil, fmt.Errorf("bank: the default credit limit must not be negative, got %d", o.creditLimit)
 	}
 	if o.snapshotEvery < 0 {
 		return nil, fmt.Errorf("bank: snapshot interval must not be negative, got %d", o.snapshotEvery)
@@ -207,11 +270,12 @@ func makeDir(dir string, syncDir func(string) error) error {
 
 // load reads the snapshot and replays the log files that follow it.
 func (b *Bank) load() error {
-	start := time.Now()
+	began := time.Now()
+	start := b.opts.clock()
 	if err := os.Remove(filepath.Join(b.dir, snapshotTempName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("bank: %w", err)
 	}
-	st, meta, err := b.readSnapshot()
+	st, meta, found, err := b.readSnapshot()
 	if err != nil {
 		return err
 	}
@@ -233,54 +297,137 @@ func (b *Bank) load() error {
 		}
 		b.opts.logger.Info("bank: removed a log file the snapshot includes", "file", path)
 	}
+	if err := b.checkComplete(found, meta, live); err != nil {
+		return err
+	}
 	st.limit = b.opts.maxAccounts
-	lsn := meta.lastLSN
+	p := &replayer{s: &st, lsn: meta.lastLSN, horizon: b.opts.retention, v1Time: start.UnixNano()}
 	b.gen = meta.nextGen
 	for i, g := range live {
 		path := filepath.Join(b.dir, logFileName(g))
-		r, err := replayLog(path, &st, &lsn, i == len(live)-1)
+		r, err := replayLog(path, p, i == len(live)-1)
 		if err != nil {
 			return err
 		}
 		b.logged += r.records
 		b.gen = g
-		if r.torn {
-			if err := truncateFile(path, r.valid); err != nil {
-				return fmt.Errorf("bank: truncate torn record: %w", err)
-			}
-			b.opts.logger.Warn("bank: truncated a torn record at the end of the log (a write cut short by a crash: not acknowledged, unless the disk damaged it)",
-				"file", path, "offset", r.valid)
+		if err := b.cutTail(path, r, start); err != nil {
+			return err
 		}
 	}
-	b.st, b.lsn = st, lsn
-	b.opts.logger.Info("bank: opened", "dir", b.dir, "accounts", len(st.accounts), "records_replayed", b.logged, "duration", time.Since(start))
+	base := max(meta.time, p.maxTime)
+	if base == 0 {
+		base = start.UnixNano() // a new bank, or one written by a build without bank time
+	}
+	if st.legacy.len() > 0 && st.legacy.since == 0 {
+		st.legacy.since = base
+	}
+	b.st, b.lsn = st, p.lsn
+	b.clock = bankClock{now: b.opts.clock, start: start, base: base}
+	b.opts.logger.Info("bank: opened", "dir", b.dir, "accounts", len(st.accounts), "sessions", st.sessions.len(), "records_replayed", b.logged, "duration", time.Since(began))
 	return nil
 }
 
-func (b *Bank) readSnapshot() (state, snapshotMeta, error) {
+// checkComplete refuses to start from files that cannot hold every change:
+// a log that continues a snapshot which is missing, or a snapshot whose
+// log file is missing. Every snapshot is written after the first log file
+// of the generation it starts exists (FORMAT.md, "Snapshots and
+// compaction"), so each case means a file was lost.
+func (b *Bank) checkComplete(found bool, meta snapshotMeta, live []uint64) error {
+	snap := filepath.Join(b.dir, snapshotFileName)
+	switch {
+	case !found && len(live) > 0 && live[0] > 1:
+		return &IncompleteError{
+			Missing: snap,
+			Reason: fmt.Sprintf("the log starts at %s, which continues a snapshot: the changes before it were in the snapshot",
+				filepath.Join(b.dir, logFileName(live[0]))),
+			Remedy: "restore the snapshot from a backup; to start an empty bank instead, move every log.* file out of " + b.dir,
+		}
+	case found && meta.version == snapshotVersion && (len(live) == 0 || live[0] != meta.nextGen):
+		return &IncompleteError{
+			Missing: filepath.Join(b.dir, logFileName(meta.nextGen)),
+			Reason:  fmt.Sprintf("%s says the log continues in it, so the changes after the snapshot cannot be complete", snap),
+			Remedy:  "restore the log files from a backup; if you know that nothing was logged after the snapshot, create the missing file empty",
+		}
+	}
+	return nil
+}
+
+// cutTail truncates what replaying the log file at path found after its
+// last valid record, keeping a copy: a torn tail always, a damaged one only
+// with WithRepairLogTail.
+func (b *Bank) cutTail(path string, r replayed, now time.Time) error {
+	switch r.tail {
+	case tailTorn:
+		copyPath, n, err := cutFile(path, r.valid, now, b.opts.syncDir)
+		if err != nil {
+			return fmt.Errorf("bank: truncate torn record: %w", err)
+		}
+		b.opts.logger.Warn("bank: truncated a torn record at the end of the log (a write cut short by a crash: not acknowledged, unless the disk damaged it)",
+			"file", path, "offset", r.valid, "bytes", n, "copy", copyPath)
+	case tailDamaged:
+		if !b.opts.repairTail {
+			fi, err := os.Stat(path)
+			if err != nil {
+				return fmt.Errorf("bank: %w", err)
+			}
+			return &CorruptError{File: path, Offset: r.valid, Err: r.tailErr, TailBytes: fi.Size() - r.valid}
+		}
+		copyPath, n, err := cutFile(path, r.valid, now, b.opts.syncDir)
+		if err != nil {
+			return fmt.Errorf("bank: cut the damaged end of %s: %w", path, err)
+		}
+		b.opts.logger.Warn("bank: cut damaged bytes off the end of the log, as asked (WithRepairLogTail): whatever they held is lost; a copy is kept",
+			"file", path, "offset", r.valid, "bytes", n, "reason", r.tailErr.Error(), "copy", copyPath)
+	}
+	return nil
+}
+
+// readSnapshot reads the snapshot, if there is one (found).
+func (b *Bank) readSnapshot() (st state, meta snapshotMeta, found bool, err error) {
 	path := filepath.Join(b.dir, snapshotFileName)
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return newState(b.opts.retention), snapshotMeta{nextGen: 1}, nil
+		return newState(), snapshotMeta{nextGen: 1}, false, nil
 	}
 	if err != nil {
-		return state{}, snapshotMeta{}, fmt.Errorf("bank: %w", err)
+		return state{}, snapshotMeta{}, false, fmt.Errorf("bank: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return state{}, snapshotMeta{}, fmt.Errorf("bank: %w", err)
+		return state{}, snapshotMeta{}, false, fmt.Errorf("bank: %w", err)
 	}
-	st, meta, err := decodeSnapshot(f, fi.Size(), b.opts.retention)
+	st, meta, err = decodeSnapshot(f, fi.Size())
 	var cerr *CorruptError
 	switch {
 	case errors.As(err, &cerr):
 		cerr.File = path
-		return state{}, snapshotMeta{}, cerr
+		return state{}, snapshotMeta{}, false, cerr
 	case err != nil:
-		return state{}, snapshotMeta{}, fmt.Errorf("bank: snapshot %s: %w", path, err)
+		return state{}, snapshotMeta{}, false, fmt.Errorf("bank: snapshot %s: %w", path, err)
 	}
-	return st, meta, nil
+	return st, meta, true, nil
+}
+
+// bankClock is the bank's time (FORMAT.md, "Time"): it goes on from the
+// latest time the files record, at the pace of the wall clock, and never
+// goes back. It stands still while the bank is down.
+type bankClock struct {
+	now   func() time.Time
+	start time.Time // the wall clock when the bank opened
+	base  int64     // the bank time then, in nanoseconds
+	last  int64     // the latest time read
+}
+
+// read returns the bank time now. The bank's mutex guards it.
+func (c *bankClock) read() int64 {
+	t := c.base + int64(c.now().Sub(c.start))
+	if t < c.last {
+		t = c.last
+	}
+	c.last = t
+	return t
 }
 
 func truncateFile(path string, size int64) error {
@@ -310,26 +457,25 @@ func (b *Bank) enterLocked() error {
 	return nil
 }
 
-// call applies req at most once per non-empty callID and returns its
-// result, which may be a refusal (see result.err). The error is non-nil only
-// when the bank did not decide: an invalid request, a reused call id, a
-// shut-down or stopped bank, or ctx ending. When ctx ends while the change
-// is being made durable, the call returns at once, but the change was made:
-// it becomes durable with its batch unless the log fails (which stops the
-// bank), and a retry with the same call id returns the recorded result.
-func (b *Bank) call(ctx context.Context, callID string, req request) (result, error) {
+// call applies req at most once per call id and returns its result, which
+// may be a refusal (see result.err). The error is non-nil only when the
+// bank did not decide: an invalid request, a call id of another form or
+// reused for another request, a call whose outcome the bank cannot tell
+// (ABORTED), a shut-down or stopped bank, or ctx ending. When ctx ends
+// while the change is being made durable, the call returns at once, but the
+// change was made: it becomes durable with its batch unless the log fails
+// (which stops the bank), and a retry with the same call id returns the
+// recorded result. A call without a call id (c.id == "") is applied without
+// that protection.
+func (b *Bank) call(ctx context.Context, c callRef, req request) (result, error) {
 	if err := req.validate(); err != nil {
 		return result{}, err
 	}
-	if len(callID) > maxCallIDLen {
-		return result{}, transport.Errorf(transport.InvalidArgument, "call id is %d bytes long; the bank records call ids of up to %d bytes", len(callID), maxCallIDLen)
+	if len(c.id) > maxCallIDLen {
+		return result{}, bankrpc.Errorf(bankrpc.InvalidArgument, "call id is %d bytes long; the bank records call ids of up to %d bytes", len(c.id), maxCallIDLen)
 	}
 	if err := ctx.Err(); err != nil {
-		return result{}, transport.FromContextError(err)
-	}
-	var key callKey
-	if callID != "" {
-		key = keyOf(callID)
+		return result{}, bankrpc.FromContextError(err)
 	}
 
 	b.mu.Lock()
@@ -338,28 +484,35 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 		return result{}, err
 	}
 	defer b.calls.Done()
-	if callID != "" {
-		if e, ok := b.st.recorded(req.account, key); ok {
-			// A repeat: answer with the recorded result once it is durable,
-			// which it is when everything logged so far is.
-			bt := b.latestLocked()
+	now := b.clock.read()
+	if c.id != "" {
+		if e, ok := b.st.legacy.lookup(req.account, c.id, now, b.opts.retention); ok {
+			return b.repeatLocked(ctx, c.id, e.matches(req), e.op, req.account, e.result())
+		}
+		if c.session == "" {
 			b.mu.Unlock()
-			if !e.matches(req) {
-				return result{}, transport.Errorf(transport.InvalidArgument, "call id %q was already used on account %d for another request (%s)", callID, req.account, e.op)
-			}
-			if err := b.await(ctx, bt); err != nil {
-				return result{}, err
-			}
-			return e.result(), nil
+			return result{}, bankrpc.Errorf(bankrpc.InvalidArgument, "call id %q is not of the form <session>-<sequence number> (PROTOCOL.md 2.1), "+
+				"under which the bank records calls: a call id of another form cannot be proven applied or not, so the bank does not apply it", c.id)
+		}
+		switch v, rep, mark := b.st.sessions.check(c, now, b.opts.retention, b.opts.maxSessions); v {
+		case verdictRepeat:
+			return b.repeatLocked(ctx, c.id, rep.matches(req), rep.op, rep.account, rep.result())
+		case verdictForgotten:
+			b.mu.Unlock()
+			return result{}, forgottenError(c, mark)
+		case verdictUnknownSession:
+			b.mu.Unlock()
+			return result{}, unknownSessionError(c, b.opts.retention)
+		case verdictFull:
+			b.mu.Unlock()
+			return result{}, bankrpc.Errorf(bankrpc.ResourceExhausted, "call %q would start a client session, and the bank already remembers %d, its limit: nothing was applied; try again later", c.id, b.opts.maxSessions)
 		}
 	}
 	online := b.st.online
 	res := b.st.apply(req)
-	if callID != "" {
-		b.st.remember(key, req, res)
-	}
+	b.st.remember(c, req, res, now, b.opts.retention)
 	b.lsn++
-	bt := b.appendLocked(&record{lsn: b.lsn, req: req, res: res, callID: callID})
+	bt := b.appendLocked(&record{lsn: b.lsn, req: req, res: res, callID: c.id, fu: c.fu, time: now})
 	if online > 0 && b.st.online == 0 {
 		bt.idle++
 	}
@@ -374,30 +527,49 @@ func (b *Bank) call(ctx context.Context, callID string, req request) (result, er
 	return res, nil
 }
 
-// balance returns the balance of account id once every change it may
-// include is durable.
-func (b *Bank) balance(ctx context.Context, id int32) (int64, error) {
+// repeatLocked answers a call whose call id is recorded, with the recorded
+// result res once it is durable, which it is when everything logged so far
+// is; or, when the call's request does not match the recorded one (op on
+// account), refuses it. It unlocks the bank's mutex.
+func (b *Bank) repeatLocked(ctx context.Context, id string, matches bool, recorded op, account int32, res result) (result, error) {
+	bt := b.latestLocked()
+	b.mu.Unlock()
+	if !matches {
+		return result{}, bankrpc.Errorf(bankrpc.InvalidArgument, "call id %q was already used on account %d for another request (%s)", id, account, recorded)
+	}
+	if err := b.await(ctx, bt); err != nil {
+		return result{}, err
+	}
+	return res, nil
+}
+
+// balance returns the balance and the credit limit of account id once every
+// change they may include is durable.
+func (b *Bank) balance(ctx context.Context, id int32) (bal, limit int64, err error) {
 	if id <= 0 {
-		return 0, transport.Errorf(transport.InvalidArgument, "account id must be positive, got %d", id)
+		return 0, 0, bankrpc.Errorf(bankrpc.InvalidArgument, "account id must be positive, got %d", id)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, transport.FromContextError(err)
+		return 0, 0, bankrpc.FromContextError(err)
 	}
 	b.mu.Lock()
 	if err := b.enterLocked(); err != nil {
 		b.mu.Unlock()
-		return 0, err
+		return 0, 0, err
 	}
 	defer b.calls.Done()
 	i, ok := findAccount(b.st.accounts, id)
 	if !ok {
 		b.mu.Unlock()
-		return 0, result{code: transport.NotFound}.err(request{account: id}, b.opts.maxAccounts)
+		return 0, 0, result{code: bankrpc.NotFound}.err(request{account: id}, b.opts.maxAccounts)
 	}
-	bal := b.st.accounts[i].balance()
+	a := b.st.accounts[i]
 	bt := b.latestLocked()
 	b.mu.Unlock()
-	return bal, b.await(ctx, bt)
+	if err := b.await(ctx, bt); err != nil {
+		return 0, 0, err
+	}
+	return a.balance, a.limit, nil
 }
 
 // appendLocked adds r to the pending batch and returns the batch.
@@ -439,7 +611,7 @@ func (b *Bank) await(ctx context.Context, bt *batch) error {
 		}
 		return nil
 	case <-ctx.Done():
-		return transport.FromContextError(ctx.Err())
+		return bankrpc.FromContextError(ctx.Err())
 	}
 }
 
@@ -511,6 +683,9 @@ func (b *Bank) commit(w *logWriter) int {
 	b.mu.Lock()
 	if err != nil && b.failed == nil {
 		b.failed = err
+		if fn := b.opts.onFailure; fn != nil {
+			go fn(err)
+		}
 	}
 	b.inflight = nil
 	due := b.snapshotDueLocked()
@@ -593,7 +768,9 @@ func (b *Bank) snapshot() error {
 		b.mu.Unlock()
 		return nil
 	}
+	size := snapshotSize(&b.st)
 	b.mu.Unlock()
+	buf := snapshotBuffer(size + size/64 + 64<<10)
 
 	// Create the file first: an attempt that cannot even begin costs
 	// neither an encoding under the mutex nor a new log generation.
@@ -610,13 +787,25 @@ func (b *Bank) snapshot() error {
 		_ = os.Remove(tmp)
 		return stoppedError(err)
 	}
-	meta := snapshotMeta{lastLSN: b.lsn, nextGen: b.gen + 1}
-	data := encodeSnapshot(&b.st, meta)
+	now := b.clock.read()
+	b.st.sessions.expire(now, b.opts.retention)
+	b.st.legacy.expire(now, b.opts.retention)
+	meta := snapshotMeta{lastLSN: b.lsn, nextGen: b.gen + 1, time: now}
+	data := encodeSnapshot(buf, &b.st, meta)
 	covered := b.logged
-	accounts := len(b.st.accounts)
+	accounts, sessions := len(b.st.accounts), b.st.sessions.len()
 	b.gen = meta.nextGen
 	b.mu.Unlock()
 
+	// The log file of the new generation exists before the snapshot does,
+	// and stays until a newer snapshot includes it: so a log file always
+	// shows that there is a snapshot, and a snapshot which log file must
+	// follow it (checkComplete).
+	if err := b.createLogFile(meta.nextGen); err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return b.snapshotFailed(err)
+	}
 	if err := b.writeSnapshotFile(f, data); err != nil {
 		return b.snapshotFailed(err)
 	}
@@ -635,8 +824,32 @@ func (b *Bank) snapshot() error {
 			}
 		}
 	}
-	b.opts.logger.Info("bank: snapshot written", "accounts", accounts, "records_included", covered, "bytes", len(data), "duration", time.Since(start))
+	b.opts.logger.Info("bank: snapshot written", "accounts", accounts, "sessions", sessions, "records_included", covered, "bytes", len(data), "duration", time.Since(start))
 	return nil
+}
+
+// snapshotBuffer returns a buffer of n bytes for a snapshot, its pages
+// already touched: the encoding, which holds the bank's mutex, then neither
+// allocates nor faults pages in.
+func snapshotBuffer(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < n; i += 4096 {
+		b[i] = 0
+	}
+	return b
+}
+
+// createLogFile creates the (empty) log file of generation gen, if the
+// writer has not yet, and makes its directory entry durable.
+func (b *Bank) createLogFile(gen uint64) error {
+	f, err := os.OpenFile(filepath.Join(b.dir, logFileName(gen)), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return b.opts.syncDir(b.dir)
 }
 
 // snapshotFailed puts the next automatic snapshot off until snapshotEvery
@@ -725,7 +938,7 @@ func (b *Bank) Accounts() []Account {
 	out := make([]Account, len(b.st.accounts))
 	for i := range b.st.accounts {
 		a := &b.st.accounts[i]
-		out[i] = Account{ID: a.id, Balance: a.balance(), Online: a.online()}
+		out[i] = Account{ID: a.id, Balance: a.balance, Online: a.online, CreditLimit: a.limit}
 	}
 	return out
 }

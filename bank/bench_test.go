@@ -17,8 +17,8 @@ import (
 )
 
 // BenchmarkDurableDeposit measures durable deposits per second with 1, 16
-// and 64 concurrent callers calling the bank directly, each call with a
-// fresh call id, each caller on its own account. Every call returns only
+// and 64 concurrent callers calling the bank directly, each caller a client
+// session of its own (each call with a fresh call id) on its own account. Every call returns only
 // once its record is fsynced: the ratio between the rates is group commit.
 func BenchmarkDurableDeposit(b *testing.B) {
 	for _, callers := range []int{1, 16, 64} {
@@ -29,7 +29,8 @@ func BenchmarkDurableDeposit(b *testing.B) {
 				mustCall(b, ctx, bk, "", request{op: opOpen, account: int32(c + 1)})
 			}
 			runCallers(b, callers, func(c int, n int64) error {
-				_, err := bk.call(ctx, "dep-"+strconv.FormatInt(n, 10), request{op: opDeposit, account: int32(c + 1), amount: 1})
+				c1 := strconv.Itoa(c + 1)
+				_, err := bk.call(ctx, callRefOf("bench"+c1+"-"+strconv.FormatInt(n, 10), uint64(n)), request{op: opDeposit, account: int32(c + 1), amount: 1})
 				return err
 			})
 		})
@@ -91,9 +92,10 @@ const (
 )
 
 // startupFixture is a bank directory with a snapshot of a million accounts,
-// each opened by a call with a call id (so each has a dedup entry), and a
-// log of 100,000 deposits with call ids on random accounts after it. It is
-// built once per test binary and removed by TestMain.
+// each opened by the one call of a client session (so the bank remembers a
+// million sessions), and a log of 100,000 deposits on random accounts
+// after it, each the one call of a session. It is built once per test
+// binary and removed by TestMain.
 var startupFixture struct {
 	once sync.Once
 	dir  string
@@ -111,14 +113,12 @@ func buildStartupFixture() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s := newState(DefaultDedupRetention)
-	s.accounts = make([]account, 0, startupAccounts)
-	for id := int32(1); id <= startupAccounts; id++ {
-		req := request{op: opOpen, account: id}
-		s.remember(keyOf(fmt.Sprintf("%016x-%d", id, id)), req, s.apply(req))
-	}
-	snap := encodeSnapshot(&s, snapshotMeta{lastLSN: startupAccounts, nextGen: 2})
+	s := oneShotSessions(startupAccounts, time.Now().UnixNano())
+	snap := encodeSnapshot(nil, &s, snapshotMeta{lastLSN: startupAccounts, nextGen: 2, time: time.Now().UnixNano()})
 	if err := os.WriteFile(filepath.Join(dir, snapshotFileName), snap, 0o644); err != nil {
+		return dir, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, logFileName(2)), nil, 0o644); err != nil {
 		return dir, err
 	}
 	b, err := Open(dir, WithSnapshotEvery(0))
@@ -135,7 +135,7 @@ func buildStartupFixture() (string, error) {
 		wg.Go(func() {
 			for n := next.Add(1); n <= startupRecords; n = next.Add(1) {
 				id := rng.Int32N(startupAccounts) + 1
-				if _, err := b.call(ctx, fmt.Sprintf("%016x-dep-%d", n, n), request{op: opDeposit, account: id, amount: 1 + rng.Int64N(1000)}); err != nil {
+				if _, err := b.call(ctx, callRefOf(fmt.Sprintf("d%015x-1", n), 1), request{op: opDeposit, account: id, amount: 1 + rng.Int64N(1000)}); err != nil {
 					errs <- err
 					return
 				}
@@ -180,18 +180,67 @@ func BenchmarkStartup(b *testing.B) {
 	b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
 }
 
-// BenchmarkSnapshotEncode measures how long a snapshot holds the bank's
-// mutex with a million accounts, each with one dedup entry.
-func BenchmarkSnapshotEncode(b *testing.B) {
-	s := newState(DefaultDedupRetention)
-	s.accounts = make([]account, 0, startupAccounts)
-	for id := int32(1); id <= startupAccounts; id++ {
+// oneShotSessions returns the state of a bank with n accounts, each opened
+// by a client session that made that one call at bank time now: the
+// sessions a million one-shot clients leave behind.
+func oneShotSessions(n int, now int64) state {
+	s := newState()
+	s.accounts = make([]account, 0, n)
+	for id := int32(1); id <= int32(n); id++ {
 		req := request{op: opOpen, account: id}
-		s.remember(keyOf(strconv.Itoa(int(id))), req, s.apply(req))
+		s.remember(callRefOf(fmt.Sprintf("%016x-1", id), 1), req, s.apply(req), now, DefaultSessionRetention)
 	}
+	return s
+}
+
+// BenchmarkSnapshotEncode measures how long a snapshot holds the bank's
+// mutex with a million accounts and a million sessions, one reply each: the
+// encoding into a buffer allocated beforehand, as Bank.snapshot does.
+func BenchmarkSnapshotEncode(b *testing.B) {
+	s := oneShotSessions(startupAccounts, 1)
+	buf := snapshotBuffer(snapshotSize(&s))
 	var size int
 	for b.Loop() {
-		size = len(encodeSnapshot(&s, snapshotMeta{nextGen: 1}))
+		size = len(encodeSnapshot(buf, &s, snapshotMeta{nextGen: 1, time: 1}))
 	}
 	b.ReportMetric(float64(size)/(1<<20), "MiB")
+}
+
+// BenchmarkSessionTableMemory measures the heap a million one-shot client
+// sessions take in the session table (each with the reply of its last
+// call, as a one-shot bank-client run leaves it: open, the command, close),
+// the accounts they used aside. It reports bytes per session.
+func BenchmarkSessionTableMemory(b *testing.B) {
+	const sessions = 1_000_000
+	keys := make([]sessionKey, sessions)
+	for i := range keys {
+		keys[i] = sessionKeyOf(fmt.Sprintf("%016x", i+1))
+	}
+	var perSession float64
+	var ms runtime.MemStats
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		b.StartTimer()
+		var t sessionTable
+		for i, k := range keys {
+			// Open (seq 1), the command (seq 2), Close (seq 3): each
+			// request's first unanswered is its own sequence number.
+			for seq := uint64(1); seq <= 3; seq++ {
+				t.record(k, seq, int64(i), DefaultSessionRetention, reply{seq: seq, account: int32(i%1000 + 1), op: opDeposit, value: 100})
+			}
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		perSession = float64(ms.HeapAlloc-before) / sessions
+		if t.len() != sessions {
+			b.Fatalf("%d sessions, want %d", t.len(), sessions)
+		}
+		runtime.KeepAlive(&t)
+		b.StartTimer()
+	}
+	b.ReportMetric(perSession, "B/session")
 }

@@ -19,25 +19,28 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // The crash test runs the bank in a child process (this test binary,
 // re-executed with crashChildEnv naming the bank directory) and talks to it
 // over stdin/stdout, one command per line:
 //
-//	op ID OP ACCOUNT TO AMOUNT  -> ack ID CODE VALUE   (printed once the call returned)
-//	check ID ACCOUNT            -> rec ID FOUND CODE VALUE (what the bank recorded for ID)
-//	accounts                    -> acct ID BALANCE ... then end
-//	shutdown                    -> bye, after a clean Shutdown
+//	op ID FU OP ACCOUNT TO AMOUNT -> ack ID CODE VALUE   (printed once the call returned)
+//	check ID                      -> rec ID FOUND CODE VALUE (what the bank recorded for ID)
+//	accounts                      -> acct ID BALANCE ... then end
+//	shutdown                      -> bye, after a clean Shutdown
 //
-// "op" lines run concurrently; the others in order.
+// "op" lines run concurrently; the others in order. ID is a call id
+// "<session>-<seq>" and FU the request's first unanswered sequence number;
+// FOUND is 1 when the bank has the call's reply, 2 when the call is below
+// its session's mark (forgotten), 0 otherwise.
 const crashChildEnv = "BANK_CRASH_CHILD_DIR"
 
 const crashAccounts = 8
 
 func runCrashChild(dir string) int {
-	b, err := Open(dir, WithDedupRetention(MaxDedupRetention), WithSnapshotEvery(500))
+	b, err := Open(dir, WithSnapshotEvery(500))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
@@ -54,25 +57,20 @@ func runCrashChild(dir string) int {
 	for in.Scan() {
 		f := strings.Fields(in.Text())
 		switch {
-		case len(f) == 6 && f[0] == "op":
-			req := request{op: op(atoi(f[2])), account: int32(atoi(f[3])), to: int32(atoi(f[4])), amount: int64(atoi(f[5]))}
+		case len(f) == 7 && f[0] == "op":
+			req := request{op: op(atoi(f[3])), account: int32(atoi(f[4])), to: int32(atoi(f[5])), amount: int64(atoi(f[6]))}
+			c := callRefOf(f[1], uint64(atoi(f[2])))
 			go func(id string) {
-				res, err := b.call(ctx, id, req)
+				res, err := b.call(ctx, c, req)
 				if err != nil {
-					say("ack %s %d %d", id, transport.CodeOf(err), 0)
+					say("ack %s %d %d", id, bankrpc.CodeOf(err), 0)
 					return
 				}
 				say("ack %s %d %d", id, res.code, res.value)
 			}(f[1])
-		case len(f) == 3 && f[0] == "check":
-			b.mu.Lock()
-			e, ok := b.st.recorded(int32(atoi(f[2])), keyOf(f[1]))
-			b.mu.Unlock()
-			found := 0
-			if ok {
-				found = 1
-			}
-			say("rec %s %d %d %d", f[1], found, e.code, e.value)
+		case len(f) == 2 && f[0] == "check":
+			found, r := b.recordedCall(f[1])
+			say("rec %s %d %d %d", f[1], found, r.code, r.value)
 		case len(f) == 1 && f[0] == "accounts":
 			for _, a := range b.Accounts() {
 				say("acct %d %d", a.ID, a.Balance)
@@ -100,6 +98,7 @@ func atoi(s string) int {
 
 // crashOp is one operation the parent sent, and what it knows of it.
 type crashOp struct {
+	fu    uint64 // the request's first unanswered sequence number
 	req   request
 	acked bool
 	res   result // when acked, or once known to be applied
@@ -173,10 +172,10 @@ func (c *child) next(t *testing.T, ctx context.Context) []string {
 }
 
 // do sends one op and returns its ack, or nil when the child died first.
-func (c *child) do(id string, req request) []string {
+func (c *child) do(id string, fu uint64, req request) []string {
 	ch := make(chan []string, 1)
 	c.acks.Store(id, ch)
-	if err := c.send(fmt.Sprintf("op %s %d %d %d %d", id, req.op, req.account, req.to, req.amount)); err != nil {
+	if err := c.send(fmt.Sprintf("op %s %d %d %d %d %d", id, fu, req.op, req.account, req.to, req.amount)); err != nil {
 		return nil
 	}
 	select {
@@ -204,9 +203,13 @@ func (c *child) kill(t *testing.T) {
 // result it was acknowledged with, and that the balances are exactly the
 // sum of the operations the bank holds.
 //
-// What can be asserted: an acknowledged operation must be present (its call
-// id recorded with the acknowledged result); an unacknowledged one may be
-// present or not, and the bank says which. Each operation is then decided,
+// Each worker is a client session that waits for each reply, so the bank
+// forgets the replies of its earlier calls (FORMAT.md, "At most once").
+// What can be asserted: an acknowledged operation must be present (its
+// reply recorded with the acknowledged result, or forgotten below its
+// session's mark: never "not applied"); an unacknowledged one may be
+// present or not, and the bank says which (it is the last call of its
+// session, so never forgotten). Each operation is then decided,
 // and since deposits, withdrawals and transfers commute once their outcome
 // is known, each account's balance must equal the sum of the effects of the
 // decided, applied, successful operations on it. Total money must equal
@@ -223,7 +226,6 @@ func TestCrashRecovery(t *testing.T) {
 	ops := map[string]*crashOp{}
 	var opsMu sync.Mutex
 	var order []string // ids in the order sent, for stable checks
-	nextID := 0
 
 	// verify restarts the child's view: decides every undecided op, checks
 	// every acknowledged one, and compares the balances.
@@ -234,7 +236,7 @@ func TestCrashRecovery(t *testing.T) {
 		// would block on a full stdout if nobody read it.
 		checks := make([]string, len(order))
 		for i, id := range order {
-			checks[i] = fmt.Sprintf("check %s %d", id, ops[id].req.account)
+			checks[i] = "check " + id
 		}
 		sent := make(chan error, 1)
 		go func() {
@@ -251,19 +253,22 @@ func TestCrashRecovery(t *testing.T) {
 			require.Len(t, f, 5)
 			require.Equal(t, []string{"rec", id}, f[:2])
 			o := ops[id]
-			found := f[2] == "1"
-			got := result{code: transport.Code(atoi(f[3])), value: int64(atoi(f[4]))}
+			found, forgotten := f[2] == "1", f[2] == "2"
+			got := result{code: bankrpc.Code(atoi(f[3])), value: int64(atoi(f[4]))}
 			switch {
 			case o.acked:
-				require.True(t, found, "acknowledged op %s %+v is missing after a crash (seed %d)", id, o.req, seed)
-				require.Equal(t, o.res.code, got.code, "op %s", id)
-				require.Equal(t, o.res.value, got.value, "op %s", id)
+				require.True(t, found || forgotten, "acknowledged op %s %+v is missing after a crash (seed %d)", id, o.req, seed)
+				if found {
+					require.Equal(t, o.res.code, got.code, "op %s", id)
+					require.Equal(t, o.res.value, got.value, "op %s", id)
+				}
 			case o.decided:
-				require.Equal(t, o.applied, found, "op %s changed its mind (seed %d)", id, seed)
+				require.Equal(t, o.applied, found || forgotten, "op %s changed its mind (seed %d)", id, seed)
 				if found {
 					require.Equal(t, o.res, got, "op %s", id)
 				}
 			default:
+				require.False(t, forgotten, "op %s: the last call of its session cannot be below the session's mark (seed %d)", id, seed)
 				o.decided, o.applied, o.res = true, found, got
 			}
 		}
@@ -271,7 +276,7 @@ func TestCrashRecovery(t *testing.T) {
 		want := map[int32]int64{}
 		var deposits, withdrawals int64
 		for _, o := range ops {
-			if !o.applied || o.res.code != transport.OK {
+			if !o.applied || o.res.code != bankrpc.OK {
 				continue
 			}
 			switch o.req.op {
@@ -308,17 +313,16 @@ func TestCrashRecovery(t *testing.T) {
 			return // unacknowledged: decided at the next restart
 		}
 		o.acked, o.decided, o.applied = true, true, true
-		o.res = result{code: transport.Code(atoi(ack[2])), value: int64(atoi(ack[3]))}
-		if o.res.code != transport.OK && o.res.code != transport.FailedPrecondition {
+		o.res = result{code: bankrpc.Code(atoi(ack[2])), value: int64(atoi(ack[3]))}
+		if o.res.code != bankrpc.OK && o.res.code != bankrpc.FailedPrecondition {
 			t.Errorf("op %s %+v acknowledged with %s", id, req, o.res.code)
 		}
 	}
-	newOp := func(req request) string {
+	newOp := func(session string, seq uint64, req request) string {
 		opsMu.Lock()
 		defer opsMu.Unlock()
-		nextID++
-		id := fmt.Sprintf("op-%d", nextID)
-		ops[id] = &crashOp{req: req}
+		id := fmt.Sprintf("%s-%d", session, seq)
+		ops[id] = &crashOp{fu: seq, req: req}
 		order = append(order, id)
 		return id
 	}
@@ -329,7 +333,7 @@ func TestCrashRecovery(t *testing.T) {
 		if round == 0 {
 			for id := int32(1); id <= crashAccounts; id++ {
 				// Opens are not part of the money model; keep them out of ops.
-				f := c.do(fmt.Sprint("open-", id), request{op: opOpen, account: id})
+				f := c.do(fmt.Sprint("open-", id), uint64(id), request{op: opOpen, account: id})
 				require.NotNil(t, f)
 				require.Equal(t, "0", f[2])
 			}
@@ -359,8 +363,9 @@ func TestCrashRecovery(t *testing.T) {
 		var wg sync.WaitGroup
 		for w := range workers {
 			wrng := rand.New(rand.NewPCG(seed, uint64(round*workers+w+1)))
+			session := fmt.Sprintf("r%dw%d", round, w)
 			wg.Go(func() {
-				for {
+				for seq := uint64(1); ; seq++ {
 					select {
 					case <-c.exited:
 						return
@@ -378,8 +383,10 @@ func TestCrashRecovery(t *testing.T) {
 						}
 						req.op, req.to = opTransfer, to
 					}
-					id := newOp(req)
-					record(id, req, c.do(id, req))
+					// Every earlier call of the session was answered: the
+					// worker stops at the first that is not.
+					id := newOp(session, seq, req)
+					record(id, req, c.do(id, seq, req))
 				}
 			})
 		}

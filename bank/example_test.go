@@ -6,9 +6,9 @@ import (
 	"log"
 	"os"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -25,13 +25,13 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
 	l := inproc.NewListener()
-	ctx, stop := context.WithCancel(context.Background())
+	ctx := context.Background()
 	served := make(chan error, 1)
-	go func() { served <- l.Serve(ctx, srv) }()
-	conn := transport.NewConn(l.Dial())
+	go func() { served <- srv.Serve(l) }()
+	conn := bankrpc.NewConn(l.Dial())
 	client := bankv1.NewBankClient(conn)
 
 	if _, err := client.Open(ctx, &bankv1.OpenRequest{AccountId: 7}); err != nil {
@@ -43,10 +43,10 @@ func Example() {
 	}
 	fmt.Println("balance after deposit:", d.GetBalance())
 	_, err = client.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500})
-	fmt.Printf("withdraw refused: %s (%s)\n", transport.MessageOf(err), transport.CodeOf(err))
+	fmt.Printf("withdraw refused: %s (%s)\n", bankrpc.MessageOf(err), bankrpc.CodeOf(err))
 
 	_ = conn.Close()
-	stop()
+	_ = srv.Close()
 	<-served
 	if err := b.Shutdown(); err != nil { // writes the snapshot
 		log.Fatal(err)
@@ -61,5 +61,5 @@ func Example() {
 	// Output:
 	// balance after deposit: 120
 	// withdraw refused: insufficient funds (balance 120, asked 500) (FAILED_PRECONDITION)
-	// after a restart: [{ID:7 Balance:120 Online:true}]
+	// after a restart: [{ID:7 Balance:120 Online:true CreditLimit:0}]
 }

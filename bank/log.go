@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // The log is a sequence of files, one per generation: log.00000001, ...
@@ -115,13 +117,24 @@ func (w *logWriter) write(bt *batch) error {
 			}
 		}
 		if _, err := w.f.Write(s.buf); err != nil {
-			return fmt.Errorf("write %s: %w", w.path(), err)
+			return withPath("write", w.path(), err)
 		}
 	}
 	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", w.path(), err)
+		return withPath("sync", w.path(), err)
 	}
 	return nil
+}
+
+// withPath names path in err, unless err already does (an *fs.PathError,
+// as os.File's methods return: "write /data/log.00000001: no space left on
+// device", with the path once).
+func withPath(op, path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", op, path, err)
 }
 
 // rotate makes the current file durable and closes it, then opens the file
@@ -129,10 +142,10 @@ func (w *logWriter) write(bt *batch) error {
 func (w *logWriter) rotate(gen uint64) error {
 	if w.f != nil {
 		if err := w.f.Sync(); err != nil {
-			return fmt.Errorf("sync %s: %w", w.path(), err)
+			return withPath("sync", w.path(), err)
 		}
 		if err := w.f.Close(); err != nil {
-			return fmt.Errorf("close %s: %w", w.path(), err)
+			return withPath("close", w.path(), err)
 		}
 		w.f = nil
 	}
@@ -159,21 +172,66 @@ func (w *logWriter) close() error {
 	return err
 }
 
+// tailKind is what the bytes after the last valid record of a log file are.
+type tailKind uint8
+
+const (
+	// tailNone: the file ends with a valid record (or is empty).
+	tailNone tailKind = iota
+	// tailTorn: the remains of an append cut short by a crash.
+	tailTorn
+	// tailDamaged: bytes that are not a record and that no valid record
+	// follows, but that no interrupted append explains either.
+	tailDamaged
+)
+
 // replayed is what replaying one log file found.
 type replayed struct {
 	records int
-	// torn is true when the file ends with a record cut short by a crash;
-	// valid is then the size of the file without it.
-	torn  bool
-	valid int64
+	// tail says what follows the last valid record; valid is then the
+	// size of the file without it, and tailErr what is wrong with it.
+	tail    tailKind
+	valid   int64
+	tailErr error
 }
 
-// replayLog applies the records of the log file at path to s. Their
-// sequence numbers must continue from *lsn, which it advances. A torn last
-// record is reported in the result (the caller truncates it) when last is
-// true, that is, for the newest log file; any other damage is a
-// *CorruptError naming the file and offset.
-func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) {
+// replayer applies log records to a state, checking them.
+type replayer struct {
+	s   *state
+	lsn uint64 // sequence number of the last record applied
+	// horizon is the session retention horizon.
+	horizon time.Duration
+	// v1Time is the bank time given to version 1 records, which carry
+	// none.
+	v1Time int64
+	// maxTime is the latest time a record carried.
+	maxTime int64
+}
+
+// apply applies rec, or says why it does not fit the log so far.
+func (p *replayer) apply(rec *record) error {
+	if rec.lsn != p.lsn+1 {
+		return fmt.Errorf("record with sequence number %d where %d was expected: records are missing or out of place", rec.lsn, p.lsn+1)
+	}
+	if res := p.s.apply(rec.req); res != rec.res {
+		return fmt.Errorf("replaying %s %+v gives result %+v, but the log recorded %+v", rec.req.op, rec.req, res, rec.res)
+	}
+	t := rec.time
+	if rec.v1 {
+		t = p.v1Time
+	}
+	p.s.remember(callRefOf(rec.callID, rec.fu), rec.req, rec.res, t, p.horizon)
+	p.maxTime = max(p.maxTime, t)
+	p.lsn = rec.lsn
+	return nil
+}
+
+// replayLog applies the records of the log file at path through p. Bad
+// bytes after the last valid record are reported in the result when last
+// is true, that is, for the newest log file (the caller truncates them or
+// refuses to start); any other damage is a *CorruptError naming the file and
+// offset.
+func replayLog(path string, p *replayer, last bool) (replayed, error) {
 	var r replayed
 	f, err := os.Open(path)
 	if err != nil {
@@ -207,34 +265,29 @@ func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) 
 		rec, n, derr := decodeRecord(b)
 		if derr != nil {
 			var verr *VersionError
-			if errors.As(derr, &verr) {
+			var ferr *recordFieldError
+			switch {
+			case errors.As(derr, &verr):
 				return r, fmt.Errorf("bank: %s at offset %d: %w", path, off, derr)
+			case errors.As(derr, &ferr):
+				return r, &CorruptError{File: path, Offset: off, Err: derr}
 			}
-			torn, err := isTorn(f, off, need, size, *lsn, derr)
+			kind, err := classifyTail(f, off, need, size, p.lsn, derr)
 			var later *laterRecordError
 			switch {
 			case errors.As(err, &later):
 				return r, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("%w, but %w", derr, later)}
 			case err != nil:
 				return r, fmt.Errorf("bank: read %s: %w", path, err)
-			case torn && last:
-				r.torn, r.valid = true, off
-				return r, nil
-			case torn:
+			case !last:
 				return r, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("%w, in a log file that a newer one follows", derr)}
 			}
-			return r, &CorruptError{File: path, Offset: off, Err: derr}
+			r.tail, r.valid, r.tailErr = kind, off, derr
+			return r, nil
 		}
-		if rec.lsn != *lsn+1 {
-			return r, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("record with sequence number %d where %d was expected: records are missing or out of place", rec.lsn, *lsn+1)}
+		if err := p.apply(&rec); err != nil {
+			return r, &CorruptError{File: path, Offset: off, Err: err}
 		}
-		if res := s.apply(rec.req); res != rec.res {
-			return r, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("replaying %s %+v gives result %+v, but the log recorded %+v", rec.req.op, rec.req, res, rec.res)}
-		}
-		if rec.callID != "" {
-			s.remember(keyOf(rec.callID), rec.req, rec.res)
-		}
-		*lsn = rec.lsn
 		r.records++
 		off += int64(n)
 		if _, err := br.Discard(n); err != nil {
@@ -243,36 +296,39 @@ func replayLog(path string, s *state, lsn *uint64, last bool) (replayed, error) 
 	}
 }
 
-// isTorn reports whether the bad record at off is the remains of a write cut
-// short by a crash rather than damage to data that was once durable: the
-// file ends inside it, or it is the last record and fails its checksum, or
-// everything from it to the end of the file is zero (a filesystem that
-// extended the file before writing the data). need is the record's size as
-// its length field says; lsn is the sequence number of the last good record.
+// classifyTail says what the bytes from the bad record at off to the end of
+// the file are. need is the record's size as its length field says; lsn is
+// the sequence number of the last good record.
 //
-// A damaged length field can make a record in the middle look cut short or
-// last. So in the first two cases the rest of the file is searched for a
-// valid record with a later sequence number: if there is one, the bad record
-// was followed by acknowledged data and isTorn returns a *laterRecordError.
-func isTorn(f *os.File, off int64, need int, size int64, lsn uint64, derr error) (bool, error) {
-	if errors.Is(derr, errRecordTruncated) || errors.Is(derr, errRecordChecksum) && off+int64(need) == size {
-		// The length field, at most maxRecordBody, reaches the end of the
-		// file or past it: the rest is shorter than one record.
-		rest := make([]byte, size-off)
-		if _, err := f.ReadAt(rest, off); err != nil {
-			return false, err
-		}
-		if err := findLaterRecord(rest, off, lsn); err != nil {
-			return false, err
-		}
-		return true, nil
+// If a valid record with a later sequence number starts anywhere after off,
+// acknowledged data follows the damage: classifyTail returns a
+// *laterRecordError. Otherwise the bytes are a torn tail, the remains of an
+// interrupted append, when the file ends inside the record (its length
+// field reaches the end of the file or past it), when it is the last record
+// and fails its checksum, or when everything from off on is zero (a
+// filesystem that extended the file before writing the data); anything else
+// is a damaged tail.
+func classifyTail(f *os.File, off int64, need int, size int64, lsn uint64, derr error) (tailKind, error) {
+	if err := findLaterRecord(f, off, size, lsn); err != nil {
+		return tailNone, err
 	}
-	// No record can start in zeros: a record's length is at least
-	// recordFixedBody.
+	if errors.Is(derr, errRecordTruncated) || errors.Is(derr, errRecordChecksum) && off+int64(need) == size {
+		return tailTorn, nil
+	}
+	zeros, err := allZero(io.NewSectionReader(f, off, size-off))
+	if err != nil {
+		return tailNone, err
+	}
+	if zeros {
+		return tailTorn, nil
+	}
+	return tailDamaged, nil
+}
+
+func allZero(r io.Reader) (bool, error) {
 	buf := make([]byte, 32<<10)
-	rest := io.NewSectionReader(f, off, size-off)
 	for {
-		n, err := rest.Read(buf)
+		n, err := r.Read(buf)
 		for _, c := range buf[:n] {
 			if c != 0 {
 				return false, nil
@@ -298,13 +354,64 @@ func (e *laterRecordError) Error() string {
 }
 
 // findLaterRecord returns a *laterRecordError when a record with a sequence
-// number above lsn decodes at some offset in rest after its first byte; rest
-// is the part of the file starting at off.
-func findLaterRecord(rest []byte, off int64, lsn uint64) error {
-	for i := 1; i+recordHeaderSize+recordFixedBody <= len(rest); i++ {
-		if rec, _, err := decodeRecord(rest[i:]); err == nil && rec.lsn > lsn {
-			return &laterRecordError{offset: off + int64(i), lsn: rec.lsn}
+// number above lsn decodes at some offset of f after off, up to size. It
+// reads the file a window at a time.
+func findLaterRecord(f io.ReaderAt, off, size int64, lsn uint64) error {
+	const window = 256 << 10
+	buf := make([]byte, window+maxRecordSize)
+	for start := off + 1; start < size; start += window {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-start)], start)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		for i := 0; i < min(n, window) && i+recordHeaderSize+recordFixedBodyV1 <= n; i++ {
+			if rec, _, err := decodeRecord(buf[i:n]); err == nil && rec.lsn > lsn {
+				return &laterRecordError{offset: start + int64(i), lsn: rec.lsn}
+			}
 		}
 	}
 	return nil
+}
+
+// cutFile cuts the log file at path down to size bytes, first saving the
+// bytes it cuts to path.damaged-<time> (UTC), durably. It returns the name
+// of that copy and the number of bytes cut.
+func cutFile(path string, size int64, now time.Time, syncDir func(string) error) (string, int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, err
+	}
+	if int64(len(data)) <= size {
+		return "", 0, fmt.Errorf("%s is %d bytes, not more than %d", path, len(data), size)
+	}
+	base := path + ".damaged-" + now.UTC().Format("20060102T150405.000000000Z")
+	copyPath := base
+	var f *os.File
+	for i := 1; ; i++ {
+		f, err = os.OpenFile(copyPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+		copyPath = fmt.Sprintf("%s.%d", base, i)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	_, err = f.Write(data[size:])
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("keep a copy of the bytes to cut: %w", err)
+	}
+	if err := truncateFile(path, size); err != nil {
+		return "", 0, err
+	}
+	return copyPath, int64(len(data)) - size, nil
 }

@@ -3,6 +3,7 @@ package bank
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -10,46 +11,56 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // model is a trivial bank: maps, no persistence, written from the rules in
 // the issue and FORMAT.md, not from the bank's code.
 type model struct {
-	retention int
-	limit     int // accounts the bank may hold
-	accounts  map[int32]*modelAccount
-	rings     map[int32][]modelCall // per account, oldest first
-	orphans   []modelCall           // refusals on accounts that did not exist
+	horizon  time.Duration
+	limit    int // accounts the bank may hold
+	accounts map[int32]*modelAccount
+	// sessions are never deleted: whether one is forgotten is decided when
+	// it is looked up, from its last call and the bank time then.
+	sessions map[string]*modelSession
 }
 
 type modelAccount struct {
-	balance int64
-	online  bool
+	balance, limit int64
+	online         bool
+}
+
+type modelSession struct {
+	mark  uint64
+	last  int64
+	calls map[uint64]modelCall // the replies kept, by sequence number
 }
 
 type modelCall struct {
-	id    string
-	req   request
+	req   request // as the client made it
 	reply modelReply
 }
 
 // modelReply is what a caller sees.
 type modelReply struct {
-	code    transport.Code
+	code    bankrpc.Code
 	msg     string
 	balance int64
 	created bool
 }
 
-func newModel(retention, limit int) *model {
-	return &model{retention: retention, limit: limit, accounts: map[int32]*modelAccount{}, rings: map[int32][]modelCall{}}
+func newModel(horizon time.Duration, limit int) *model {
+	return &model{horizon: horizon, limit: limit, accounts: map[int32]*modelAccount{}, sessions: map[string]*modelSession{}}
 }
 
-func (m *model) do(id string, req request) modelReply {
-	invalid := func(format string, args ...any) modelReply {
-		return modelReply{code: transport.InvalidArgument, msg: fmt.Sprintf(format, args...)}
-	}
+func refusal(code bankrpc.Code, format string, args ...any) modelReply {
+	return modelReply{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// do is a call with call ref c at bank time now. An Open's amount is the
+// credit limit the account gets if the Open creates it.
+func (m *model) do(c callRef, req request, now int64) modelReply {
+	invalid := func(format string, args ...any) modelReply { return refusal(bankrpc.InvalidArgument, format, args...) }
 	switch {
 	case req.account <= 0:
 		return invalid("account id must be positive, got %d", req.account)
@@ -57,35 +68,72 @@ func (m *model) do(id string, req request) modelReply {
 		return invalid("receiver account id must be positive, got %d", req.to)
 	case req.op == opTransfer && req.to == req.account:
 		return invalid("cannot transfer to the same account %d", req.account)
-	case req.op != opOpen && req.op != opClose && req.amount <= 0:
+	case (req.op == opDeposit || req.op == opWithdraw || req.op == opTransfer) && req.amount <= 0:
 		return invalid("amount must be positive, got %d", req.amount)
+	case req.op == opSetCreditLimit && req.amount < 0:
+		return invalid("credit limit must not be negative, got %d", req.amount)
 	}
-	if id != "" {
-		for _, c := range slices.Concat(m.rings[req.account], m.orphans) {
-			if c.id != id || c.req.account != req.account {
-				continue
+	mine := req
+	if mine.op == opOpen {
+		mine.amount = 0
+	}
+	var s *modelSession
+	if c.id != "" {
+		if c.session == "" {
+			return invalid("call id %q is not of the form <session>-<sequence number> (PROTOCOL.md 2.1), under which the bank records calls: "+
+				"a call id of another form cannot be proven applied or not, so the bank does not apply it", c.id)
+		}
+		s = m.sessions[c.session]
+		if s != nil && now-s.last >= int64(m.horizon) {
+			s = nil
+		}
+		const advice = "it was not applied now, but it may have been applied before; check the account before making the call again, under a new call id"
+		switch {
+		case s != nil:
+			if call, ok := s.calls[c.seq]; ok {
+				if call.req != mine {
+					return invalid("call id %q was already used on account %d for another request (%s)", c.id, call.req.account, call.req.op)
+				}
+				return call.reply
 			}
-			if c.req != req {
-				return invalid("call id %q was already used on account %d for another request (%s)", id, req.account, c.req.op)
+			if c.seq < s.mark {
+				return refusal(bankrpc.Aborted, "outcome unknown: call %q is below sequence number %d, under which the bank no longer keeps the replies of its session, and it has no record of it: %s", c.id, s.mark, advice)
 			}
-			return c.reply
+		case c.fu == 0:
+			return refusal(bankrpc.Aborted, "outcome unknown: the bank has no record of the session of call %q (a session is forgotten %v after its last call), and the request does not show that the session is new (its first unanswered sequence number is 0: unknown): %s", c.id, m.horizon, advice)
+		case c.fu < c.seq:
+			return refusal(bankrpc.Aborted, "outcome unknown: the bank has no record of the session of call %q (a session is forgotten %v after its last call), and the request says that calls of the session from sequence number %d on are unanswered, so the session is not new: %s", c.id, m.horizon, c.fu, advice)
 		}
 	}
 	reply := m.apply(req)
-	if id != "" {
-		c := modelCall{id: id, req: req, reply: reply}
-		if _, ok := m.accounts[req.account]; ok {
-			r := append(m.rings[req.account], c)
-			if len(r) > m.retention {
-				r = r[1:]
-			}
-			m.rings[req.account] = r
-		} else {
-			m.orphans = append(m.orphans, c)
-			if len(m.orphans) > maxOrphans {
-				m.orphans = m.orphans[1:]
+	if c.session != "" {
+		if s == nil {
+			s = &modelSession{mark: c.fu, calls: map[uint64]modelCall{}}
+			m.sessions[c.session] = s
+		}
+		if c.fu > s.mark {
+			s.mark = c.fu
+		}
+		for seq := range s.calls {
+			if seq < s.mark {
+				delete(s.calls, seq)
 			}
 		}
+		if c.seq >= s.mark {
+			s.calls[c.seq] = modelCall{req: mine, reply: reply}
+			if len(s.calls) > maxSessionReplies {
+				oldest := slices.Min(slices.Collect(func(yield func(uint64) bool) {
+					for seq := range s.calls {
+						if !yield(seq) {
+							return
+						}
+					}
+				}))
+				delete(s.calls, oldest)
+				s.mark = oldest + 1
+			}
+		}
+		s.last = now
 	}
 	return reply
 }
@@ -95,51 +143,66 @@ func (m *model) apply(req request) modelReply {
 	if !ok {
 		if req.op == opOpen {
 			if len(m.accounts) == m.limit {
-				return modelReply{code: transport.ResourceExhausted, msg: fmt.Sprintf("cannot open account %d: the bank is full (%d accounts)", req.account, m.limit)}
+				return refusal(bankrpc.ResourceExhausted, "cannot open account %d: the bank is full (%d accounts)", req.account, m.limit)
 			}
-			m.accounts[req.account] = &modelAccount{online: true}
+			m.accounts[req.account] = &modelAccount{online: true, limit: req.amount}
 			return modelReply{created: true}
 		}
-		return modelReply{code: transport.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", req.account)}
+		return refusal(bankrpc.NotFound, "account %d was never opened: call Open first", req.account)
 	}
+	insufficient := func() modelReply {
+		if a.limit > 0 {
+			return refusal(bankrpc.FailedPrecondition, "insufficient funds (balance %d, credit limit %d, asked %d)", a.balance, a.limit, req.amount)
+		}
+		return refusal(bankrpc.FailedPrecondition, "insufficient funds (balance %d, asked %d)", a.balance, req.amount)
+	}
+	covers := func() bool { return sum(a.balance, a.limit).Cmp(big.NewInt(req.amount)) >= 0 }
+	overflows := func(bal int64) bool { return !sum(bal, req.amount).IsInt64() }
 	switch req.op {
 	case opOpen:
 		a.online = true
 	case opClose:
 		a.online = false
 	case opDeposit:
-		if a.balance > math.MaxInt64-req.amount {
-			return modelReply{code: transport.OutOfRange, msg: fmt.Sprintf("deposit of %d would overflow balance %d", req.amount, a.balance)}
+		if overflows(a.balance) {
+			return refusal(bankrpc.OutOfRange, "deposit of %d would overflow balance %d", req.amount, a.balance)
 		}
 		a.balance += req.amount
 	case opWithdraw:
-		if a.balance < req.amount {
-			return modelReply{code: transport.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
+		if !covers() {
+			return insufficient()
 		}
 		a.balance -= req.amount
 	case opTransfer:
 		to, ok := m.accounts[req.to]
 		switch {
 		case !ok:
-			return modelReply{code: transport.NotFound, msg: fmt.Sprintf("no such receiver %d", req.to)}
-		case a.balance < req.amount:
-			return modelReply{code: transport.FailedPrecondition, msg: fmt.Sprintf("insufficient funds (balance %d, asked %d)", a.balance, req.amount)}
-		case to.balance > math.MaxInt64-req.amount:
-			return modelReply{code: transport.OutOfRange, msg: fmt.Sprintf("transfer of %d would overflow the balance of account %d", req.amount, req.to)}
+			return refusal(bankrpc.NotFound, "no such receiver %d", req.to)
+		case !covers():
+			return insufficient()
+		case overflows(to.balance):
+			return refusal(bankrpc.OutOfRange, "transfer of %d would overflow the balance of account %d", req.amount, req.to)
 		}
 		a.balance -= req.amount
 		to.balance += req.amount
+	case opSetCreditLimit:
+		if a.balance < -req.amount {
+			return refusal(bankrpc.FailedPrecondition, "account %d owes %d (balance %d): its credit limit cannot go below that, asked %d", req.account, -a.balance, a.balance, req.amount)
+		}
+		a.limit = req.amount
 	}
 	return modelReply{balance: a.balance}
 }
 
+func sum(x, y int64) *big.Int { return new(big.Int).Add(big.NewInt(x), big.NewInt(y)) }
+
 func (m *model) balance(id int32) modelReply {
 	if id <= 0 {
-		return modelReply{code: transport.InvalidArgument, msg: fmt.Sprintf("account id must be positive, got %d", id)}
+		return refusal(bankrpc.InvalidArgument, "account id must be positive, got %d", id)
 	}
 	a, ok := m.accounts[id]
 	if !ok {
-		return modelReply{code: transport.NotFound, msg: fmt.Sprintf("account %d was never opened: call Open first", id)}
+		return refusal(bankrpc.NotFound, "account %d was never opened: call Open first", id)
 	}
 	return modelReply{balance: a.balance}
 }
@@ -148,7 +211,7 @@ func (m *model) snapshot() ([]Account, int) {
 	var out []Account
 	online := 0
 	for id, a := range m.accounts {
-		out = append(out, Account{ID: id, Balance: a.balance, Online: a.online})
+		out = append(out, Account{ID: id, Balance: a.balance, Online: a.online, CreditLimit: a.limit})
 		if a.online {
 			online++
 		}
@@ -157,23 +220,59 @@ func (m *model) snapshot() ([]Account, int) {
 	return out, online
 }
 
-// TestBankMatchesModel runs random sequences of calls, with retries of
-// earlier call ids, reused call ids, clean restarts and crashes, against the
-// bank and the model, and requires the same reply every time.
+// now returns the bank time now.
+func (b *Bank) now() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clock.read()
+}
+
+// modelClient is a client session as the test drives it: the calls it
+// made, and those whose replies it lacks.
+type modelClient struct {
+	name    string
+	seq     uint64
+	sent    map[uint64]request
+	pending map[uint64]bool
+}
+
+// fu returns the first unanswered sequence number of a request for seq.
+func (c *modelClient) fu(seq uint64) uint64 {
+	fu := seq
+	for p := range c.pending {
+		fu = min(fu, p)
+	}
+	return fu
+}
+
+// TestBankMatchesModel runs random sequences of calls from client sessions
+// (new calls, retries from the session's client and from other processes,
+// reused call ids, replies lost), calls without or with other call ids,
+// credit limits, time passing beyond the retention horizon, clean restarts
+// (with another default credit limit) and crashes, against the bank and
+// the model, and requires the same reply every time.
 func TestBankMatchesModel(t *testing.T) {
-	for _, retention := range []int{1, 3, 16} {
-		t.Run(fmt.Sprintf("retention=%d", retention), func(t *testing.T) {
+	for run := range 3 {
+		t.Run(fmt.Sprint("run=", run), func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t, 60*time.Second)
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
-			rng := rand.New(rand.NewPCG(seed, uint64(retention)))
+			rng := rand.New(rand.NewPCG(seed, uint64(run)))
 			dir := t.TempDir()
 			const limit = 7 // of the 8 account ids used: the bank fills up
-			m := newModel(retention, limit)
-			opts := []Option{WithDedupRetention(retention), WithSnapshotEvery(97), withMaxAccounts(limit)}
-			b := openBank(t, dir, opts...)
-			var sent []modelCall // earlier calls with call ids, for retries
+			const horizon = 2 * time.Hour
+			m := newModel(horizon, limit)
+			clock := newFakeClock()
+			credit := int64(0)
+			opts := func() []Option {
+				return []Option{WithSnapshotEvery(97), withMaxAccounts(limit), WithSessionRetention(horizon), withClock(clock.now), WithCreditLimit(credit)}
+			}
+			b := openBank(t, dir, opts()...)
+			clients := make([]*modelClient, 4)
+			for i := range clients {
+				clients[i] = &modelClient{name: fmt.Sprintf("%016x", rng.Uint64()), sent: map[uint64]request{}, pending: map[uint64]bool{}}
+			}
 
 			amount := func() int64 {
 				switch n := rng.IntN(20); {
@@ -191,63 +290,111 @@ func TestBankMatchesModel(t *testing.T) {
 				}
 				return rng.Int32N(8) + 1
 			}
-			const steps = 1500
-			for step := range steps {
-				switch n := rng.IntN(100); {
-				case n < 2:
-					require.NoError(t, b.Shutdown(), "step %d", step)
-					b = openBank(t, dir, opts...)
-				case n < 4:
-					b.crash()
-					b = openBank(t, dir, opts...)
-				case n < 5:
-					require.NoError(t, b.Snapshot())
-				case n < 12:
-					id := account()
-					want := m.balance(id)
-					bal, err := b.balance(ctx, id)
-					got := modelReply{code: transport.CodeOf(err), msg: transport.MessageOf(err), balance: bal}
-					if err != nil {
-						got.balance = 0
-					}
-					require.Equal(t, want, got, "step %d: balance %d (seed %d)", step, id, seed)
-					continue
-				}
-				req := request{op: op(rng.IntN(5) + 1), account: account()}
+			newRequest := func() request {
+				req := request{op: op(rng.IntN(6) + 1), account: account()}
 				switch req.op {
 				case opTransfer:
 					req.to = account()
 					fallthrough
 				case opDeposit, opWithdraw:
 					req.amount = amount()
+				case opSetCreditLimit:
+					req.amount = rng.Int64N(300) - 10
+				case opOpen:
+					req.amount = credit
 				}
-				id := fmt.Sprint("c", step)
+				return req
+			}
+			const steps = 2000
+			for step := range steps {
 				switch n := rng.IntN(100); {
-				case n < 10:
-					id = ""
-				case n < 35 && len(sent) > 0:
-					req, id = sent[rng.IntN(len(sent))].req, sent[rng.IntN(len(sent))].id // mostly a reuse with another request
-					if rng.IntN(4) > 0 {
-						c := sent[rng.IntN(len(sent))] // an exact retry
-						req, id = c.req, c.id
-						if c.req.op == opTransfer && rng.IntN(3) == 0 {
-							req.to = account() // a reuse with only the receiver changed
+				case n < 2:
+					require.NoError(t, b.Shutdown(), "step %d", step)
+					credit = []int64{0, 50, 200}[rng.IntN(3)]
+					b = openBank(t, dir, opts()...)
+					continue
+				case n < 4:
+					b.crash()
+					b = openBank(t, dir, opts()...)
+					continue
+				case n < 5:
+					require.NoError(t, b.Snapshot())
+					continue
+				case n < 9:
+					if rng.IntN(5) == 0 {
+						clock.advance(horizon + time.Duration(rng.IntN(60))*time.Minute)
+					} else {
+						clock.advance(time.Duration(rng.IntN(30)+1) * time.Minute)
+					}
+					continue
+				case n < 15:
+					id := account()
+					want := m.balance(id)
+					bal, _, err := b.balance(ctx, id)
+					got := modelReply{code: bankrpc.CodeOf(err), msg: bankrpc.MessageOf(err), balance: bal}
+					if err != nil {
+						got.balance = 0
+					}
+					require.Equal(t, want, got, "step %d: balance %d (seed %d)", step, id, seed)
+					continue
+				}
+				req := newRequest()
+				var c callRef
+				var client *modelClient
+				var seq uint64
+				switch n := rng.IntN(100); {
+				case n < 10: // no call id
+				case n < 14: // a call id of another form
+					c = callRefOf(fmt.Sprint("c", step), 0)
+				case n < 19: // a session the bank may not know, mid-way
+					seq = uint64(rng.IntN(5) + 1)
+					c = callRefOf(fmt.Sprintf("n%d-%d", step, seq), []uint64{0, 1, seq}[rng.IntN(3)])
+				case n < 70: // a new call of a client session
+					client = clients[rng.IntN(len(clients))]
+					client.seq++
+					seq = client.seq
+					client.sent[seq] = req
+					client.pending[seq] = true
+					c = callRefOf(fmt.Sprintf("%s-%d", client.name, seq), client.fu(seq))
+				default: // a retry of an earlier call
+					client = clients[rng.IntN(len(clients))]
+					if client.seq == 0 {
+						continue
+					}
+					seq = uint64(rng.IntN(int(client.seq))) + 1
+					for p := range client.pending {
+						if rng.IntN(2) == 0 {
+							seq = p // mostly one whose outcome the client does not know
 						}
 					}
+					req = client.sent[seq]
+					if req.op == opOpen {
+						req.amount = credit
+					}
+					if rng.IntN(6) == 0 {
+						req = newRequest() // a reuse of the call id for another request
+					}
+					client.pending[seq] = true
+					fu := client.fu(seq)
+					if rng.IntN(3) == 0 {
+						fu = 0 // from another process, that knows only the call id
+					}
+					c = callRefOf(fmt.Sprintf("%s-%d", client.name, seq), fu)
 				}
-				if id != "" {
-					sent = append(sent, modelCall{id: id, req: req})
-				}
-				want := m.do(id, req)
-				res, err := b.call(ctx, id, req)
+				now := b.now()
+				want := m.do(c, req, now)
+				res, err := b.call(ctx, c, req)
 				if err == nil {
 					err = res.err(req, limit)
 				}
-				got := modelReply{code: transport.CodeOf(err), msg: transport.MessageOf(err)}
+				got := modelReply{code: bankrpc.CodeOf(err), msg: bankrpc.MessageOf(err)}
 				if err == nil {
 					got.balance, got.created = res.value, res.flags&resultCreated != 0
 				}
-				require.Equal(t, want, got, "step %d: call %q %+v (seed %d)", step, id, req, seed)
+				require.Equal(t, want, got, "step %d: call %+v %+v (seed %d)", step, c, req, seed)
+				if client != nil && rng.IntN(5) > 0 {
+					delete(client.pending, seq) // the reply reached the client
+				}
 			}
 			wantAccts, wantOnline := m.snapshot()
 			require.Equal(t, wantAccts, b.Accounts(), "seed %d", seed)

@@ -6,21 +6,28 @@ import (
 	"fmt"
 	"hash/crc32"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
-// The log record, version 1 (FORMAT.md has the table):
+// The log record, version 2 (FORMAT.md has the table):
 //
 //	u32 body length | u32 CRC-32C of (length field, body) | body
 //	body: u8 version | u8 op | u8 code | u8 flags | u64 lsn | i32 account |
-//	      i32 to | i64 amount | i64 value | u8 call id length | call id
+//	      i32 to | i64 amount | i64 value | i64 aux | u64 first unanswered |
+//	      i64 time | u8 call id length | call id
+//
+// Version 1 (still read) has neither aux, first unanswered nor time.
 const (
-	recordVersion    = 1
-	recordHeaderSize = 8
-	recordFixedBody  = 37
+	recordVersion     = 2
+	recordVersion1    = 1
+	recordHeaderSize  = 8
+	recordFixedBody   = 61
+	recordFixedBodyV1 = 37
 	// maxCallIDLen is the longest call id the bank accepts (one length byte).
 	maxCallIDLen  = 255
 	maxRecordBody = recordFixedBody + maxCallIDLen
+	// maxRecordSize is the largest a record can be, header included.
+	maxRecordSize = recordHeaderSize + maxRecordBody
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -31,9 +38,17 @@ type record struct {
 	req    request
 	res    result
 	callID string
+	// fu is the request's first unanswered sequence number (0: unknown, or
+	// no session).
+	fu uint64
+	// time is the bank time of the call (FORMAT.md, "Time").
+	time int64
+	// v1 is set on a record decoded from version 1, which has no aux, fu
+	// or time.
+	v1 bool
 }
 
-// appendRecord appends the encoding of r to dst.
+// appendRecord appends the encoding of r, in the current version, to dst.
 func appendRecord(dst []byte, r *record) []byte {
 	start := len(dst)
 	bodyLen := recordFixedBody + len(r.callID)
@@ -45,6 +60,9 @@ func appendRecord(dst []byte, r *record) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(r.req.to))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.req.amount))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.res.value))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.res.aux))
+	dst = binary.LittleEndian.AppendUint64(dst, r.fu)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.time))
 	dst = append(dst, byte(len(r.callID)))
 	dst = append(dst, r.callID...)
 	binary.LittleEndian.PutUint32(dst[start+4:], recordChecksum(dst[start:start+4], dst[start+recordHeaderSize:]))
@@ -69,7 +87,7 @@ var (
 type recordLengthError struct{ n uint32 }
 
 func (e *recordLengthError) Error() string {
-	return fmt.Sprintf("impossible record length %d (a record body is %d to %d bytes)", e.n, recordFixedBody, maxRecordBody)
+	return fmt.Sprintf("impossible record length %d (a record body is %d to %d bytes)", e.n, recordFixedBodyV1, maxRecordBody)
 }
 
 // recordFieldError reports a record whose checksum matches but whose fields
@@ -82,14 +100,14 @@ func fieldErrorf(format string, args ...any) error {
 	return &recordFieldError{fmt.Sprintf(format, args...)}
 }
 
-// decodeRecord decodes the record at the start of b and returns it with its
-// encoded size.
+// decodeRecord decodes the record at the start of b, of version 1 or 2, and
+// returns it with its encoded size.
 func decodeRecord(b []byte) (record, int, error) {
 	if len(b) < recordHeaderSize {
 		return record{}, 0, errRecordTruncated
 	}
 	n := binary.LittleEndian.Uint32(b)
-	if n < recordFixedBody || n > maxRecordBody {
+	if n < recordFixedBodyV1 || n > maxRecordBody {
 		return record{}, 0, &recordLengthError{n}
 	}
 	size := recordHeaderSize + int(n)
@@ -100,8 +118,16 @@ func decodeRecord(b []byte) (record, int, error) {
 	if recordChecksum(b[:4], body) != binary.LittleEndian.Uint32(b[4:]) {
 		return record{}, 0, errRecordChecksum
 	}
-	if v := body[0]; v != recordVersion {
+	fixed := recordFixedBody
+	switch v := body[0]; v {
+	case recordVersion:
+	case recordVersion1:
+		fixed = recordFixedBodyV1
+	default:
 		return record{}, 0, &VersionError{What: "log record", Got: uint32(v), Want: recordVersion}
+	}
+	if int(n) < fixed {
+		return record{}, 0, fieldErrorf("record body of %d bytes is shorter than a version %d record's %d", n, body[0], fixed)
 	}
 	r := record{
 		req: request{
@@ -116,22 +142,41 @@ func decodeRecord(b []byte) (record, int, error) {
 			value: int64(binary.LittleEndian.Uint64(body[28:])),
 		},
 		lsn: binary.LittleEndian.Uint64(body[4:]),
+		v1:  body[0] == recordVersion1,
 	}
-	if k := int(body[36]); recordFixedBody+k != int(n) {
+	if !r.v1 {
+		r.res.aux = int64(binary.LittleEndian.Uint64(body[36:]))
+		r.fu = binary.LittleEndian.Uint64(body[44:])
+		r.time = int64(binary.LittleEndian.Uint64(body[52:]))
+	}
+	if k := int(body[fixed-1]); fixed+k != int(n) {
 		return record{}, 0, fieldErrorf("call id length %d does not fit a record body of %d bytes", k, n)
 	}
-	r.callID = string(body[recordFixedBody:])
-	if !r.req.op.valid() {
+	r.callID = string(body[fixed:])
+	switch {
+	case !r.req.op.valid(), r.v1 && r.req.op == opSetCreditLimit:
 		return record{}, 0, fieldErrorf("unknown operation %d", body[1])
-	}
-	if !recordableCode(r.res.code) {
+	case !recordableCode(r.res.code):
 		return record{}, 0, fieldErrorf("result code %s is not one the bank records", r.res.code)
-	}
-	if r.res.flags&^(resultCreated|resultReceiver) != 0 {
+	case r.res.flags&^(resultCreated|resultReceiver) != 0:
 		return record{}, 0, fieldErrorf("unknown result flags %#x", r.res.flags)
+	case r.v1 && r.req.op == opOpen && r.req.amount != 0:
+		return record{}, 0, fieldErrorf("version 1 open record with amount %d", r.req.amount)
 	}
 	if err := r.req.validate(); err != nil {
-		return record{}, 0, fieldErrorf("invalid %s request: %s", r.req.op, transport.MessageOf(err))
+		return record{}, 0, fieldErrorf("invalid %s request: %s", r.req.op, bankrpc.MessageOf(err))
+	}
+	if !r.v1 && r.callID != "" {
+		c := callRefOf(r.callID, r.fu)
+		if c.session == "" {
+			return record{}, 0, fieldErrorf("call id %q is not of the session form", r.callID)
+		}
+		if c.fu != r.fu {
+			return record{}, 0, fieldErrorf("first unanswered %d is above the call's sequence number %d", r.fu, c.seq)
+		}
+	}
+	if !r.v1 && r.callID == "" && r.fu != 0 {
+		return record{}, 0, fieldErrorf("first unanswered %d without a call id", r.fu)
 	}
 	return r, size, nil
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 func TestOpenRegistersOnFirstContactAndLogsOn(t *testing.T) {
@@ -104,89 +104,89 @@ func TestRefusals(t *testing.T) {
 	cases := []struct {
 		name string
 		call func() error
-		code transport.Code
+		code bankrpc.Code
 		msg  string
 	}{
 		{"withdraw more than the balance", func() error {
 			_, err := c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 500})
 			return err
-		}, transport.FailedPrecondition, "insufficient funds (balance 120, asked 500)"},
+		}, bankrpc.FailedPrecondition, "insufficient funds (balance 120, asked 500)"},
 		{"transfer more than the balance", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: 8, Amount: 121})
 			return err
-		}, transport.FailedPrecondition, "insufficient funds (balance 120, asked 121)"},
+		}, bankrpc.FailedPrecondition, "insufficient funds (balance 120, asked 121)"},
 		{"transfer to an unknown receiver", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: 42, Amount: 10})
 			return err
-		}, transport.NotFound, "no such receiver 42"},
+		}, bankrpc.NotFound, "no such receiver 42"},
 		{"transfer to oneself", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: 7, Amount: 10})
 			return err
-		}, transport.InvalidArgument, "cannot transfer to the same account 7"},
+		}, bankrpc.InvalidArgument, "cannot transfer to the same account 7"},
 		{"transfer to a non-positive id", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: -1, Amount: 10})
 			return err
-		}, transport.InvalidArgument, "receiver account id must be positive, got -1"},
+		}, bankrpc.InvalidArgument, "receiver account id must be positive, got -1"},
 		{"transfer of a negative amount", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: 8, Amount: -5})
 			return err
-		}, transport.InvalidArgument, "amount must be positive, got -5"},
+		}, bankrpc.InvalidArgument, "amount must be positive, got -5"},
 		{"transfer that overflows the receiver", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 7, ToAccountId: 8, Amount: 10})
 			return err
-		}, transport.OutOfRange, "transfer of 10 would overflow the balance of account 8"},
+		}, bankrpc.OutOfRange, "transfer of 10 would overflow the balance of account 8"},
 		{"deposit of zero", func() error {
 			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 0})
 			return err
-		}, transport.InvalidArgument, "amount must be positive, got 0"},
+		}, bankrpc.InvalidArgument, "amount must be positive, got 0"},
 		{"withdraw of a negative amount", func() error {
 			_, err := c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: -5})
 			return err
-		}, transport.InvalidArgument, "amount must be positive, got -5"},
+		}, bankrpc.InvalidArgument, "amount must be positive, got -5"},
 		{"deposit that overflows", func() error {
 			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 8, Amount: 10})
 			return err
-		}, transport.OutOfRange, "deposit of 10 would overflow balance 9223372036854775802"},
+		}, bankrpc.OutOfRange, "deposit of 10 would overflow balance 9223372036854775802"},
 		{"open id 0", func() error {
 			_, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 0})
 			return err
-		}, transport.InvalidArgument, "account id must be positive, got 0"},
+		}, bankrpc.InvalidArgument, "account id must be positive, got 0"},
 		{"deposit to a negative id", func() error {
 			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: -7, Amount: 1})
 			return err
-		}, transport.InvalidArgument, "account id must be positive, got -7"},
+		}, bankrpc.InvalidArgument, "account id must be positive, got -7"},
 		{"balance of id 0", func() error {
 			_, err := c.Balance(ctx, &bankv1.BalanceRequest{AccountId: 0})
 			return err
-		}, transport.InvalidArgument, "account id must be positive, got 0"},
+		}, bankrpc.InvalidArgument, "account id must be positive, got 0"},
 		{"close id 0", func() error {
 			_, err := c.Close(ctx, &bankv1.CloseRequest{AccountId: 0})
 			return err
-		}, transport.InvalidArgument, "account id must be positive, got 0"},
+		}, bankrpc.InvalidArgument, "account id must be positive, got 0"},
 		{"deposit to a never-opened account", func() error {
 			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 9, Amount: 1})
 			return err
-		}, transport.NotFound, "account 9 was never opened: call Open first"},
+		}, bankrpc.NotFound, "account 9 was never opened: call Open first"},
 		{"withdraw from a never-opened account", func() error {
 			_, err := c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 9, Amount: 1})
 			return err
-		}, transport.NotFound, "account 9 was never opened: call Open first"},
+		}, bankrpc.NotFound, "account 9 was never opened: call Open first"},
 		{"transfer from a never-opened account", func() error {
 			_, err := c.Transfer(ctx, &bankv1.TransferRequest{AccountId: 9, ToAccountId: 7, Amount: 1})
 			return err
-		}, transport.NotFound, "account 9 was never opened: call Open first"},
+		}, bankrpc.NotFound, "account 9 was never opened: call Open first"},
 		{"balance of a never-opened account", func() error {
 			_, err := c.Balance(ctx, &bankv1.BalanceRequest{AccountId: 9})
 			return err
-		}, transport.NotFound, "account 9 was never opened: call Open first"},
+		}, bankrpc.NotFound, "account 9 was never opened: call Open first"},
 		{"close a never-opened account", func() error {
 			_, err := c.Close(ctx, &bankv1.CloseRequest{AccountId: 9})
 			return err
-		}, transport.NotFound, "account 9 was never opened: call Open first"},
+		}, bankrpc.NotFound, "account 9 was never opened: call Open first"},
 		{"call id too long", func() error {
-			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 1}, transport.WithCallID(strings.Repeat("x", 256)))
+			_, err := c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 1}, bankrpc.WithCallID(strings.Repeat("x", 256)))
 			return err
-		}, transport.InvalidArgument, "call id is 256 bytes long; the bank records call ids of up to 255 bytes"},
+		}, bankrpc.InvalidArgument, "call id is 256 bytes long; the bank records call ids of up to 255 bytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,8 +207,8 @@ func TestCallCanceledBeforeItStartsIsNotApplied(t *testing.T) {
 	mustCall(t, ctx, b, "open", request{op: opOpen, account: 1})
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err := b.call(canceled, "d1", request{op: opDeposit, account: 1, amount: 5})
-	assert.Equal(t, transport.Canceled, transport.CodeOf(err))
+	_, err := b.call(canceled, once("d1"), request{op: opDeposit, account: 1, amount: 5})
+	assert.Equal(t, bankrpc.Canceled, bankrpc.CodeOf(err))
 	assert.Equal(t, []Account{{ID: 1, Online: true}}, b.Accounts())
 }
 
@@ -227,14 +227,14 @@ func TestOpenRefusedWhenTheBankIsFull(t *testing.T) {
 	}
 	_, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 3})
 	code, msg := codeAndMessage(err)
-	assert.Equal(t, transport.ResourceExhausted, code)
+	assert.Equal(t, bankrpc.ResourceExhausted, code)
 	assert.Equal(t, "cannot open account 3: the bank is full (2 accounts)", msg)
 	r, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 1})
 	require.NoError(t, err, "opening an existing account needs no room")
 	assert.False(t, r.GetCreated())
 	_, err = c.Deposit(ctx, &bankv1.DepositRequest{AccountId: 2, Amount: 7})
 	require.NoError(t, err)
-	full := result{code: transport.ResourceExhausted}
+	full := result{code: bankrpc.ResourceExhausted}
 	assert.Equal(t, full, mustCall(t, ctx, b, "o3", request{op: opOpen, account: 3}))
 	want := []Account{{ID: 1, Online: true}, {ID: 2, Balance: 7, Online: true}}
 	assert.Equal(t, want, b.Accounts())
@@ -275,13 +275,6 @@ func TestTransfersConserveMoney(t *testing.T) {
 		mustCall(t, ctx, b, "", request{op: opOpen, account: id})
 		mustCall(t, ctx, b, "", request{op: opDeposit, account: id, amount: each})
 	}
-	total := func(accts []Account) int64 {
-		var s int64
-		for _, a := range accts {
-			s += a.Balance
-		}
-		return s
-	}
 	var (
 		wg        sync.WaitGroup
 		stop      atomic.Bool
@@ -308,7 +301,7 @@ func TestTransfersConserveMoney(t *testing.T) {
 					to++
 				}
 				res := mustCall(t, ctx, b, "", request{op: opTransfer, account: from, to: to, amount: rng.Int64N(300) + 1})
-				if res.code != transport.OK {
+				if res.code != bankrpc.OK {
 					refused.Add(1)
 				}
 			}
@@ -366,7 +359,7 @@ func TestOnIdleMayShutDown(t *testing.T) {
 		t.Fatal("Shutdown from OnIdle did not return")
 	}
 	_, err = c.Balance(ctx, &bankv1.BalanceRequest{AccountId: 1})
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 }
 
 func TestShutdownStopsCalls(t *testing.T) {
@@ -377,13 +370,13 @@ func TestShutdownStopsCalls(t *testing.T) {
 	require.NoError(t, b.Shutdown())
 	require.NoError(t, b.Shutdown(), "Shutdown is idempotent")
 
-	_, err := b.call(ctx, "x", request{op: opDeposit, account: 1, amount: 1})
+	_, err := b.call(ctx, once("x"), request{op: opDeposit, account: 1, amount: 1})
 	code, msg := codeAndMessage(err)
-	assert.Equal(t, transport.Unavailable, code)
+	assert.Equal(t, bankrpc.Unavailable, code)
 	assert.Equal(t, "bank: shut down", msg)
-	_, err = b.balance(ctx, 1)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err))
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(b.Snapshot()))
+	_, _, err = b.balance(ctx, 1)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(b.Snapshot()))
 
 	b2 := openBank(t, dir)
 	assert.Equal(t, []Account{{ID: 1, Online: true}}, b2.Accounts(), "Shutdown released the directory")
@@ -399,14 +392,14 @@ func TestShutdownWaitsForCallsInFlight(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				res, err := b.call(ctx, "", request{op: opDeposit, account: 1, amount: 1})
+				res, err := b.call(ctx, once(""), request{op: opDeposit, account: 1, amount: 1})
 				if err != nil {
 					code, msg := codeAndMessage(err)
-					assert.Equal(t, transport.Unavailable, code, "goroutine %d call %d", g, i)
+					assert.Equal(t, bankrpc.Unavailable, code, "goroutine %d call %d", g, i)
 					assert.Equal(t, "bank: shut down", msg)
 					return
 				}
-				assert.Equal(t, transport.OK, res.code)
+				assert.Equal(t, bankrpc.OK, res.code)
 				acked.Add(1)
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // populate makes a few accounts with history, through calls with call ids,
@@ -50,13 +51,14 @@ func TestRestartFromSnapshot(t *testing.T) {
 	assert.FileExists(t, filepath.Join(dir, snapshotFileName))
 	gens, err := logGenerations(dir)
 	require.NoError(t, err)
-	assert.Empty(t, gens, "the log is compacted after the shutdown snapshot")
+	assert.Equal(t, []uint64{2}, gens, "the log is compacted after the shutdown snapshot, down to the empty file the next records go to")
+	assert.Zero(t, fileSize(t, logPath(dir, 2)))
 
 	b = openBank(t, dir)
 	assert.Equal(t, want, b.Accounts())
 	assert.Equal(t, 2, b.Online(), "logged-on clients stay logged on across a restart")
 	res := mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000})
-	assert.Equal(t, result{code: transport.FailedPrecondition, value: 200}, res, "the recorded refusal survives")
+	assert.Equal(t, result{code: bankrpc.FailedPrecondition, value: 200}, res, "the recorded refusal survives")
 }
 
 func TestRestartAfterCrashReplaysLog(t *testing.T) {
@@ -248,6 +250,8 @@ func TestTornTailIsTruncatedAndReported(t *testing.T) {
 				want = []Account{{ID: 1, Balance: 120, Online: true}, {ID: 2, Balance: 200, Online: true}, {ID: 3, Balance: 250, Online: true}}
 			}
 			tear(t, log)
+			torn, err := os.ReadFile(log)
+			require.NoError(t, err)
 
 			rec := &logRecorder{}
 			b := openBank(t, dir, WithLogger(slog.New(rec)))
@@ -255,11 +259,115 @@ func TestTornTailIsTruncatedAndReported(t *testing.T) {
 			assert.Contains(t, strings.Join(rec.messages(), "\n"), "truncated a torn record at the end of the log (a write cut short by a crash: not acknowledged, unless the disk damaged it)",
 				"the report does not claim more than the bank knows: a flip in an acknowledged last record looks the same")
 			assert.Equal(t, valid, fileSize(t, log), "the torn record is cut off")
+			assert.Equal(t, torn[valid:], damagedCopy(t, log), "what was cut off is kept")
 
 			mustCall(t, ctx, b, "next", request{op: opDeposit, account: 3, amount: 1})
 			b.crash()
 			b = openBank(t, dir)
 			assert.Equal(t, want[2].Balance+1, b.Accounts()[2].Balance, "the log goes on after the truncation")
+		})
+	}
+}
+
+// damagedCopy returns the contents of the one copy Open kept of bytes it
+// cut off the end of the log file at path.
+func damagedCopy(t *testing.T, path string) []byte {
+	t.Helper()
+	copies, err := filepath.Glob(path + ".damaged-*")
+	require.NoError(t, err)
+	require.Len(t, copies, 1, "one copy of what was cut")
+	data, err := os.ReadFile(copies[0])
+	require.NoError(t, err)
+	return data
+}
+
+// TestDamagedTailIsRefusedUnlessRepaired: bytes after the last record that
+// are not the remains of an interrupted append (50 random bytes here) stop
+// the start with an error that says what to do; with WithRepairLogTail the
+// bank cuts them off, keeps a copy and says so. Either way nothing before
+// them is lost. The bank used to refuse such a log with no way forward.
+func TestDamagedTailIsRefusedUnlessRepaired(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	dir, log, want := crashedBank(t)
+	valid := fileSize(t, log)
+	junk := make([]byte, 50)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range junk {
+		junk[i] = byte(rng.Uint32())
+	}
+	junk[3] = 0xff // an impossible record length, whatever the rest
+	appendBytes(t, log, junk)
+	damaged, err := os.ReadFile(log)
+	require.NoError(t, err)
+
+	_, err = Open(dir)
+	var cerr *CorruptError
+	require.ErrorAs(t, err, &cerr)
+	assert.Equal(t, log, cerr.File)
+	assert.Equal(t, valid, cerr.Offset)
+	assert.Equal(t, int64(50), cerr.TailBytes)
+	assert.Contains(t, err.Error(), "these 50 bytes at the end of the log follow its last valid record")
+	assert.Contains(t, err.Error(), "WithRepairLogTail (bank-server --repair-log-tail)")
+	got, err := os.ReadFile(log)
+	require.NoError(t, err)
+	assert.Equal(t, damaged, got, "refused: the file is left as it was")
+	copies, err := filepath.Glob(log + ".damaged-*")
+	require.NoError(t, err)
+	assert.Empty(t, copies)
+
+	rec := &logRecorder{}
+	b := openBank(t, dir, WithRepairLogTail(), WithLogger(slog.New(rec)))
+	assert.Equal(t, want, b.Accounts(), "every record before the damage")
+	assert.Contains(t, strings.Join(rec.messages(), "\n"), "cut damaged bytes off the end of the log, as asked (WithRepairLogTail)")
+	assert.Equal(t, valid, fileSize(t, log))
+	assert.Equal(t, junk, damagedCopy(t, log), "what was cut off is kept")
+	mustCall(t, ctx, b, "next", request{op: opDeposit, account: 3, amount: 1})
+	b.crash()
+	b = openBank(t, dir)
+	assert.Equal(t, want[2].Balance+1, b.Accounts()[2].Balance, "the log goes on after the repair")
+}
+
+// TestMissingFilesAreRefused: files that cannot hold every change stop the
+// start, naming the missing file and the way out. The bank used to start
+// empty, or report a gap in sequence numbers, when the snapshot was gone.
+func TestMissingFilesAreRefused(t *testing.T) {
+	snapshotted := func(t *testing.T, more bool) string {
+		ctx := testCtx(t, 10*time.Second)
+		dir := t.TempDir()
+		b := openBank(t, dir)
+		populate(t, ctx, b)
+		require.NoError(t, b.Shutdown())
+		if more {
+			b = openBank(t, dir)
+			mustCall(t, ctx, b, "after", request{op: opDeposit, account: 1, amount: 5})
+			b.crash()
+		}
+		return dir
+	}
+	for _, tc := range []struct {
+		name    string
+		more    bool // records after the snapshot
+		remove  string
+		missing string
+		says    string
+	}{
+		{"snapshot, after a clean shutdown", false, snapshotFileName, snapshotFileName, "the log starts at %s, which continues a snapshot"},
+		{"snapshot, with records after it", true, snapshotFileName, snapshotFileName, "restore the snapshot from a backup; to start an empty bank instead, move every log.* file out of %s"},
+		{"the log after the snapshot", true, logFileName(2), logFileName(2), "restore the log files from a backup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := snapshotted(t, tc.more)
+			require.NoError(t, os.Remove(filepath.Join(dir, tc.remove)))
+			_, err := Open(dir)
+			var ierr *IncompleteError
+			require.ErrorAs(t, err, &ierr)
+			assert.Equal(t, filepath.Join(dir, tc.missing), ierr.Missing)
+			assert.Contains(t, err.Error(), "bank: "+filepath.Join(dir, tc.missing)+" is missing")
+			if tc.remove == snapshotFileName {
+				assert.Contains(t, err.Error(), fmt.Sprintf(tc.says, map[bool]string{true: dir, false: logPath(dir, 2)}[strings.Contains(tc.says, "move")]))
+			} else {
+				assert.Contains(t, err.Error(), tc.says)
+			}
 		})
 	}
 }
@@ -481,30 +589,30 @@ func TestWrongVersionIsReported(t *testing.T) {
 		snap := filepath.Join(dir, snapshotFileName)
 		data, err := os.ReadFile(snap)
 		require.NoError(t, err)
-		binary.LittleEndian.PutUint32(data[8:], 3)
+		binary.LittleEndian.PutUint32(data[8:], 4)
 		require.NoError(t, os.WriteFile(snap, data, 0o644))
 
 		_, err = Open(dir)
 		var verr *VersionError
 		require.ErrorAs(t, err, &verr)
-		assert.Equal(t, uint32(3), verr.Got)
-		assert.EqualError(t, err, "bank: snapshot "+snap+": snapshot format version 3 is not supported (this build reads version 2)")
+		assert.Equal(t, uint32(4), verr.Got)
+		assert.EqualError(t, err, "bank: snapshot "+snap+": snapshot format version 4 is not supported (this build reads version 3)")
 	})
 	t.Run("log record", func(t *testing.T) {
 		dir, log, _ := crashedBank(t)
 		offs := recordOffsets(t, log)
 		data, err := os.ReadFile(log)
 		require.NoError(t, err)
-		// A well-formed record of version 2, checksum and all.
+		// A well-formed record of version 3, checksum and all.
 		rec := data[offs[4]:offs[5]]
-		rec[recordHeaderSize] = 2
+		rec[recordHeaderSize] = 3
 		binary.LittleEndian.PutUint32(rec[4:], recordChecksum(rec[:4], rec[recordHeaderSize:]))
 		require.NoError(t, os.WriteFile(log, data, 0o644))
 
 		_, err = Open(dir)
 		var verr *VersionError
 		require.ErrorAs(t, err, &verr)
-		assert.EqualError(t, err, fmt.Sprintf("bank: %s at offset %d: log record format version 2 is not supported (this build reads version 1)", log, offs[4]))
+		assert.EqualError(t, err, fmt.Sprintf("bank: %s at offset %d: log record format version 3 is not supported (this build reads version 2)", log, offs[4]))
 	})
 }
 
@@ -525,17 +633,18 @@ func TestReadsVersion1Snapshot(t *testing.T) {
 	check := func(b *Bank) {
 		t.Helper()
 		assert.Equal(t, want, b.Accounts())
-		assert.Equal(t, result{value: 100}, mustCall(t, ctx, b, "dep-1", request{op: opDeposit, account: 1, amount: 100}))
-		assert.Equal(t, result{code: transport.FailedPrecondition, value: 200}, mustCall(t, ctx, b, "wd-2", request{op: opWithdraw, account: 2, amount: 1000}))
-		assert.Equal(t, result{code: transport.NotFound}, mustCall(t, ctx, b, "orphan-9", request{op: opDeposit, account: 9, amount: 5}))
-		_, err := b.call(ctx, "dep-1", request{op: opDeposit, account: 1, amount: 101})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
-		_, err = b.call(ctx, "wd-1", request{op: opDeposit, account: 1, amount: 30})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another op is another request")
-		_, err = b.call(ctx, "tr-3", request{op: opTransfer, account: 3, to: 1, amount: 51})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "another amount is another request")
+		old := func(id string) callRef { return callRefOf(id, 0) } // a retry from a process that knows the call id only
+		assert.Equal(t, result{value: 100}, mustCallRef(t, ctx, b, old("dep-1"), request{op: opDeposit, account: 1, amount: 100}))
+		assert.Equal(t, result{code: bankrpc.FailedPrecondition, value: 200}, mustCallRef(t, ctx, b, old("wd-2"), request{op: opWithdraw, account: 2, amount: 1000}))
+		assert.Equal(t, result{code: bankrpc.NotFound}, mustCallRef(t, ctx, b, old("orphan-9"), request{op: opDeposit, account: 9, amount: 5}))
+		_, err := b.call(ctx, old("dep-1"), request{op: opDeposit, account: 1, amount: 101})
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another amount is another request")
+		_, err = b.call(ctx, old("wd-1"), request{op: opDeposit, account: 1, amount: 30})
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another op is another request")
+		_, err = b.call(ctx, old("tr-3"), request{op: opTransfer, account: 3, to: 1, amount: 51})
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another amount is another request")
 		for _, to := range []int32{1, 2} {
-			assert.Equal(t, result{value: 250}, mustCall(t, ctx, b, "tr-3", request{op: opTransfer, account: 3, to: to, amount: 50}),
+			assert.Equal(t, result{value: 250}, mustCallRef(t, ctx, b, old("tr-3"), request{op: opTransfer, account: 3, to: to, amount: 50}),
 				"the receiver of a version 1 transfer entry is unknown: any receiver is a repeat")
 		}
 		assert.Equal(t, want, b.Accounts(), "nothing applied again")
@@ -550,6 +659,66 @@ func TestReadsVersion1Snapshot(t *testing.T) {
 	require.Equal(t, uint32(snapshotVersion), binary.LittleEndian.Uint32(data[8:]), "the shutdown snapshot is of the current version")
 	b = openBank(t, dir)
 	check(b)
+}
+
+// TestReadsOlderFormats opens what a build before sessions wrote:
+// testdata/v2/snapshot (a version 2 snapshot) and testdata/v1log (version 1
+// log records, no snapshot), both holding the populate history, a deposit of
+// 5 on the never-opened account 9 with call id "orphan-9" and a deposit of 1
+// on account 3 with call id "plain". The calls they recorded are answered
+// from the record (the snapshot's by their hashes, for the retention
+// horizon after the upgrade) and never applied again; calls of the form
+// "<session>-<seq>" in the log become sessions.
+func TestReadsOlderFormats(t *testing.T) {
+	for _, fixture := range []string{"v2", "v1log"} {
+		t.Run(fixture, func(t *testing.T) {
+			ctx := testCtx(t, 10*time.Second)
+			dir := t.TempDir()
+			files, err := os.ReadDir(filepath.Join("testdata", fixture))
+			require.NoError(t, err)
+			for _, f := range files {
+				data, err := os.ReadFile(filepath.Join("testdata", fixture, f.Name()))
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(dir, f.Name()), data, 0o644))
+			}
+			clock := newFakeClock()
+			opts := []Option{WithSessionRetention(time.Hour), withClock(clock.now)}
+			want := []Account{{ID: 1, Balance: 120, Online: true}, {ID: 2, Balance: 200}, {ID: 3, Balance: 251, Online: true}}
+			old := func(id string) callRef { return callRefOf(id, 0) }
+			check := func(b *Bank) {
+				t.Helper()
+				assert.Equal(t, want, b.Accounts())
+				assert.Equal(t, result{value: 100}, mustCallRef(t, ctx, b, old("dep-1"), request{op: opDeposit, account: 1, amount: 100}))
+				assert.Equal(t, result{code: bankrpc.FailedPrecondition, value: 200}, mustCallRef(t, ctx, b, old("wd-2"), request{op: opWithdraw, account: 2, amount: 1000}))
+				assert.Equal(t, result{code: bankrpc.NotFound}, mustCallRef(t, ctx, b, old("orphan-9"), request{op: opDeposit, account: 9, amount: 5}))
+				assert.Equal(t, result{value: 251}, mustCallRef(t, ctx, b, old("plain"), request{op: opDeposit, account: 3, amount: 1}))
+				_, err := b.call(ctx, old("tr-3"), request{op: opTransfer, account: 3, to: 2, amount: 50})
+				assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "another receiver is another request")
+				assert.Equal(t, want, b.Accounts(), "nothing applied again")
+			}
+			b := openBank(t, dir, opts...)
+			check(b)
+			mustCall(t, ctx, b, "new", request{op: opDeposit, account: 2, amount: 1}) // so that Shutdown writes a snapshot
+			want[1].Balance++
+			require.NoError(t, b.Shutdown())
+			data, err := os.ReadFile(filepath.Join(dir, snapshotFileName))
+			require.NoError(t, err)
+			require.Equal(t, uint32(snapshotVersion), binary.LittleEndian.Uint32(data[8:]), "the shutdown snapshot is of the current version")
+			b = openBank(t, dir, opts...)
+			check(b)
+
+			clock.advance(time.Hour)
+			_, err = b.call(ctx, old("plain"), request{op: opDeposit, account: 3, amount: 1})
+			if fixture == "v2" {
+				assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "the horizon has passed since the upgrade: the legacy record is forgotten, and the call id is not of the session form")
+			} else {
+				assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err))
+			}
+			_, err = b.call(ctx, old("dep-1"), request{op: opDeposit, account: 1, amount: 100})
+			assert.Equal(t, bankrpc.Aborted, bankrpc.CodeOf(err), "forgotten: refused, not applied")
+			assert.Equal(t, want, b.Accounts())
+		})
+	}
 }
 
 // TestOpenMakesANewDirectoryDurable: when Open creates the bank directory
@@ -643,20 +812,20 @@ func TestLogFailureStopsAcknowledgements(t *testing.T) {
 			ff.failSync = which == "fsync"
 			ff.failWrite = which == "write"
 			ff.mu.Unlock()
-			_, err := b.call(ctx, "doomed", request{op: opDeposit, account: 1, amount: 1})
+			_, err := b.call(ctx, once("doomed"), request{op: opDeposit, account: 1, amount: 1})
 			code, msg := codeAndMessage(err)
-			assert.Equal(t, transport.Unavailable, code)
+			assert.Equal(t, bankrpc.Unavailable, code)
 			assert.Contains(t, msg, "bank: stopped acknowledging changes after a log failure")
 			assert.Contains(t, msg, "input/output error")
 
 			ff.mu.Lock()
 			ff.failSync, ff.failWrite = false, false // the disk "recovers": the bank must not trust it
 			ff.mu.Unlock()
-			_, err = b.call(ctx, "later", request{op: opDeposit, account: 2, amount: 1})
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "no acknowledgement after a failure")
-			_, err = b.balance(ctx, 1)
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "no read of state that may not be durable")
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(b.Snapshot()))
+			_, err = b.call(ctx, once("later"), request{op: opDeposit, account: 2, amount: 1})
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "no acknowledgement after a failure")
+			_, _, err = b.balance(ctx, 1)
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "no read of state that may not be durable")
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(b.Snapshot()))
 			assert.ErrorContains(t, b.Shutdown(), "shut down without a snapshot, because the log failed")
 			assert.NoFileExists(t, filepath.Join(dir, snapshotFileName))
 			assert.Contains(t, strings.Join(rec.messages(), "\n"), "log write failed")
@@ -673,6 +842,33 @@ func TestLogFailureStopsAcknowledgements(t *testing.T) {
 			assert.Equal(t, want, got, "every acknowledged change, nothing after the failure")
 		})
 	}
+}
+
+// fullDisk is a log file on a full disk: writes fail as os.File's do, with
+// an *os.PathError naming the file.
+type fullDisk struct {
+	logFile
+	path string
+}
+
+func (f fullDisk) Write([]byte) (int, error) {
+	return 0, &os.PathError{Op: "write", Path: f.path, Err: syscall.ENOSPC}
+}
+
+// TestLogFailureNamesTheFileOnce: the error a full disk gives callers names
+// the log file once, with the system's reason. It used to name it twice
+// ("write …/log.00000001: write …/log.00000001: no space left on device").
+func TestLogFailureNamesTheFileOnce(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	dir := t.TempDir()
+	b := openBank(t, dir, withLogOpener(func(path string) (logFile, error) {
+		f, err := openOSLogFile(path)
+		return fullDisk{logFile: f, path: path}, err
+	}))
+	_, err := b.call(ctx, once("o"), request{op: opOpen, account: 1})
+	code, msg := codeAndMessage(err)
+	assert.Equal(t, bankrpc.Unavailable, code)
+	assert.Equal(t, "bank: stopped acknowledging changes after a log failure: write "+logPath(dir, 1)+": no space left on device", msg)
 }
 
 // blockingFile is a log file whose Sync waits until released, to observe
@@ -705,7 +901,7 @@ func TestNothingIsAcknowledgedBeforeDurable(t *testing.T) {
 	}))
 	opened := make(chan error, 1)
 	go func() {
-		_, err := b.call(ctx, "open", request{op: opOpen, account: 1})
+		_, err := b.call(ctx, once("open"), request{op: opOpen, account: 1})
 		opened <- err
 	}()
 	<-bf.syncing
@@ -718,16 +914,16 @@ func TestNothingIsAcknowledgedBeforeDurable(t *testing.T) {
 	}
 	first, repeat, read := make(chan reply, 1), make(chan reply, 1), make(chan reply, 1)
 	go func() {
-		res, err := b.call(ctx, "d1", request{op: opDeposit, account: 1, amount: 5})
+		res, err := b.call(ctx, once("d1"), request{op: opDeposit, account: 1, amount: 5})
 		first <- reply{res, err}
 	}()
 	<-bf.syncing // d1 is applied and its batch is being synced
 	go func() {
-		res, err := b.call(ctx, "d1", request{op: opDeposit, account: 1, amount: 5})
+		res, err := b.call(ctx, once("d1"), request{op: opDeposit, account: 1, amount: 5})
 		repeat <- reply{res, err}
 	}()
 	go func() {
-		bal, err := b.balance(ctx, 1)
+		bal, _, err := b.balance(ctx, 1)
 		read <- reply{result{value: bal}, err}
 	}()
 	select {
@@ -828,7 +1024,7 @@ func TestCallCanceledWhileAwaitingFsync(t *testing.T) {
 	}))
 	opened := make(chan error, 1)
 	go func() {
-		_, err := b.call(ctx, "open", request{op: opOpen, account: 1})
+		_, err := b.call(ctx, once("open"), request{op: opOpen, account: 1})
 		opened <- err
 	}()
 	<-bf.syncing
@@ -839,7 +1035,7 @@ func TestCallCanceledWhileAwaitingFsync(t *testing.T) {
 	callCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.call(callCtx, "d1", deposit)
+		_, err := b.call(callCtx, once("d1"), deposit)
 		done <- err
 	}()
 	<-bf.syncing // d1 is applied and its batch is being synced
@@ -851,7 +1047,7 @@ func TestCallCanceledWhileAwaitingFsync(t *testing.T) {
 		t.Fatal("a canceled call kept waiting for the fsync")
 	}
 	code, msg := codeAndMessage(err) // the sync is still blocked
-	assert.Equal(t, transport.Canceled, code, msg)
+	assert.Equal(t, bankrpc.Canceled, code, msg)
 	assert.Equal(t, []Account{{ID: 1, Balance: 5, Online: true}}, b.Accounts(), "the change was made; only the wait for it was abandoned")
 
 	close(bf.release)

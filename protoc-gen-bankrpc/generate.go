@@ -11,8 +11,8 @@ import (
 )
 
 const (
-	contextPackage   = protogen.GoImportPath("context")
-	transportPackage = protogen.GoImportPath("github.com/bankrpc/bankrpc/transport")
+	contextPackage = protogen.GoImportPath("context")
+	runtimePackage = protogen.GoImportPath("github.com/bankrpc/bankrpc")
 )
 
 // generate emits one _bankrpc.pb.go file per input file that declares a
@@ -64,7 +64,7 @@ func generateFile(gen *protogen.Plugin, f *protogen.File) {
 	g.P()
 	g.P("// This is a compile-time assertion that this generated file is compatible")
 	g.P("// with the bankrpc runtime it is compiled against.")
-	g.P("const _ = ", transportPackage.Ident("SupportPackageIsVersion1"))
+	g.P("const _ = ", runtimePackage.Ident("SupportPackageIsVersion1"))
 	for _, s := range f.Services {
 		generateService(g, f, s)
 	}
@@ -91,18 +91,18 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	g.P("type ", clientName, " interface {")
 	for _, m := range s.Methods {
 		methodComment(g, m)
-		g.P(m.GoName, "(ctx ", contextPackage.Ident("Context"), ", in *", m.Input.GoIdent, ", opts ...", transportPackage.Ident("CallOption"), ") (*", m.Output.GoIdent, ", error)")
+		g.P(m.GoName, "(ctx ", contextPackage.Ident("Context"), ", in *", m.Input.GoIdent, ", opts ...", runtimePackage.Ident("CallOption"), ") (*", m.Output.GoIdent, ", error)")
 	}
 	g.P("}")
 	g.P()
 	g.P("type ", unexport(clientName), " struct {")
-	g.P("cc ", transportPackage.Ident("ClientConnInterface"))
+	g.P("cc ", runtimePackage.Ident("ClientConnInterface"))
 	g.P("}")
 	g.P()
 	g.P("// New", clientName, " returns the client of the ", s.Desc.FullName(), " service. It sends its")
-	g.P("// calls through cc, usually a *transport.Conn over one of the bankrpc backends.")
+	g.P("// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.")
 	deprecationComment(g, deprecated)
-	g.P("func New", clientName, "(cc ", transportPackage.Ident("ClientConnInterface"), ") ", clientName, " {")
+	g.P("func New", clientName, "(cc ", runtimePackage.Ident("ClientConnInterface"), ") ", clientName, " {")
 	g.P("return &", unexport(clientName), "{cc}")
 	g.P("}")
 	for _, m := range s.Methods {
@@ -110,7 +110,7 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 		if m.Desc.Options().(*descriptorpb.MethodOptions).GetDeprecated() {
 			deprecationComment(g, true)
 		}
-		g.P("func (c *", unexport(clientName), ") ", m.GoName, "(ctx ", contextPackage.Ident("Context"), ", in *", m.Input.GoIdent, ", opts ...", transportPackage.Ident("CallOption"), ") (*", m.Output.GoIdent, ", error) {")
+		g.P("func (c *", unexport(clientName), ") ", m.GoName, "(ctx ", contextPackage.Ident("Context"), ", in *", m.Input.GoIdent, ", opts ...", runtimePackage.Ident("CallOption"), ") (*", m.Output.GoIdent, ", error) {")
 		g.P("out := new(", m.Output.GoIdent, ")")
 		g.P("if err := c.cc.Invoke(ctx, ", fullMethodConst(s, m), ", in, out, opts...); err != nil {")
 		g.P("return nil, err")
@@ -139,7 +139,7 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	g.P()
 	for _, m := range s.Methods {
 		g.P("func (", unimplemented, ") ", m.GoName, "(", contextPackage.Ident("Context"), ", *", m.Input.GoIdent, ") (*", m.Output.GoIdent, ", error) {")
-		g.P("return nil, ", transportPackage.Ident("Errorf"), "(", transportPackage.Ident("Unimplemented"), ", ", strconv.Quote("method "+string(m.Desc.Name())+" not implemented"), ")")
+		g.P("return nil, ", runtimePackage.Ident("Errorf"), "(", runtimePackage.Ident("Unimplemented"), ", ", strconv.Quote("method "+string(m.Desc.Name())+" not implemented"), ")")
 		g.P("}")
 	}
 	// The check method is named after the service, like mustEmbed: with one
@@ -155,12 +155,12 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	g.P("mustEmbed", unimplemented, "()")
 	g.P("}")
 	g.P()
-	g.P("// Register", serverName, " registers srv with r, usually a *transport.Server.")
+	g.P("// Register", serverName, " registers srv with r, usually a *bankrpc.Server.")
 	g.P("// It panics when srv is nil or embeds ", unimplemented, " by nil pointer.")
 	deprecationComment(g, deprecated)
-	g.P("func Register", serverName, "(r ", transportPackage.Ident("ServiceRegistrar"), ", srv ", serverName, ") {")
+	g.P("func Register", serverName, "(r ", runtimePackage.Ident("ServiceRegistrar"), ", srv ", serverName, ") {")
 	g.P("if t, ok := srv.(interface{ ", check, "() }); ok {")
-	g.P(transportPackage.Ident("CheckEmbeddedByValue"), "(", strconv.Quote(string(s.Desc.FullName())), ", srv, t.", check, ")")
+	g.P(runtimePackage.Ident("CheckEmbeddedByValue"), "(", strconv.Quote(string(s.Desc.FullName())), ", srv, t.", check, ")")
 	g.P("}")
 	g.P("r.RegisterService(&", name, "_ServiceDesc, srv)")
 	g.P("}")
@@ -168,7 +168,7 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	for _, m := range s.Methods {
 		h := "_" + name + "_" + m.GoName + "_Handler"
 		g.P()
-		g.P("func ", h, "(srv any, ctx ", contextPackage.Ident("Context"), ", dec func(any) error, interceptor ", transportPackage.Ident("UnaryServerInterceptor"), ") (any, error) {")
+		g.P("func ", h, "(srv any, ctx ", contextPackage.Ident("Context"), ", dec func(any) error, interceptor ", runtimePackage.Ident("UnaryServerInterceptor"), ") (any, error) {")
 		g.P("in := new(", m.Input.GoIdent, ")")
 		g.P("if err := dec(in); err != nil {")
 		g.P("return nil, err")
@@ -176,7 +176,7 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 		g.P("if interceptor == nil {")
 		g.P("return srv.(", serverName, ").", m.GoName, "(ctx, in)")
 		g.P("}")
-		g.P("info := &", transportPackage.Ident("UnaryServerInfo"), "{")
+		g.P("info := &", runtimePackage.Ident("UnaryServerInfo"), "{")
 		g.P("Server: srv,")
 		g.P("FullMethod: ", fullMethodConst(s, m), ",")
 		g.P("}")
@@ -190,10 +190,10 @@ func generateService(g *protogen.GeneratedFile, f *protogen.File, s *protogen.Se
 	g.P()
 	g.P("// ", name, "_ServiceDesc describes the ", s.Desc.FullName(), " service for Register", serverName, ".")
 	g.P("// It is not meant to be used directly or changed.")
-	g.P("var ", name, "_ServiceDesc = ", transportPackage.Ident("ServiceDesc"), "{")
+	g.P("var ", name, "_ServiceDesc = ", runtimePackage.Ident("ServiceDesc"), "{")
 	g.P("ServiceName: ", strconv.Quote(string(s.Desc.FullName())), ",")
 	g.P("HandlerType: (*", serverName, ")(nil),")
-	g.P("Methods: []", transportPackage.Ident("MethodDesc"), "{")
+	g.P("Methods: []", runtimePackage.Ident("MethodDesc"), "{")
 	for _, m := range s.Methods {
 		g.P("{")
 		g.P("MethodName: ", strconv.Quote(string(m.Desc.Name())), ",")

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/bankrpc/bankrpc"
 	editionsv1 "github.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/editions/v1"
 	typesv1 "github.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/types/v1"
 	gentestv1 "github.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -36,7 +36,7 @@ type ledger struct {
 
 func (l *ledger) Append(_ context.Context, req *gentestv1.AppendRequest) (*typesv1.Entry, error) {
 	if req.GetAmount() == 0 {
-		return nil, transport.Errorf(transport.InvalidArgument, "ledger: append: amount must not be zero")
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "ledger: append: amount must not be zero")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -95,7 +95,7 @@ type counter struct {
 
 func (c *counter) Add(_ context.Context, req *editionsv1.AddRequest) (*editionsv1.AddResponse, error) {
 	if req.Note != nil && req.GetNote() == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "counter: add to %q: a note, when set, must not be empty", req.GetKey())
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "counter: add to %q: a note, when set, must not be empty", req.GetKey())
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,7 +114,7 @@ func TestGoldenPackage(t *testing.T) {
 		seenMu sync.Mutex
 		seen   []string // the full method names the interceptor saw, in order
 	)
-	srv := transport.NewServer(transport.WithUnaryInterceptor(func(ctx context.Context, req any, info *transport.UnaryServerInfo, handler transport.UnaryHandler) (any, error) {
+	srv := bankrpc.NewServer(bankrpc.UnaryInterceptor(func(ctx context.Context, req any, info *bankrpc.UnaryServerInfo, handler bankrpc.UnaryHandler) (any, error) {
 		seenMu.Lock()
 		seen = append(seen, info.FullMethod)
 		seenMu.Unlock()
@@ -180,22 +180,22 @@ func TestGoldenPackage(t *testing.T) {
 
 		// Explicit presence survives the wire: a note set to "" is refused.
 		_, err = counterClient.Add(ctx, &editionsv1.AddRequest{Key: "apples", Delta: 1, Note: proto.String("")})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "error: %v", err)
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "error: %v", err)
 	})
 
 	t.Run("an application error keeps its code and message", func(t *testing.T) {
 		_, err := ledgerClient.Append(ctx, &gentestv1.AppendRequest{})
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err))
-		assert.Equal(t, "ledger: append: amount must not be zero", transport.MessageOf(err))
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err))
+		assert.Equal(t, "ledger: append: amount must not be zero", bankrpc.MessageOf(err))
 	})
 
 	t.Run("unimplemented methods answer UNIMPLEMENTED", func(t *testing.T) {
 		_, err := ledgerClient.Uncommented(ctx, &gentestv1.AppendRequest{Amount: 1})
-		assert.Equal(t, transport.Unimplemented, transport.CodeOf(err), "error: %v", err)
-		assert.Equal(t, "method Uncommented not implemented", transport.MessageOf(err))
+		assert.Equal(t, bankrpc.Unimplemented, bankrpc.CodeOf(err), "error: %v", err)
+		assert.Equal(t, "method Uncommented not implemented", bankrpc.MessageOf(err))
 
 		_, err = ledgerClient.AppendLegacy(ctx, &gentestv1.AppendRequest{Amount: 1})
-		assert.Equal(t, transport.Unimplemented, transport.CodeOf(err), "error: %v", err)
+		assert.Equal(t, bankrpc.Unimplemented, bankrpc.CodeOf(err), "error: %v", err)
 	})
 
 	// Each generated handler names its own method to the interceptor.
@@ -237,40 +237,40 @@ type twoServicesPointerEmbedded struct {
 func TestRegisterRefusesBadImplementations(t *testing.T) {
 	t.Run("nil implementation", func(t *testing.T) {
 		assert.PanicsWithValue(t, "bankrpc: RegisterService(gentest.v1.LedgerService): the implementation is nil", func() {
-			gentestv1.RegisterLedgerServiceServer(transport.NewServer(), nil)
+			gentestv1.RegisterLedgerServiceServer(bankrpc.NewServer(), nil)
 		})
 	})
 	t.Run("Unimplemented embedded by nil pointer", func(t *testing.T) {
 		assert.PanicsWithValue(t, "bankrpc: Register gentest.v1.LedgerService: UnimplementedLedgerServiceServer is embedded by pointer and is nil; embed it by value", func() {
-			gentestv1.RegisterLedgerServiceServer(transport.NewServer(), pointerEmbedded{})
+			gentestv1.RegisterLedgerServiceServer(bankrpc.NewServer(), pointerEmbedded{})
 		})
 	})
 	t.Run("one type for two services, both embedded by nil pointer", func(t *testing.T) {
 		assert.PanicsWithValue(t, "bankrpc: Register gentest.v1.LedgerService: UnimplementedLedgerServiceServer is embedded by pointer and is nil; embed it by value", func() {
-			gentestv1.RegisterLedgerServiceServer(transport.NewServer(), twoServicesPointerEmbedded{})
+			gentestv1.RegisterLedgerServiceServer(bankrpc.NewServer(), twoServicesPointerEmbedded{})
 		})
 		assert.PanicsWithValue(t, "bankrpc: Register gentest.v1.AuditService: UnimplementedAuditServiceServer is embedded by pointer and is nil; embed it by value", func() {
-			gentestv1.RegisterAuditServiceServer(transport.NewServer(), twoServicesPointerEmbedded{})
+			gentestv1.RegisterAuditServiceServer(bankrpc.NewServer(), twoServicesPointerEmbedded{})
 		})
 	})
 	t.Run("Unimplemented embedded by non-nil pointer", func(t *testing.T) {
 		assert.NotPanics(t, func() {
-			gentestv1.RegisterLedgerServiceServer(transport.NewServer(), pointerEmbedded{&gentestv1.UnimplementedLedgerServiceServer{}})
+			gentestv1.RegisterLedgerServiceServer(bankrpc.NewServer(), pointerEmbedded{&gentestv1.UnimplementedLedgerServiceServer{}})
 		})
 	})
 }
 
 // serve serves srv over inproc until the test ends, and returns a Conn to it.
-func serve(ctx context.Context, t *testing.T, srv *transport.Server) *transport.Conn {
+func serve(ctx context.Context, t *testing.T, srv *bankrpc.Server) *bankrpc.Conn {
 	t.Helper()
 	lis := inproc.NewListener()
 	served := make(chan error, 1)
-	go func() { served <- lis.Serve(ctx, srv) }()
-	conn := transport.NewConn(lis.Dial())
+	go func() { served <- srv.Serve(lis) }()
+	conn := bankrpc.NewConn(lis.Dial())
 	t.Cleanup(func() {
 		assert.NoError(t, conn.Close())
-		assert.NoError(t, lis.Close())
-		assert.NoError(t, <-served)
+		assert.NoError(t, srv.Shutdown(context.WithoutCancel(ctx)))
+		assert.ErrorIs(t, <-served, bankrpc.ErrServerClosed)
 	})
 	return conn
 }

@@ -145,7 +145,7 @@ run 1 "transfer refused: no such receiver 42" bank-client --id 1 transfer 42 10
 say
 say "Both balances, the second as JSON:"
 run 0 "balance 70" bank-client --id 1 balance
-run 0 '{"balance":"80"}' bank-client --id 2 --json balance
+run 0 '{"balance":"80","creditLimit":"0"}' bank-client --id 2 --json balance
 say
 say "Without a command, bank-client reads commands from stdin: a prompt on a"
 say "terminal, and no prompt when the commands come from a pipe:"

@@ -2,13 +2,19 @@
 # Installs what `make test` and `make demo` need, and only what is missing, so a second
 # run does nothing and returns in a moment:
 #
-#   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev rabbitmq-server
-#         (plus gcc, libc6-dev, git, npm when their commands are absent)
+#   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev libc6-dev rabbitmq-server
+#         (plus gcc, git, npm, make when their commands are absent)
 #   npm:  @bufbuild/buf, pinned, into the repo-local .tools/
 #   go:   the module's dependencies (go mod download)
 #
-# Usage: scripts/setup.sh [--no-broker]
+# scripts/check-deps.sh (run by make test) fails when a command, proto import or C header
+# the build uses comes from a Debian package this list does not install.
+#
+# Usage: scripts/setup.sh [--no-broker | --print-packages]
 #   --no-broker or BANKRPC_SKIP_BROKER=1 leaves rabbitmq-server out (make demo needs none).
+#   --print-packages prints every apt package this script may install, one a line, and
+#   does nothing else; a package installed only when a command is absent is followed by
+#   that command ("npm npm").
 set -euo pipefail
 
 BUF_VERSION=1.75.0
@@ -20,15 +26,17 @@ TOOLS=$ROOT/.tools
 BUF=$TOOLS/node_modules/.bin/buf
 
 skip_broker=${BANKRPC_SKIP_BROKER:-0}
+print_packages=0
 for arg in "$@"; do
 	case $arg in
 	--no-broker) skip_broker=1 ;;
+	--print-packages) print_packages=1 ;;
 	-h | --help)
 		awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF"
 		exit 0
 		;;
 	*)
-		echo "setup: unknown argument: $arg (want --no-broker)" >&2
+		echo "setup: unknown argument: $arg (want --no-broker or --print-packages)" >&2
 		exit 2
 		;;
 	esac
@@ -57,16 +65,33 @@ installed() {
 
 # --- apt packages -------------------------------------------------------------------------
 
-# libprotobuf-dev brings the well-known types (google/protobuf/*.proto) that protoc needs
-# for the generator fixtures (protoc-gen-bankrpc/testdata/regen.sh).
-want=(libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev)
-[[ $skip_broker == 1 ]] || want+=(rabbitmq-server)
-# cgo (-race, the zmq backend), check-generate and buf need these commands; on a
-# stock Debian image they are usually present already.
-command -v gcc >/dev/null 2>&1 || want+=(gcc)
-installed libc6-dev || want+=(libc6-dev)
-command -v git >/dev/null 2>&1 || want+=(git)
-command -v npm >/dev/null 2>&1 || want+=(npm)
+# Every package the build, the tests and the demo rely on, with what needs it.
+# scripts/check-deps.sh derives what they use (commands, proto imports, C headers) and
+# fails when it comes from a package missing here: a package that merely happens to
+# be installed on a developer's machine is the miss it catches.
+want=(
+	libzmq3-dev       # transport/zmq links libzmq through cgo
+	pkg-config        # cgo finds libzmq with it
+	libc6-dev         # cgo: the C library's headers
+	protobuf-compiler # protoc: regen.sh, the generator's and the user-module tests
+	libprotobuf-dev   # google/protobuf/*.proto, which protoc imports from /usr/include
+)
+broker=(rabbitmq-server) # the AMQP tests' broker (scripts/broker.sh starts it)
+# Commands that a stock Debian image may already have from elsewhere (gcc from
+# build-essential, npm from nodesource, ...): their package is installed only when
+# the command is absent. make runs this script; .ci/run installs it this way first.
+declare -A for_command=([gcc]=gcc [git]=git [npm]=npm [make]=make)
+
+if [[ $print_packages == 1 ]]; then
+	printf '%s\n' "${want[@]}" "${broker[@]}"
+	for cmd in "${!for_command[@]}"; do printf '%s %s\n' "${for_command[$cmd]}" "$cmd"; done | sort
+	exit 0
+fi
+
+[[ $skip_broker == 1 ]] || want+=("${broker[@]}")
+for cmd in "${!for_command[@]}"; do
+	command -v "$cmd" >/dev/null 2>&1 || want+=("${for_command[$cmd]}")
+done
 
 missing=()
 for pkg in "${want[@]}"; do

@@ -3,6 +3,8 @@ package transport
 import (
 	"context"
 	"time"
+
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // Call is one request frame handed to a client backend. The runtime builds it;
@@ -10,8 +12,8 @@ import (
 type Call struct {
 	// ID is the call id, also inside Frame. It is unique per logical call and
 	// a backend that retries resends the same Frame, so the same ID. Backends
-	// use it to match replies (ZeroMQ frame, AMQP correlation-id) and to drop
-	// duplicates.
+	// use it to match replies (ZeroMQ frame, AMQP correlation-id), to drop
+	// duplicates and to name the call in a cancel message.
 	ID string
 	// Method is the full method name, for backends that route or log by it.
 	Method string
@@ -29,49 +31,83 @@ type Call struct {
 // ClientTransport is the client half of a backend: it moves one encoded
 // request frame to a server and returns the matching encoded reply frame.
 //
-// Implementations are safe for concurrent use. RoundTrip honours ctx
-// cancellation and deadline, returning ctx's error (or an *Error wrapping it)
-// promptly. Close is idempotent; it unblocks calls in flight, which then fail
-// with ErrClosed.
+// Implementations are safe for concurrent use. RoundTrip honours ctx:
+// when ctx ends before the reply, RoundTrip returns ctx's error promptly and
+// tells the server, best-effort, that the call is canceled (a cancel message
+// naming call.ID; see PROTOCOL.md), so that the server cancels the handler's
+// ctx. A backend may omit the cancel when ctx ended by its deadline (the
+// server enforces the deadline in the frame). A call without a deadline waits for its reply as long as the server
+// is alive: a backend detects a dead server by its own means (heartbeats,
+// broker connections), never by counting attempts. Close is idempotent; it
+// unblocks calls in flight, which then fail with ErrClosed.
 type ClientTransport interface {
 	RoundTrip(ctx context.Context, call *Call) (reply []byte, err error)
 	Close() error
 }
 
-// Handler processes one encoded request frame and returns the encoded reply
-// frame. It is safe for concurrent use. When the frame cannot be decoded as a
-// request, HandleFrame returns a non-nil error describing why, and still
-// returns a reply frame (an INVALID_ARGUMENT result) for backends that can
-// deliver it in the protocol; backends with a separate error path (AMQP's
-// error queue) may send the error text there instead.
+// Handler is what a server backend feeds: the runtime's *bankrpc.Server.
+// Both methods are safe for concurrent use.
 //
-// *Server is the Handler every backend serves in practice.
+// HandleFrame processes one encoded request frame and returns the encoded
+// reply frame. A backend calls it for every request it receives, including
+// duplicates (retries, redeliveries): the handler runs a call id at most once
+// and answers duplicates with the same reply. ctx carries the Peer and, where
+// the backend has one, a StatusSink; its cancellation is not needed for the
+// call's own (CancelCall and the handler's shutdown do that), but a backend
+// may cancel it when the frame's connection is gone.
+//
+// The error tells the backend what to do with the reply:
+//   - nil: send the reply.
+//   - ErrNotServed: the server did not answer the call (it is shutting down,
+//     or the call was interrupted by a shutdown). reply is an UNAVAILABLE
+//     result: a backend that can give the request back for later delivery
+//     (AMQP: nack with requeue) does so and sends nothing; others send reply.
+//   - any other error: the frame was refused (not a valid envelope, too
+//     large); reply is still an error result, for backends that answer in
+//     the protocol; backends with a separate error path (AMQP's error queue)
+//     may send the error's text there instead.
+//
+// CancelCall cancels the handler's ctx of the call with that id when it runs
+// here; backends call it when a client's cancel message arrives. A cancel
+// that arrives before its request makes that request, if it comes within the
+// next 30 seconds, answered CANCELED without running (once).
 type Handler interface {
 	HandleFrame(ctx context.Context, frame []byte) (reply []byte, err error)
+	CancelCall(callID string)
 }
 
-// HandlerFunc adapts a function to a Handler.
-type HandlerFunc func(ctx context.Context, frame []byte) ([]byte, error)
-
-// HandleFrame calls f(ctx, frame).
-func (f HandlerFunc) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
-	return f(ctx, frame)
-}
-
-// ServerTransport is the server half of a backend. Serve delivers request
-// frames to h until ctx is done or Close is called; it then stops taking new
-// requests, waits for the handlers in flight to finish and their replies to
-// be sent, and returns nil (or the error that stopped it). A backend may run
-// handlers concurrently. Serve may be called once. Close is idempotent and
-// safe to call from any goroutine.
+// ServerTransport is the server half of a backend.
+//
+// Serve delivers request frames and cancel messages to h until Shutdown or
+// Close; it returns nil after either (or the error that stopped it). A
+// backend may run handlers concurrently. Serve may be called once.
+//
+// Shutdown stops taking requests, waits until every HandleFrame in flight has
+// returned and its reply is sent, then closes. When ctx ends first it closes
+// at once, as Close, and returns ctx's error. It never waits for a handler
+// beyond ctx: the runtime cancels the handlers' contexts when ctx ends.
+//
+// Close stops at once: it stops taking requests and closes the connection or
+// socket without waiting for handlers; their replies are dropped, and a
+// backend with redelivery (AMQP) leaves their requests to the broker, which
+// delivers them again. Close and Shutdown are idempotent and safe to call
+// from any goroutine, before, during or after Serve.
 type ServerTransport interface {
-	Serve(ctx context.Context, h Handler) error
+	Serve(h Handler) error
+	Shutdown(ctx context.Context) error
 	Close() error
 }
 
 // ErrClosed is returned by calls on, or in flight during the Close of, a
 // client Conn or backend.
-var ErrClosed = &Error{Code: Canceled, Message: "bankrpc: connection closed"}
+var ErrClosed = status.NewError(status.Canceled, "bankrpc: connection closed")
+
+// ErrNotServed is returned by Handler.HandleFrame for a call the server did
+// not answer because it is shutting down; see Handler. A handler returns it
+// only once the server is stopping and will serve no new call; a backend may
+// stop taking requests from then on (AMQP does, so that a request given back
+// is not delivered to it again).
+var ErrNotServed = status.NewError(status.Unavailable, "bankrpc: the server is shutting down")
 
 // Peer describes the caller of a request, as far as the backend knows it.
 type Peer struct {
@@ -111,6 +147,12 @@ type statusKey struct{}
 // NewStatusContext returns a copy of ctx carrying sink.
 func NewStatusContext(ctx context.Context, sink StatusSink) context.Context {
 	return context.WithValue(ctx, statusKey{}, sink)
+}
+
+// StatusSinkFromContext returns the sink a backend put in ctx, or nil.
+func StatusSinkFromContext(ctx context.Context) StatusSink {
+	s, _ := ctx.Value(statusKey{}).(StatusSink)
+	return s
 }
 
 // StatusCapable is implemented by client backends that deliver Status frames

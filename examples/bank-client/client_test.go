@@ -12,11 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -35,36 +35,57 @@ func testContext(t *testing.T) context.Context {
 // made on it.
 type fixture struct {
 	bank     *bank.Bank
-	conn     *transport.Conn
+	lis      *inproc.Listener
+	conn     *bankrpc.Conn
 	out, err bytes.Buffer
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...bank.Option) *fixture {
 	t.Helper()
-	b, err := bank.Open(t.TempDir())
+	b, err := bank.Open(t.TempDir(), opts...)
 	require.NoError(t, err)
-	srv := transport.NewServer()
-	bankv1.RegisterBankServer(srv, b)
+	f := serveFixture(t, b)
+	f.bank = b
+	t.Cleanup(func() { assert.NoError(t, b.Shutdown()) })
+	return f
+}
+
+// serveFixture serves impl in memory; its server keeps no replies of
+// finished calls, so that a repeat reaches impl.
+func serveFixture(t *testing.T, impl bankv1.BankServer) *fixture {
+	t.Helper()
+	srv := bankrpc.NewServer(bankrpc.WithReplyCache(0, 0))
+	bankv1.RegisterBankServer(srv, impl)
 	lis := inproc.NewListener()
-	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- lis.Serve(ctx, srv) }()
-	conn := transport.NewConn(lis.Dial(), transport.WithDefaultTimeout(5*time.Second))
+	go func() { served <- srv.Serve(lis) }()
+	f := &fixture{lis: lis}
+	f.conn = f.newConn(t)
 	t.Cleanup(func() {
-		_ = conn.Close()
-		stop()
-		assert.NoError(t, <-served)
-		assert.NoError(t, b.Shutdown())
+		assert.NoError(t, srv.Close())
+		assert.ErrorIs(t, <-served, bankrpc.ErrServerClosed)
 	})
-	return &fixture{bank: b, conn: conn}
+	return f
+}
+
+// newConn returns a new client Conn to the fixture: a new client session,
+// as another bank-client process has.
+func (f *fixture) newConn(t *testing.T) *bankrpc.Conn {
+	conn := bankrpc.NewConn(f.lis.Dial(), bankrpc.WithDefaultTimeout(5*time.Second))
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }
 
 func (f *fixture) session(id int32, asJSON bool) *session {
+	return f.sessionOn(f.conn, id, asJSON)
+}
+
+func (f *fixture) sessionOn(conn *bankrpc.Conn, id int32, asJSON bool) *session {
 	return &session{
-		bank:      bankv1.NewBankClient(f.conn),
+		bank:      bankv1.NewBankClient(conn),
 		id:        id,
 		target:    backend.Target{Kind: backend.ZMQ, Addr: backend.DefaultZMQAddr, Bank: "bank", Timeout: 5 * time.Second},
-		newCallID: f.conn.NewCallID,
+		newCallID: conn.NewCallID,
 		json:      asJSON,
 		out:       &f.out,
 		errOut:    &f.err,
@@ -167,7 +188,7 @@ func TestSessionJSONOutput(t *testing.T) {
 	assert.Equal(t, cli.ExitOK, do(t, ctx, s, "balance"))
 	assert.Equal(t, cli.ExitOK, do(t, ctx, s, "deposit 100"))
 	assert.Equal(t, cli.ExitRefused, do(t, ctx, s, "withdraw 500"))
-	assert.Equal(t, `{"balance":"0"}`+"\n"+
+	assert.Equal(t, `{"balance":"0","creditLimit":"0"}`+"\n"+
 		`{"balance":"100"}`+"\n"+
 		`{"error":{"code":"FAILED_PRECONDITION","message":"insufficient funds (balance 100, asked 500)"}}`+"\n", f.out.String())
 	for line := range strings.Lines(f.out.String()) {
@@ -182,10 +203,107 @@ func TestSessionRepeatedCallIDIsAppliedOnce(t *testing.T) {
 	_, st := s.open(ctx, "")
 	require.Equal(t, cli.ExitOK, st)
 	c := command{name: cmdDeposit, amount: 100}
-	assert.Equal(t, cli.ExitOK, s.exec(ctx, c, "repeat-me"))
-	assert.Equal(t, cli.ExitOK, s.exec(ctx, c, "repeat-me"))
-	assert.Equal(t, "balance 100\nbalance 100\n", f.out.String(), "the repeat gets the recorded reply")
+	id := s.newCallID()
+	assert.Equal(t, cli.ExitOK, s.exec(ctx, c, id))
+	assert.Equal(t, cli.ExitOK, s.exec(ctx, c, id))
+	other := f.sessionOn(f.newConn(t), 7, false)
+	assert.Equal(t, cli.ExitOK, other.exec(ctx, c, id), "from another process (bank-client --call-id)")
+	assert.Equal(t, "balance 100\nbalance 100\nbalance 100\n", f.out.String(), "the repeat gets the recorded reply")
 	assert.Equal(t, int64(100), f.balance(t, 7))
+}
+
+// TestSessionCallTooOldToKnow: a repeat of a call whose outcome the bank
+// can no longer tell (its client moved on) is refused with ABORTED; the
+// client says so and what to do, and exits 1.
+func TestSessionCallTooOldToKnow(t *testing.T) {
+	ctx := testContext(t)
+	f := newFixture(t)
+	s := f.session(7, false)
+	_, st := s.open(ctx, "")
+	require.Equal(t, cli.ExitOK, st)
+	id := s.newCallID()
+	c := command{name: cmdDeposit, amount: 100}
+	require.Equal(t, cli.ExitOK, s.exec(ctx, c, id))
+	require.Equal(t, cli.ExitOK, do(t, ctx, s, "deposit 5")) // the reply of id is no longer awaited
+	f.out.Reset()
+
+	other := f.sessionOn(f.newConn(t), 7, false)
+	assert.Equal(t, cli.ExitRefused, other.exec(ctx, c, id))
+	assert.Contains(t, f.out.String(), "deposit failed: ABORTED: outcome unknown: call \""+id+"\"")
+	assert.Contains(t, f.err.String(), "the bank cannot tell whether this deposit (call id "+id+") was applied before")
+	assert.Contains(t, f.err.String(), "check your balance (bank-client --id 7 balance) before making the deposit again, without --call-id")
+	assert.NotContains(t, f.err.String(), "no answer")
+	assert.Equal(t, int64(105), f.balance(t, 7), "not applied again")
+}
+
+// TestSessionCredit: what came from credit is shown, as the lab's bank did.
+func TestSessionCredit(t *testing.T) {
+	ctx := testContext(t)
+	f := newFixture(t, bank.WithCreditLimit(100))
+	s := f.session(7, false)
+	_, st := s.open(ctx, "")
+	require.Equal(t, cli.ExitOK, st)
+	assert.Equal(t, cli.ExitOK, do(t, ctx, s, "deposit 30"))
+	assert.Equal(t, cli.ExitOK, do(t, ctx, s, "withdraw 50"))
+	assert.Equal(t, cli.ExitOK, do(t, ctx, s, "balance"))
+	assert.Equal(t, cli.ExitRefused, do(t, ctx, s, "withdraw 81"))
+	assert.Equal(t, "balance 30\n"+
+		"balance -20 (lack of funds: withdrew 20 from credit)\n"+
+		"balance -20 (credit limit 100)\n"+
+		"withdraw refused: insufficient funds (balance -20, credit limit 100, asked 81)\n", f.out.String())
+	assert.Empty(t, f.err.String())
+}
+
+// diskFullBank answers as a bank whose disk filled up: it takes log-ons,
+// and refuses changes with the error the bank gives after a failed write.
+type diskFullBank struct {
+	bankv1.UnimplementedBankServer
+}
+
+const diskFull = "bank: stopped acknowledging changes after a log failure: write /var/lib/bank/log.00000001: no space left on device"
+
+func (diskFullBank) Open(context.Context, *bankv1.OpenRequest) (*bankv1.OpenResponse, error) {
+	return &bankv1.OpenResponse{Balance: 120}, nil
+}
+
+func (diskFullBank) Deposit(context.Context, *bankv1.DepositRequest) (*bankv1.DepositResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unavailable, "%s", diskFull)
+}
+
+func (diskFullBank) Close(context.Context, *bankv1.CloseRequest) (*bankv1.CloseResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unavailable, "%s", diskFull)
+}
+
+// TestBankErrorIsReportedAsTheBankSaidIt: when the bank answers at once
+// with an error (here UNAVAILABLE, a full disk), the client prints the code
+// and the reason once, with advice for that code, not the advice for a
+// bank that did not answer ("raise --timeout"). It used to say "no answer
+// ... within 5s".
+func TestBankErrorIsReportedAsTheBankSaidIt(t *testing.T) {
+	ctx := testContext(t)
+	f := serveFixture(t, diskFullBank{})
+	s := f.session(7, false)
+	_, st := s.open(ctx, "")
+	require.Equal(t, cli.ExitOK, st)
+	id := s.newCallID()
+	st = s.exec(ctx, command{name: cmdDeposit, amount: 100}, id)
+	assert.Equal(t, cli.ExitUnreachable, st, "the bank cannot serve now: as for a bank out of reach, retry later")
+	assert.Equal(t, "deposit failed: UNAVAILABLE: "+diskFull+"\n", f.out.String())
+	msg := f.err.String()
+	assert.Contains(t, msg, "the bank is running but cannot serve now (a full disk, a failed write: see bank-server's log)")
+	assert.Contains(t, msg, "the deposit (call id "+id+") may or may not have been applied")
+	assert.Contains(t, msg, "once the bank serves again, to find out without applying it twice, repeat it with the same call id")
+	assert.Contains(t, msg, "bank-client --id 7 --call-id "+id+" deposit 100")
+	assert.NotContains(t, msg, "no answer")
+	assert.NotContains(t, msg, "raise --timeout")
+	assert.NotContains(t, msg, "within 5s")
+	assert.Equal(t, 1, strings.Count(f.out.String()+msg, "/var/lib/bank/log.00000001"), "the path once")
+
+	f.out.Reset()
+	f.err.Reset()
+	s.json = true
+	s.exec(ctx, command{name: cmdDeposit, amount: 100}, s.newCallID())
+	assert.Equal(t, `{"error":{"code":"UNAVAILABLE","message":"`+diskFull+`"}}`+"\n", f.out.String())
 }
 
 func TestPrompt(t *testing.T) {
@@ -225,7 +343,7 @@ func TestPromptJSONGivesOneObjectPerCommand(t *testing.T) {
 	require.Len(t, lines, 3, f.out.String())
 	assert.Equal(t, `{"balance":"5"}`, lines[0])
 	assert.Contains(t, lines[1], `{"error":{"code":"INVALID_ARGUMENT","message":"amount must be positive`)
-	assert.Equal(t, `{"balance":"5"}`, lines[2])
+	assert.Equal(t, `{"balance":"5","creditLimit":"0"}`, lines[2])
 	assert.Equal(t, helpText, f.err.String(), "help goes to stderr: stdout carries only JSON")
 }
 
@@ -251,7 +369,7 @@ func TestUnknownOutcomeExplainsHowToRepeat(t *testing.T) {
 		if kind == backend.AMQP {
 			s.target.Addr = "amqp://guest:secret@10.0.0.1:5672/"
 		}
-		st := s.failed(command{name: cmdDeposit, amount: 100}, "id-1", transport.Errorf(transport.DeadlineExceeded, "deadline exceeded"))
+		st := s.failed(command{name: cmdDeposit, amount: 100}, "id-1", bankrpc.Errorf(bankrpc.DeadlineExceeded, "deadline exceeded"))
 		assert.Equal(t, cli.ExitUnreachable, st)
 		assert.Empty(t, f.out.String(), "no reply: nothing on stdout")
 		msg := f.err.String()

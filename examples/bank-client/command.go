@@ -43,7 +43,7 @@ func (c command) args() []string {
 
 const helpText = `commands:
   deposit AMOUNT       add AMOUNT to your account
-  withdraw AMOUNT      take AMOUNT from your account, if the balance allows it
+  withdraw AMOUNT      take AMOUNT from your account, if the balance (and its credit) allows it
   transfer TO AMOUNT   move AMOUNT from your account to account TO of the same bank
   balance              print your balance
   help                 print this help

@@ -9,9 +9,15 @@
 // also be set through a BANKRPC_<FLAG> environment variable (BANKRPC_ID=7),
 // and a flag on the command line wins. Run bank-client --help for the rest.
 //
-// Exit status: 0 success, 1 the bank refused the operation, 2 usage error
-// (nothing was sent), 3 the bank could not be reached or did not answer in
-// time, 130 interrupted.
+// When the bank answers with an error, the client prints its code and
+// reason, with advice that fits the code; "no answer" is only said of calls
+// that got none.
+//
+// Exit status: 0 success, 1 the bank refused the operation (or cannot tell
+// whether an earlier call was applied: ABORTED), 2 usage error (nothing was
+// sent), 3 the bank could not be reached, did not answer in time, or
+// answered that it did not run the call (UNAVAILABLE, CANCELED), 130
+// interrupted.
 package main
 
 import (
@@ -25,10 +31,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // defaultTimeout bounds each call unless --timeout says otherwise.
@@ -89,7 +95,7 @@ func run(ctx context.Context, p program) int {
 	fs.StringVar(&idFlag, "id", "", "your account `id` (required): a positive 32-bit integer; the account is opened on first use")
 	fs.BoolVar(&asJSON, "json", false, "print each reply as one JSON object: the response in protojson,\nor {\"error\":{\"code\":\"FAILED_PRECONDITION\",\"message\":\"...\"}}")
 	fs.StringVar(&clientName, "client-name", "", "amqp only: a stable client `name` for the durable reply queues, kept while the\nclient is away; one process at a time may use it (default: a fresh name per run)")
-	fs.StringVar(&callID, "call-id", "", "with one deposit, withdraw or transfer command: the call `id`, to repeat a call\nwhose outcome is unknown; the bank applies an id at most once (default: a fresh id)")
+	fs.StringVar(&callID, "call-id", "", "with one deposit, withdraw or transfer command: the call `id` this client printed\nfor a call whose outcome is unknown, to repeat it; the bank applies an id at most\nonce and answers a repeat with the recorded result (default: a fresh id)")
 	fs.StringVar(&logFormat, "log-format", "text", "`format` of the transport's log lines on stderr: text or json")
 	fs.StringVar(&logLevel, "log-level", "error", "the least `level` logged: debug, info, warn or error")
 
@@ -141,7 +147,7 @@ func run(ctx context.Context, p program) int {
 	if err != nil {
 		return dialFailure(p.stderr, t, err)
 	}
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(t.Timeout))
+	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(t.Timeout))
 	defer conn.Close()
 	s := &session{
 		bank:      bankv1.NewBankClient(conn),
@@ -199,6 +205,10 @@ func checkCallID(id string, cmd *command) error {
 			return cli.Usagef("--call-id %q is not accepted: give 1 to %d printable ASCII characters, no spaces", id, maxCallIDLen)
 		}
 	}
+	if _, _, ok := bankrpc.ParseCallID(id); !ok {
+		return cli.Usagef("--call-id %q is not a call id this client prints (<session>-<number>, e.g. 9c1e0b7d4f2a6e38-2): "+
+			"the bank applies calls only under such ids", id)
+	}
 	return nil
 }
 
@@ -206,13 +216,13 @@ func checkCallID(id string, cmd *command) error {
 // malformed address (usage), or for AMQP a broker that does not answer or
 // has no queue for the bank. Nothing was sent.
 func dialFailure(w io.Writer, t backend.Target, err error) int {
-	if transport.CodeOf(err) == transport.InvalidArgument {
-		return usageFailure(w, cli.Usagef("%s", transport.MessageOf(err)))
+	if bankrpc.CodeOf(err) == bankrpc.InvalidArgument {
+		return usageFailure(w, cli.Usagef("%s", bankrpc.MessageOf(err)))
 	}
-	fmt.Fprintf(w, "cannot reach the bank over %s: %s\n", t, transport.MessageOf(err))
+	fmt.Fprintf(w, "cannot reach the bank over %s: %s\n", t, bankrpc.MessageOf(err))
 	// Other codes (the bank's queue missing, the client name in use) come
 	// with a message of their own that says what to do.
-	if t.Kind == backend.AMQP && transport.CodeOf(err) == transport.Unavailable {
+	if t.Kind == backend.AMQP && bankrpc.CodeOf(err) == bankrpc.Unavailable {
 		fmt.Fprintf(w, "  check that RabbitMQ answers at %s (make broker starts one), and that\n"+
 			"  bank-server --transport amqp --bank %s was started at least once: it declares the bank's queue.\n", backend.Redact(t.Addr), t.Bank)
 	}
@@ -240,8 +250,9 @@ an interactive prompt on a terminal; no prompt when stdin is a pipe or a file.
 	cli.PrintDefaults(fs)
 	fmt.Fprint(w, `
 exit status: 0 success; 1 the bank refused the operation (insufficient funds, unknown
-receiver, ...); 2 usage error, nothing was sent; 3 the bank could not be reached or did
-not answer within --timeout; 130 interrupted. At the prompt: that of the last command
-that did not succeed.
+receiver, ...), or cannot tell whether an earlier call was applied (ABORTED); 2 usage
+error, nothing was sent; 3 the bank could not be reached, did not answer within
+--timeout, or answered that it did not run the call (UNAVAILABLE, CANCELED); 130
+interrupted. At the prompt: that of the last command that did not succeed.
 `)
 }

@@ -54,6 +54,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{args: []string{"--transport", "inproc", "--id", "7", "balance"}, says: "inproc is refused"},
 		{args: []string{"--id", "7", "--call-id", "x", "balance"}, says: "--call-id goes with one deposit"},
 		{args: []string{"--id", "7", "--call-id", "a b", "deposit", "1"}, says: "printable ASCII"},
+		{args: []string{"--id", "7", "--call-id", "mine", "deposit", "1"}, says: `--call-id "mine" is not a call id this client prints`},
 		{args: []string{"--id", "7", "--bogus", "balance"}, says: "bogus"},
 		{args: []string{"balance"}, env: map[string]string{"BANKRPC_JSON": "maybe", "BANKRPC_ID": "7"}, says: "BANKRPC_JSON"},
 		{args: []string{"balance"}, env: map[string]string{"BANKRPC_BANK": "../etc", "BANKRPC_ID": "7"}, says: "bank name"},

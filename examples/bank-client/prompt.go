@@ -7,8 +7,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // promptText is printed before each command when stdin is a terminal.
@@ -98,7 +98,7 @@ func (s *session) prompt(ctx context.Context, in io.Reader, interactive bool, we
 // command.
 func (s *session) usageError(err error) {
 	if s.json {
-		s.printError(transport.InvalidArgument, err.Error())
+		s.printError(bankrpc.InvalidArgument, err.Error())
 		return
 	}
 	fmt.Fprintln(s.errOut, err)

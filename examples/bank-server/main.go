@@ -11,6 +11,15 @@
 // snapshot and exits 0. --exit-when-idle also stops it, the same way, when
 // the last logged-on client logs off.
 //
+// Clients' calls are applied at most once: the bank remembers each client
+// session for --session-retention after its last call (7 days of the server
+// running, by default) and refuses, never applies, a call it can no longer
+// prove unapplied. Accounts get --credit-limit of credit when they are
+// created (0 by default); the administrators named by --admin may change an
+// account's limit. If the newest log file ends with bytes that a crash does
+// not explain, the server refuses to start and says so; --repair-log-tail
+// then cuts them off, keeping a copy.
+//
 // Every flag can also be set through a BANKRPC_<FLAG> environment variable;
 // a flag on the command line wins. Logs go to stderr; the address served on
 // is printed on stdout once the server takes requests.
@@ -26,17 +35,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
+	healthv1 "github.com/bankrpc/bankrpc/gen/bankrpc/health/v1"
+	"github.com/bankrpc/bankrpc/health"
+	"github.com/bankrpc/bankrpc/logging"
+	"github.com/bankrpc/bankrpc/metrics"
 )
 
 // defaultTimeout bounds each call on the server unless --timeout says
@@ -63,12 +80,28 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		dataDir             string
 		exitWhenIdle        bool
 		logFormat, logLevel string
+		retention           time.Duration
+		maxSessions         int
+		creditLimit         int64
+		admins              string
+		repairTail          bool
+		metricsAddr         string
+		withPprof           bool
+		drainDelay          time.Duration
 	)
 	bf.Register(fs, "the longest a call may run on the server; a client's shorter deadline wins", defaultTimeout)
 	fs.StringVar(&dataDir, "data", "", "the `directory` holding the accounts (default ./data/<bank>); one server at a time")
 	fs.BoolVar(&exitWhenIdle, "exit-when-idle", false, "stop, saving, when the last logged-on client logs off")
+	fs.DurationVar(&retention, "session-retention", bank.DefaultSessionRetention, "how long the bank remembers a client session after its last call, counted while\nthe server runs: a retry with a call id is answered from the record within it")
+	fs.IntVar(&maxSessions, "max-sessions", bank.DefaultMaxSessions, "the most client sessions the bank remembers at once; beyond, new sessions are\nrefused (RESOURCE_EXHAUSTED) until old ones expire")
+	fs.Int64Var(&creditLimit, "credit-limit", 0, "the credit `limit` a new account gets, in minor units: its balance may go down\nto minus this (accounts keep the limit they were created with)")
+	fs.StringVar(&admins, "admin", "", "comma-separated authenticated caller `identities` (AMQP user-id, CURVE public key)\nallowed to call the administrators' methods (SetCreditLimit)")
+	fs.BoolVar(&repairTail, "repair-log-tail", false, "cut off damaged bytes at the end of the newest log file, which the bank otherwise\nrefuses to start with; a copy of them is kept next to the file")
 	fs.StringVar(&logFormat, "log-format", "text", "`format` of the log lines on stderr: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "the least `level` logged: debug (one line per call), info, warn or error")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`host:port`/metrics (off by default)")
+	fs.BoolVar(&withPprof, "pprof", false, "also serve /debug/pprof/ on --metrics-addr")
+	fs.DurationVar(&drainDelay, "drain-delay", 0, "on SIGTERM, how long to keep serving with health NOT_SERVING before draining, so that health checks and load balancers turn traffic away")
 
 	set, err := cli.Parse(fs, args, lookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -90,10 +123,39 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return usageFailure(stderr, err)
 	}
 	logger = logger.With("bank", t.Bank)
+	if retention <= 0 {
+		return usageFailure(stderr, cli.Usagef("--session-retention %v: give a positive duration, e.g. 168h", retention))
+	}
+	if maxSessions < 1 {
+		return usageFailure(stderr, cli.Usagef("--max-sessions %d: give at least 1", maxSessions))
+	}
+	if creditLimit < 0 {
+		return usageFailure(stderr, cli.Usagef("--credit-limit %d: give 0 or more", creditLimit))
+	}
 
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
-	opts := []bank.Option{bank.WithLogger(logger)}
+	hs := health.NewServer()
+	hs.SetServingStatus(bankv1.Bank_ServiceDesc.ServiceName, health.Serving)
+	opts := []bank.Option{
+		bank.WithLogger(logger),
+		bank.WithOnFailure(func(err error) {
+			logger.Error("health: NOT_SERVING: the bank cannot write", "error", err)
+			hs.SetServingStatus("", health.NotServing)
+			hs.SetServingStatus(bankv1.Bank_ServiceDesc.ServiceName, health.NotServing)
+		}),
+		bank.WithSessionRetention(retention),
+		bank.WithMaxSessions(maxSessions),
+		bank.WithCreditLimit(creditLimit),
+	}
+	for id := range strings.SplitSeq(admins, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			opts = append(opts, bank.WithAdmins(id))
+		}
+	}
+	if repairTail {
+		opts = append(opts, bank.WithRepairLogTail())
+	}
 	var b *bank.Bank // set before serving starts, so before any OnIdle
 	if exitWhenIdle {
 		opts = append(opts, bank.WithOnIdle(func() {
@@ -112,8 +174,25 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	accounts := len(b.Accounts())
 
-	srv := transport.NewServer(transport.WithLogger(logger), transport.WithUnaryInterceptor(boundCalls(t.Timeout, logger)))
+	reg := metrics.NewRegistry()
+	srvMetrics, transportMetrics := metrics.NewServerMetrics(), metrics.NewTransportMetrics()
+	reg.MustRegister(srvMetrics, transportMetrics)
+	srv := bankrpc.NewServer(bankrpc.WithLogger(logger), srvMetrics.Option(), transportMetrics.Option(),
+		logging.Option(logger), bankrpc.UnaryInterceptor(boundCalls(t.Timeout)))
 	bankv1.RegisterBankServer(srv, b)
+	hs.Register(srv)
+	srvMetrics.InitializeMetrics(&bankv1.Bank_ServiceDesc, &healthv1.Health_ServiceDesc)
+	if metricsAddr != "" {
+		stopMetrics, err := serveMetrics(metricsAddr, metrics.Handler(reg), withPprof, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "bank-server: --metrics-addr %s: %v\n", metricsAddr, err)
+			if serr := b.Shutdown(); serr != nil {
+				fmt.Fprintf(stderr, "bank-server: %v\n", serr)
+			}
+			return cli.ExitFailure
+		}
+		defer stopMetrics()
+	}
 	lis, addr, err := backend.Listen(t, logger)
 	if err != nil {
 		status := listenFailure(stderr, t, err)
@@ -125,12 +204,30 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	logger.Info("serving", "transport", t.Kind, "addr", addr)
 	fmt.Fprintf(stdout, "bank %q serving over %s at %s; data in %s (%s)\n", t.Bank, t.Kind, addr, dataDir, countAccounts(accounts))
 
-	stopLog := context.AfterFunc(serveCtx, func() {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-serveCtx.Done():
+		// Calls run at most --timeout each (boundCalls), so the drain ends
+		// by then; a handler stuck past it is canceled.
+		hs.Shutdown() // every status NOT_SERVING
+		if drainDelay > 0 {
+			logger.Info("stopping: health NOT_SERVING; still serving", "for", drainDelay)
+			time.Sleep(drainDelay)
+		}
 		logger.Info("stopping: no new requests; finishing the calls in flight")
-	})
-	defer stopLog()
-	serveErr := lis.Serve(serveCtx, srv)
-	_ = lis.Close() // Serve has returned: this only releases what is left
+		drainCtx, cancel := context.WithTimeout(context.Background(), t.Timeout+time.Second)
+		if err := srv.Shutdown(drainCtx); err != nil {
+			logger.Warn("stopping: calls still running were canceled", "error", err)
+		}
+		cancel()
+		serveErr = <-served
+	}
+	if errors.Is(serveErr, bankrpc.ErrServerClosed) {
+		serveErr = nil
+	}
 	if serveErr != nil {
 		logger.Error("serving failed", "error", serveErr)
 	}
@@ -155,19 +252,40 @@ func countAccounts(n int) string {
 	return fmt.Sprintf("%d accounts", n)
 }
 
-// boundCalls bounds every call to d and logs each one at debug level.
-func boundCalls(d time.Duration, logger *slog.Logger) transport.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *transport.UnaryServerInfo, handler transport.UnaryHandler) (any, error) {
+// boundCalls bounds every call to d. (logging.Option logs each call, the
+// refused ones too.)
+func boundCalls(d time.Duration) bankrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *bankrpc.UnaryServerInfo, handler bankrpc.UnaryHandler) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		start := time.Now()
-		resp, err := handler(ctx, req)
-		if logger.Enabled(ctx, slog.LevelDebug) {
-			logger.DebugContext(ctx, "call", "method", info.FullMethod, "call_id", transport.CallIDFromContext(ctx),
-				"code", transport.CodeOf(err).String(), "error", transport.MessageOf(err), "took", time.Since(start))
-		}
-		return resp, err
+		return handler(ctx, req)
 	}
+}
+
+// serveMetrics serves h at /metrics (and /debug/pprof/ when asked) on addr
+// until the returned stop is called.
+func serveMetrics(addr string, h http.Handler, withPprof bool, logger *slog.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hsrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server failed", "error", err)
+		}
+	}()
+	logger.Info("serving metrics", "url", "http://"+l.Addr().String()+"/metrics", "pprof", withPprof)
+	return func() { _ = hsrv.Close() }, nil
 }
 
 // openFailure explains why the data directory could not be opened.
@@ -175,21 +293,27 @@ func openFailure(w io.Writer, t backend.Target, dir string, err error) int {
 	fmt.Fprintf(w, "bank-server: cannot open bank %q: %v\n", t.Bank, err)
 	var locked *bank.LockedError
 	var corrupt *bank.CorruptError
+	var incomplete *bank.IncompleteError
 	switch {
 	case errors.As(err, &locked):
 		fmt.Fprintf(w, "  another bank-server already serves the data in %s; stop it first, or give this one its own --data (and --bank).\n", dir)
+	case errors.As(err, &corrupt) && corrupt.TailBytes > 0:
+		fmt.Fprintf(w, "  if those %d bytes hold no change that a client was told of, start again with --repair-log-tail:\n"+
+			"  the bank cuts them off and keeps a copy next to %s.\n", corrupt.TailBytes, corrupt.File)
 	case errors.As(err, &corrupt):
 		fmt.Fprintf(w, "  the bank refuses to guess: %s needs an operator's attention (keep a copy before changing anything).\n", corrupt.File)
+	case errors.As(err, &incomplete):
+		fmt.Fprintf(w, "  the bank refuses to start without %s: it would lose changes without a word.\n", incomplete.Missing)
 	}
 	return cli.ExitFailure
 }
 
 // listenFailure explains why the server could not listen.
 func listenFailure(w io.Writer, t backend.Target, err error) int {
-	if transport.CodeOf(err) == transport.InvalidArgument {
-		return usageFailure(w, cli.Usagef("%s", transport.MessageOf(err)))
+	if bankrpc.CodeOf(err) == bankrpc.InvalidArgument {
+		return usageFailure(w, cli.Usagef("%s", bankrpc.MessageOf(err)))
 	}
-	fmt.Fprintf(w, "bank-server: cannot serve over %s: %s\n", t, transport.MessageOf(err))
+	fmt.Fprintf(w, "bank-server: cannot serve over %s: %s\n", t, bankrpc.MessageOf(err))
 	if t.Kind == backend.AMQP {
 		fmt.Fprintf(w, "  check that RabbitMQ answers at %s (make broker starts one).\n", backend.Redact(t.Addr))
 	} else {

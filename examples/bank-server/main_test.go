@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
@@ -12,11 +14,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	"github.com/bankrpc/bankrpc/examples/internal/backend"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -94,7 +96,7 @@ func dial(t *testing.T, addr string) bankv1.BankClient {
 	t.Helper()
 	ct, err := backend.Dial(backend.Target{Kind: backend.ZMQ, Addr: addr}, backend.ClientOptions{})
 	require.NoError(t, err)
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(5*time.Second))
+	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(5*time.Second))
 	t.Cleanup(func() { _ = conn.Close() })
 	return bankv1.NewBankClient(conn)
 }
@@ -195,6 +197,9 @@ func TestRunUsageErrors(t *testing.T) {
 		{args: []string{"--addr", "tcp//nowhere"}, says: "not a ZeroMQ endpoint"},
 		{args: []string{"--id", "7"}, says: "-id"},
 		{env: map[string]string{"BANKRPC_EXIT_WHEN_IDLE": "sometimes"}, says: "BANKRPC_EXIT_WHEN_IDLE"},
+		{args: []string{"--session-retention", "0s"}, says: "--session-retention 0s: give a positive duration"},
+		{args: []string{"--max-sessions", "0"}, says: "--max-sessions 0: give at least 1"},
+		{args: []string{"--credit-limit", "-5"}, says: "--credit-limit -5: give 0 or more"},
 	} {
 		var out, errOut bytes.Buffer
 		lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
@@ -210,4 +215,97 @@ func TestRunHelp(t *testing.T) {
 	assert.Equal(t, cli.ExitOK, status)
 	assert.Contains(t, out.String(), "--exit-when-idle")
 	assert.Contains(t, out.String(), "env BANKRPC_DATA")
+	for _, flag := range []string{"--session-retention", "--max-sessions", "--credit-limit", "--admin", "--repair-log-tail"} {
+		assert.Contains(t, out.String(), flag)
+	}
+}
+
+// savedBank returns a data directory holding account 7 with 100, saved by a
+// clean shutdown, and the path of its (empty) newest log file.
+func savedBank(t *testing.T) (dir, log string) {
+	t.Helper()
+	dir = t.TempDir()
+	b, err := bank.Open(dir)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = b.Open(ctx, &bankv1.OpenRequest{AccountId: 7})
+	require.NoError(t, err)
+	_, err = b.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: 100})
+	require.NoError(t, err)
+	require.NoError(t, b.Shutdown())
+	logs, err := filepath.Glob(filepath.Join(dir, "log.*"))
+	require.NoError(t, err)
+	require.Len(t, logs, 1)
+	return dir, logs[0]
+}
+
+// TestRunRefusesDamagedLogTailUnlessRepaired: bytes at the end of the log
+// that a crash does not explain stop the start with advice; with
+// --repair-log-tail the server cuts them off, keeps a copy, and serves.
+func TestRunRefusesDamagedLogTailUnlessRepaired(t *testing.T) {
+	dir, log := savedBank(t)
+	junk := make([]byte, 50)
+	for i := range junk {
+		junk[i] = byte(i*37 + 200)
+	}
+	f, err := os.OpenFile(log, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.Write(junk)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	var out, errOut bytes.Buffer
+	status := run(context.Background(), []string{"--addr", "tcp://127.0.0.1:0", "--data", dir}, func(string) (string, bool) { return "", false }, &out, &errOut)
+	assert.Equal(t, cli.ExitFailure, status)
+	assert.Empty(t, out.String(), "it never served")
+	assert.Contains(t, errOut.String(), log+" is corrupt at offset 0")
+	assert.Contains(t, errOut.String(), "if those 50 bytes hold no change that a client was told of, start again with --repair-log-tail")
+
+	s := startServer(t, "--addr", "tcp://127.0.0.1:0", "--data", dir, "--repair-log-tail")
+	assert.Contains(t, s.stderr.String(), "cut damaged bytes off the end of the log")
+	s.stop()
+	assert.Equal(t, cli.ExitOK, s.wait(t))
+	assert.Equal(t, map[int32]int64{7: 100}, balances(t, dir))
+	copies, err := filepath.Glob(log + ".damaged-*")
+	require.NoError(t, err)
+	require.Len(t, copies, 1)
+	kept, err := os.ReadFile(copies[0])
+	require.NoError(t, err)
+	assert.Equal(t, junk, kept, "what was cut off is kept")
+}
+
+// TestRunRefusesMissingSnapshot: a log that continues a snapshot which is
+// gone stops the start; the server used to start an empty bank.
+func TestRunRefusesMissingSnapshot(t *testing.T) {
+	dir, _ := savedBank(t)
+	require.NoError(t, os.Remove(filepath.Join(dir, "snapshot")))
+	var out, errOut bytes.Buffer
+	status := run(context.Background(), []string{"--addr", "tcp://127.0.0.1:0", "--data", dir}, func(string) (string, bool) { return "", false }, &out, &errOut)
+	assert.Equal(t, cli.ExitFailure, status)
+	assert.Empty(t, out.String(), "it never served")
+	assert.Contains(t, errOut.String(), filepath.Join(dir, "snapshot")+" is missing")
+	assert.Contains(t, errOut.String(), "restore the snapshot from a backup")
+}
+
+// TestRunCreditLimit: --credit-limit gives new accounts credit; a
+// withdrawal beyond the balance says how much came from it.
+func TestRunCreditLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	s := startServer(t, "--addr", "tcp://127.0.0.1:0", "--data", dir, "--credit-limit", "100")
+	c := dial(t, s.addr)
+	_, err := c.Open(ctx, &bankv1.OpenRequest{AccountId: 7})
+	require.NoError(t, err)
+	w, err := c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 30})
+	require.NoError(t, err)
+	assert.Equal(t, int64(-30), w.GetBalance())
+	assert.Equal(t, int64(30), w.GetFromCredit())
+	_, err = c.Withdraw(ctx, &bankv1.WithdrawRequest{AccountId: 7, Amount: 71})
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err))
+	_, err = c.SetCreditLimit(ctx, &bankv1.SetCreditLimitRequest{AccountId: 7, CreditLimit: 1000})
+	assert.Equal(t, bankrpc.PermissionDenied, bankrpc.CodeOf(err), "over ZeroMQ without CURVE nobody is an administrator")
+	s.stop()
+	assert.Equal(t, cli.ExitOK, s.wait(t))
+	assert.Equal(t, map[int32]int64{7: -30}, balances(t, dir))
 }

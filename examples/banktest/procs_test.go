@@ -308,7 +308,7 @@ func mustRun(t *testing.T, dir string, b bankRef, args ...string) string {
 	return r.stdout
 }
 
-var jsonBalance = regexp.MustCompile(`^\{"balance":"(-?[0-9]+)"\}\n$`)
+var jsonBalance = regexp.MustCompile(`^\{"balance":"(-?[0-9]+)"(,"creditLimit":"[0-9]+")?\}\n$`)
 
 // balanceOf asks the bank for account id's balance, as a user would, with
 // --json.

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
@@ -34,20 +34,18 @@ func TestAMQPTwoReplicasShareOneBank(t *testing.T) {
 	require.NoError(t, err)
 	var served [2]atomic.Int64
 	for i := range served {
-		srv := transport.NewServer(transport.WithUnaryInterceptor(func(ctx context.Context, req any, _ *transport.UnaryServerInfo, h transport.UnaryHandler) (any, error) {
+		srv := bankrpc.NewServer(bankrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *bankrpc.UnaryServerInfo, h bankrpc.UnaryHandler) (any, error) {
 			served[i].Add(1)
 			return h(ctx, req)
 		}))
 		bankv1.RegisterBankServer(srv, b)
 		l, err := amqp.Listen(url, amqp.ServerConfig{Service: name, Prefetch: 4})
 		require.NoError(t, err)
-		serveCtx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- l.Serve(serveCtx, srv) }()
+		go func() { done <- srv.Serve(l) }()
 		t.Cleanup(func() {
-			stop()
-			assert.NoError(t, <-done)
-			assert.NoError(t, l.Close())
+			assert.NoError(t, srv.Close())
+			assert.ErrorIs(t, <-done, bankrpc.ErrServerClosed)
 		})
 	}
 
@@ -59,7 +57,7 @@ func TestAMQPTwoReplicasShareOneBank(t *testing.T) {
 			if !assert.NoError(t, err) {
 				return
 			}
-			conn := transport.NewConn(ct, transport.WithDefaultTimeout(20*time.Second))
+			conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(20*time.Second))
 			defer conn.Close()
 			client := bankv1.NewBankClient(conn)
 			id := int32(c + 1)

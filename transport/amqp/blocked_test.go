@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // TestBrokerAlarmBlocksPublishing raises a memory alarm on a private broker
@@ -28,7 +28,7 @@ func TestBrokerAlarmBlocksPublishing(t *testing.T) {
 	l := newLedger()
 	serve(t, listen(t, url, ServerConfig{Service: svc}), handlerFor(l))
 	c := dial(t, url, ClientConfig{Service: svc, ReconnectMax: time.Second})
-	tc := testv1.NewTestServiceClient(transport.NewConn(c))
+	tc := testv1.NewTestServiceClient(bankrpc.NewConn(c))
 	_, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "before"})
 	require.NoError(t, err)
 
@@ -45,7 +45,7 @@ func TestBrokerAlarmBlocksPublishing(t *testing.T) {
 	// The long call is made first, so that it waits behind the short ones.
 	long := make(chan error, 1)
 	go func() {
-		_, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "long"}, transport.WithTimeout(60*time.Second))
+		_, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "long"}, bankrpc.WithTimeout(60*time.Second))
 		long <- err
 	}()
 	big := bytes.Repeat([]byte("x"), 1<<20)
@@ -55,13 +55,13 @@ func TestBrokerAlarmBlocksPublishing(t *testing.T) {
 	errs := make([]error, short)
 	for i := range short {
 		wg.Go(func() {
-			_, errs[i] = tc.Echo(ctx, &testv1.EchoRequest{Tag: "short", Payload: big}, transport.WithTimeout(time.Second))
+			_, errs[i] = tc.Echo(ctx, &testv1.EchoRequest{Tag: "short", Payload: big}, bankrpc.WithTimeout(time.Second))
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(started)
 	for i, err := range errs {
-		assert.Equal(t, transport.DeadlineExceeded, transport.CodeOf(err), "call %d: %v", i, err)
+		assert.Equal(t, bankrpc.DeadlineExceeded, bankrpc.CodeOf(err), "call %d: %v", i, err)
 	}
 	assert.Less(t, elapsed, 5*time.Second, "calls with a 1s deadline must end near it while the broker blocks the connection")
 	t.Logf("%d calls with a 1s deadline ended after %v under the alarm", short, elapsed.Round(time.Millisecond))
@@ -77,7 +77,7 @@ func TestBrokerAlarmBlocksPublishing(t *testing.T) {
 	// Close under the alarm, with large requests in the writer's queue and
 	// possibly one stuck in a write.
 	c2 := dial(t, url, ClientConfig{Service: svc})
-	tc2 := testv1.NewTestServiceClient(transport.NewConn(c2))
+	tc2 := testv1.NewTestServiceClient(bankrpc.NewConn(c2))
 	_, err = tc2.Echo(ctx, &testv1.EchoRequest{Tag: "warm"})
 	require.NoError(t, err)
 	alarm(true)
@@ -96,11 +96,11 @@ func TestBrokerAlarmBlocksPublishing(t *testing.T) {
 	t.Logf("Close returned after %v under the alarm", elapsed.Round(time.Millisecond))
 	for range short {
 		err := <-closed
-		assert.True(t, errors.Is(err, transport.ErrClosed) || transport.CodeOf(err) == transport.Canceled, "a call in flight during Close: %v", err)
+		assert.True(t, errors.Is(err, bankrpc.ErrClosed) || bankrpc.CodeOf(err) == bankrpc.Canceled, "a call in flight during Close: %v", err)
 	}
 
 	alarm(false)
 	c3 := dial(t, url, ClientConfig{Service: svc})
-	_, err = testv1.NewTestServiceClient(transport.NewConn(c3)).Echo(ctx, &testv1.EchoRequest{Tag: "after"}, transport.WithTimeout(30*time.Second))
+	_, err = testv1.NewTestServiceClient(bankrpc.NewConn(c3)).Echo(ctx, &testv1.EchoRequest{Tag: "after"}, bankrpc.WithTimeout(30*time.Second))
 	require.NoError(t, err, "a fresh call succeeds once the alarm cleared")
 }

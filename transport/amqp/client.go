@@ -3,12 +3,14 @@ package amqp
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -18,9 +20,18 @@ import (
 //
 // A call counts as sent once the broker confirmed its request; a request not
 // confirmed when the connection broke is published again, with the same call
-// id, on the next connection. Replies for calls no longer in flight are kept
-// for a while for a call re-issued with the same id, then dropped (see
-// ClientConfig.OrphanReplies).
+// id, on the next connection. Several calls with the same call id may be in
+// flight at once (a caller retrying, or joining, a call): each publishes its
+// request, the server runs the call once and answers each, and the first
+// reply ends them all; the later ones are duplicates. Replies for calls no
+// longer in flight are kept for a while for a call re-issued with the same
+// id, then dropped (see ClientConfig.OrphanReplies).
+//
+// A call whose ctx is canceled before its reply publishes a cancel message
+// (CancelExchange), best-effort, so that the server running it cancels the
+// handler's ctx; see docs/protocol-amqp.md. A call that ends at its deadline
+// sends none: the deadline is in the request, and the server ends the
+// handler at it.
 //
 // Requests are written to the broker by a goroutine of the connection, never
 // by the caller: RoundTrip returns when its ctx ends even if the broker
@@ -34,17 +45,21 @@ import (
 // their requests stay queued and their replies wait in the durable result
 // queue for a client restarted with the same ClientName. Close returns
 // promptly even when a write to the broker is stuck: it closes the
-// connection, which ends the write.
+// connection, which ends the write. mu guards the fields named on it;
+// cancelling counts itself.
 type Client struct {
 	cfg       ClientConfig
 	connector *connector
 	userID    string
 
-	mu      sync.Mutex // guards pending, orphans, sess, closed
-	pending map[string]*call
+	mu      sync.Mutex         // guards pending, orphans, cancels, sess, closed
+	pending map[string][]*call // calls in flight by call id, oldest first
 	orphans orphans
+	cancels []string       // call ids whose cancel message is to be published, oldest first
 	sess    *clientSession // the session calls are published on; nil while reconnecting
 	closed  bool
+
+	cancelling inflight // cancel messages queued or not confirmed yet
 
 	done      chan struct{} // closed by Close
 	stop      context.CancelFunc
@@ -71,40 +86,45 @@ type call struct {
 }
 
 // Dial connects to the broker at url (amqp://user:password@host:port/vhost),
-// checks that the service's exchange and queue exist (a server of the service
-// declares them), and declares the client's queues. It returns an error when
-// the first connection fails; later connection losses are repaired in the
-// background.
+// checks that the service's exchanges and queue exist (a server of the
+// service declares them), and declares the client's queues. It returns an
+// error when the first connection fails; later connection losses are
+// repaired in the background. The URL may carry the parameters service,
+// client and queue of an address (see the package documentation), which
+// take precedence over cfg's Service, ClientName and QueueType.
 func Dial(url string, cfg ClientConfig) (*Client, error) {
-	cfg, err := cfg.withDefaults()
+	return dialContext(context.Background(), url, cfg)
+}
+
+func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, error) {
+	broker, err := cfg.fromAddress(url)
 	if err != nil {
 		return nil, err
 	}
-	uri, err := amqp091.ParseURI(url)
+	if cfg, err = cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	uri, err := amqp091.ParseURI(broker)
 	if err != nil {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(broker), err)
 	}
 	c := &Client{
 		cfg:       cfg,
-		connector: newConnector(url, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
-		pending:   make(map[string]*call),
+		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
+		pending:   make(map[string][]*call),
 		orphans:   newOrphans(cfg.OrphanReplies, cfg.OrphanTTL),
 		done:      make(chan struct{}),
 	}
 	if !cfg.NoUserID {
 		c.userID = uri.Username
 	}
-	first, err := c.openFirst()
+	first, err := c.openFirst(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	life, stop := context.WithCancel(context.Background())
 	c.stop = stop
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.connector.supervise(ctx, first, c.open)
-	}()
+	c.wg.Go(func() { c.connector.supervise(life, first, c.open) })
 	return c, nil
 }
 
@@ -120,12 +140,19 @@ func (c *Client) CarriesStatus() bool { return true }
 // reply, the end of ctx or Close, whichever comes first; it never waits for a
 // write to the broker. A call whose id has a reply kept from before (see
 // ClientConfig.OrphanReplies) gets that reply without publishing anything.
+// When ctx is canceled (not at its deadline) after the request was
+// published, and no other call with the same id is in flight here, a cancel
+// message for the call id is queued for the writer; RoundTrip does not wait
+// for it.
 func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if tc.ID == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: call to %s has no call id", tc.Method)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: call to %s has no call id", tc.Method)
+	}
+	if c.cfg.MaxFrameSize > 0 && len(tc.Frame) > c.cfg.MaxFrameSize {
+		return nil, status.Errorf(status.ResourceExhausted, "amqp: %s request frame of %d bytes exceeds the limit of %d bytes", tc.Method, len(tc.Frame), c.cfg.MaxFrameSize)
 	}
 	pc := &call{id: tc.ID, frame: tc.Frame, deadline: tc.Deadline, onStatus: tc.OnStatus, outcome: make(chan outcome, 1)}
 	c.mu.Lock()
@@ -137,17 +164,12 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 		c.mu.Unlock()
 		return o.frame, o.err
 	}
-	if _, dup := c.pending[tc.ID]; dup {
-		c.mu.Unlock()
-		return nil, transport.Errorf(transport.FailedPrecondition, "amqp: call %q is already in flight on this client", tc.ID)
-	}
-	c.pending[tc.ID] = pc
+	c.pending[tc.ID] = append(c.pending[tc.ID], pc)
 	s := c.sess
 	if s != nil {
 		s.queue = append(s.queue, pc)
 	}
 	c.mu.Unlock()
-	defer c.forget(pc)
 
 	if s != nil {
 		s.signal()
@@ -156,17 +178,23 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 	case o := <-pc.outcome:
 		return o.frame, o.err
 	case <-ctx.Done():
+		c.abandon(pc, errors.Is(ctx.Err(), context.Canceled))
 		return nil, ctx.Err()
 	case <-c.done:
+		c.abandon(pc, false)
 		return nil, transport.ErrClosed
 	}
 }
 
 // Close stops the client: calls in flight fail with transport.ErrClosed, the
 // connection is closed and the background goroutines have ended when it
-// returns.
+// returns. The calls in flight are not canceled: their requests stay queued
+// (a client restarted with the same name learns their outcome by issuing
+// them again). Cancel messages of calls canceled before are given up to a
+// second to be confirmed by the broker.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.flushCancels()
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
@@ -177,52 +205,65 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// forget drops pc from the calls in flight, if it is still there.
-func (c *Client) forget(pc *call) {
-	c.mu.Lock()
-	if c.pending[pc.id] == pc {
-		delete(c.pending, pc.id)
+// removeLocked drops pc from the calls in flight and reports whether it was
+// there.
+func (c *Client) removeLocked(pc *call) bool {
+	calls := c.pending[pc.id]
+	i := slices.Index(calls, pc)
+	if i < 0 {
+		return false
 	}
-	c.mu.Unlock()
+	if len(calls) == 1 {
+		delete(c.pending, pc.id)
+	} else {
+		c.pending[pc.id] = slices.Delete(calls, i, i+1)
+	}
+	return true
+}
+
+// isPendingLocked reports whether pc is in flight.
+func (c *Client) isPendingLocked(pc *call) bool {
+	return slices.Contains(c.pending[pc.id], pc)
 }
 
 // finish ends pc with o unless it already ended.
 func (c *Client) finish(pc *call, o outcome) {
 	c.mu.Lock()
-	mine := c.pending[pc.id] == pc
-	if mine {
-		delete(c.pending, pc.id)
-	}
+	mine := c.removeLocked(pc)
 	c.mu.Unlock()
 	if mine {
 		pc.outcome <- o
 	}
 }
 
-// deliver ends the call id with o, or keeps o for a re-issued call.
+// deliver ends every call in flight with the call id with o, or keeps o for
+// a re-issued call when none is.
 func (c *Client) deliver(id string, o outcome) {
 	c.mu.Lock()
-	pc := c.pending[id]
-	if pc != nil {
+	calls := c.pending[id]
+	if calls != nil {
 		delete(c.pending, id)
 	} else {
 		c.orphans.put(id, o, time.Now())
 	}
 	c.mu.Unlock()
-	if pc != nil {
+	for _, pc := range calls {
 		pc.outcome <- o
-		return
 	}
-	c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
+	if calls == nil {
+		c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
+	}
 }
 
-// status hands a status frame to its call's OnStatus.
+// status hands a status frame to the OnStatus of the calls with its id.
 func (c *Client) status(id string, frame []byte) {
 	c.mu.Lock()
-	pc := c.pending[id]
+	calls := slices.Clone(c.pending[id])
 	c.mu.Unlock()
-	if pc != nil && pc.onStatus != nil {
-		pc.onStatus(frame)
+	for _, pc := range calls {
+		if pc.onStatus != nil {
+			pc.onStatus(frame)
+		}
 	}
 }
 
@@ -234,7 +275,7 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 		pc.confirmed = true
 		c.mu.Unlock()
 	case confirmNacked:
-		c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
+		c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
 	case confirmLost:
 		// Published again on the next connection, by attach.
 	}
@@ -243,21 +284,23 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 // openFirst opens the first session. A client restarted right after its
 // previous process died may find the broker still cleaning up the old
 // connection and its exclusive status queue: that is waited for, briefly.
-func (c *Client) openFirst() (session, error) {
+func (c *Client) openFirst(ctx context.Context) (session, error) {
 	deadline := time.Now().Add(nameReleaseWait)
 	for {
-		s, err := c.open()
+		s, err := c.open(ctx)
 		var inUse *nameInUseError
 		if err == nil || !errors.As(err, &inUse) || time.Now().After(deadline) {
 			return s, err
 		}
-		time.Sleep(100 * time.Millisecond)
+		if !sleep(ctx, 100*time.Millisecond) {
+			return nil, status.FromContextError(ctx.Err())
+		}
 	}
 }
 
 // open dials and sets up a session.
-func (c *Client) open() (session, error) {
-	return openSession(c.connector, c.setup)
+func (c *Client) open(ctx context.Context) (session, error) {
+	return openSession(ctx, c.connector, c.setup)
 }
 
 // clientSession is one connection: a confirm-mode channel publishing
@@ -396,7 +439,11 @@ const maxAckBatch = 64
 func (s *clientSession) reply(d amqp091.Delivery) amqp091.Delivery {
 	// Statuses sent before the reply usually arrived before it.
 	s.drainStatuses()
-	s.c.deliver(d.CorrelationId, outcome{frame: d.Body})
+	o := outcome{frame: d.Body}
+	if limit := s.c.cfg.MaxFrameSize; limit > 0 && len(d.Body) > limit {
+		o = outcome{err: status.Errorf(status.ResourceExhausted, "amqp: reply frame of %d bytes exceeds the limit of %d bytes", len(d.Body), limit)}
+	}
+	s.c.deliver(d.CorrelationId, o)
 	return d
 }
 
@@ -452,11 +499,13 @@ func (c *Client) attach(s *clientSession) {
 	c.mu.Lock()
 	c.sess = s
 	resend := 0
-	for _, pc := range c.pending {
-		if !pc.confirmed {
-			s.queue = append(s.queue, pc)
-			if pc.sentOn != nil {
-				resend++
+	for _, calls := range c.pending {
+		for _, pc := range calls {
+			if !pc.confirmed {
+				s.queue = append(s.queue, pc)
+				if pc.sentOn != nil {
+					resend++
+				}
 			}
 		}
 	}
@@ -475,8 +524,9 @@ func (s *clientSession) signal() {
 	}
 }
 
-// write publishes the queued requests, one at a time, until quit is closed;
-// it writes nothing while the broker reports the connection blocked.
+// write publishes the queued cancels and requests, one at a time, cancels
+// first, until quit is closed; it writes nothing while the broker reports the
+// connection blocked.
 func (s *clientSession) write(quit <-chan struct{}) {
 	for {
 		select {
@@ -485,6 +535,10 @@ func (s *clientSession) write(quit <-chan struct{}) {
 		case <-s.wake:
 		}
 		for !s.blocked.Load() {
+			if id, ok := s.nextCancel(); ok {
+				s.sendCancel(id)
+				continue
+			}
 			pc := s.next()
 			if pc == nil {
 				break
@@ -534,7 +588,7 @@ func (c *Client) detach(s *clientSession) {
 func (s *clientSession) send(pc *call) {
 	c := s.c
 	c.mu.Lock()
-	if c.sess != s || pc.sentOn == s || pc.confirmed || c.pending[pc.id] != pc {
+	if c.sess != s || pc.sentOn == s || pc.confirmed || !c.isPendingLocked(pc) {
 		c.mu.Unlock()
 		return
 	}
@@ -565,30 +619,29 @@ func (s *clientSession) send(pc *call) {
 	_ = s.pub.publish(RequestExchange, c.cfg.Service, true, msg, func(o confirmOutcome) { c.confirmed(pc, o) })
 }
 
-// returned fails a call whose request no queue took.
+// returned fails the calls with the id of a request no queue took: the
+// others with that id would not be routed either.
 func (c *Client) returned(r amqp091.Return) {
 	c.mu.Lock()
-	pc := c.pending[r.CorrelationId]
+	calls := slices.Clone(c.pending[r.CorrelationId])
 	c.mu.Unlock()
-	if pc == nil {
-		return
+	for _, pc := range calls {
+		c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: request %s was not routed: exchange %s has no queue bound for service %q (%d %s)",
+			pc.id, r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText)})
 	}
-	c.finish(pc, outcome{err: transport.Errorf(transport.Unavailable,
-		"amqp: request %s was not routed: exchange %s has no queue bound for service %q (%d %s)",
-		pc.id, r.Exchange, r.RoutingKey, r.ReplyCode, r.ReplyText)})
 }
 
 // errorFromQueue turns a plain-text error-queue message into an error with
 // the code of its bankrpc-code header (Internal without one).
 func errorFromQueue(d amqp091.Delivery) error {
-	code := transport.Internal
+	code := status.Internal
 	if n, ok := intHeader(d.Headers, headerCode); ok && n > 0 && n <= 1<<31-1 {
-		code = transport.Code(n)
+		code = status.Code(n)
 	}
-	return transport.NewError(code, string(d.Body))
+	return status.NewError(code, string(d.Body))
 }
 
 // channelError describes a failure to open or set up a channel.
 func channelError(err error) error {
-	return transport.Errorf(transport.Unavailable, "amqp: set up channel: %v", err)
+	return status.Errorf(status.Unavailable, "amqp: set up channel: %v", err)
 }

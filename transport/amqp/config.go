@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // QueueType selects the RabbitMQ queue type of the durable queues: the
@@ -44,6 +44,9 @@ const (
 
 // ClientConfig configures Dial. Service is required; the zero value of every
 // other field is a sensible default.
+//
+// A ClientConfig given to bankrpc.Dial with bankrpc.WithTransportConfig
+// fills what the address does not say (see the package documentation).
 type ClientConfig struct {
 	// Service is the name of the service called, e.g. the bank name:
 	// requests are routed to its queue, bankrpc.svc.<Service>.
@@ -75,10 +78,16 @@ type ClientConfig struct {
 	// OrphanReplies is how many replies to calls not in flight (a reply that
 	// arrived after its caller gave up, or the reply to a call made before a
 	// restart) are kept for a call re-issued with the same call id
-	// (transport.WithCallID); default DefaultOrphanReplies.
+	// (bankrpc.WithCallID); default DefaultOrphanReplies.
 	OrphanReplies int
 	// OrphanTTL is how long such a reply is kept (default DefaultOrphanTTL).
 	OrphanTTL time.Duration
+	// MaxFrameSize, when positive, is the largest request frame sent and
+	// reply frame accepted: a larger request fails with RESOURCE_EXHAUSTED
+	// before it is published, a larger reply fails its call so. Default: no
+	// limit in the transport (the runtime applies its own, and Dial through
+	// bankrpc.Dial sets this field to it).
+	MaxFrameSize int
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts (defaults DefaultReconnectMin, DefaultReconnectMax).
 	ReconnectMin, ReconnectMax time.Duration
@@ -93,6 +102,9 @@ type ClientConfig struct {
 }
 
 // ServerConfig configures Listen. Service is required.
+//
+// A ServerConfig given to bankrpc.Listen with bankrpc.WithTransportConfig
+// fills what the address does not say (see the package documentation).
 type ServerConfig struct {
 	// Service is the name of the service served, e.g. the bank name; every
 	// replica of a service consumes the one queue bankrpc.svc.<Service>.
@@ -127,6 +139,12 @@ type ServerConfig struct {
 	// Other requests are not run; they go to the dead-letter queue. Without
 	// it a client can name another client's result queue as its reply_to.
 	OwnQueuesOnly bool
+	// MaxFrameSize, when positive, is the largest request frame handed to
+	// the handler: a larger request is refused with RESOURCE_EXHAUSTED (an
+	// error-queue message) without being decoded. Default: no limit in the
+	// transport (the runtime applies its own, and Listen through
+	// bankrpc.Listen sets this field to it).
+	MaxFrameSize int
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts (defaults DefaultReconnectMin, DefaultReconnectMax).
 	ReconnectMin, ReconnectMax time.Duration
@@ -147,15 +165,15 @@ func checkQueueType(q QueueType) (QueueType, error) {
 	case QueueQuorum:
 		return QueueQuorum, nil
 	}
-	return "", transport.Errorf(transport.InvalidArgument, "amqp: queue type %q is neither %q nor %q", q, QueueClassic, QueueQuorum)
+	return "", status.Errorf(status.InvalidArgument, "amqp: queue type %q is neither %q nor %q", q, QueueClassic, QueueQuorum)
 }
 
 func checkName(what, name string) error {
 	if name == "" {
-		return transport.Errorf(transport.InvalidArgument, "amqp: %s is empty", what)
+		return status.Errorf(status.InvalidArgument, "amqp: %s is empty", what)
 	}
 	if len(name) > maxNameLen {
-		return transport.Errorf(transport.InvalidArgument, "amqp: %s %q is %d bytes long; at most %d are allowed", what, name, len(name), maxNameLen)
+		return status.Errorf(status.InvalidArgument, "amqp: %s %q is %d bytes long; at most %d are allowed", what, name, len(name), maxNameLen)
 	}
 	return nil
 }

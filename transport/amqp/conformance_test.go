@@ -1,12 +1,13 @@
 package amqp
 
 import (
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"github.com/bankrpc/bankrpc/transport/transporttest"
 )
 
@@ -22,7 +23,15 @@ func TestConformanceQuorum(t *testing.T) {
 
 func runConformance(t *testing.T, qt QueueType) {
 	url := amqptest.URL(t)
-	features := transporttest.Features{ConcurrentHandlers: true, Status: true, Persistent: true, SurvivesServerRestart: true}
+	features := transporttest.Features{
+		ConcurrentHandlers:    true,
+		Status:                true,
+		Persistent:            true,
+		SurvivesServerRestart: true,
+		// A cancel goes through the broker: client, cancel exchange, the
+		// server's cancel queue.
+		CancelWithin: time.Second,
+	}
 	transporttest.Run(t, features, func(t *testing.T) transporttest.Endpoint {
 		cfg := ServerConfig{Service: uniqueName(t), QueueType: qt, Logger: testLogger(t)}
 		srv := listen(t, url, cfg)
@@ -38,6 +47,7 @@ func runConformance(t *testing.T, qt QueueType) {
 				require.NoError(t, srv.Close())
 				next, err := Listen(url, cfg)
 				require.NoError(t, err)
+				srv = next
 				return next
 			},
 		}

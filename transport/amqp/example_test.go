@@ -6,8 +6,8 @@ import (
 	"log"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 )
 
@@ -20,29 +20,32 @@ func (echo) Echo(_ context.Context, in *testv1.EchoRequest) (*testv1.EchoRespons
 	return &testv1.EchoResponse{Payload: in.GetPayload()}, nil
 }
 
-// A server and a client of one service, through a broker on 127.0.0.1. The
-// client's name is stable, so after a restart it finds the replies sent
+// A server and a client of one service, through a broker on 127.0.0.1,
+// opened by address: importing the package registers amqp:// and amqps://.
+// The client's name is stable, so after a restart it finds the replies sent
 // while it was away.
 func Example() {
-	const url = "amqp://guest:guest@127.0.0.1:5672/"
+	ctx := context.Background()
+	const broker = "amqp://guest:guest@127.0.0.1:5672/"
 
-	srv, err := amqp.Listen(url, amqp.ServerConfig{Service: "example-bank"})
+	l, err := bankrpc.Listen(ctx, broker+"?service=example-bank&queue=quorum")
 	if err != nil {
 		log.Fatal(err)
 	}
-	handler := transport.NewServer()
-	testv1.RegisterTestServiceServer(handler, echo{})
-	go func() { _ = srv.Serve(context.Background(), handler) }()
-	defer srv.Close()
+	srv := bankrpc.NewServer()
+	testv1.RegisterTestServiceServer(srv, echo{})
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Shutdown(ctx)
 
-	ct, err := amqp.Dial(url, amqp.ClientConfig{Service: "example-bank", ClientName: "example-teller"})
+	conn, err := bankrpc.Dial(ctx, broker+"?service=example-bank&client=example-teller&queue=quorum",
+		bankrpc.WithDefaultTimeout(10*time.Second),
+		bankrpc.WithTransportConfig(amqp.ClientConfig{ConnectionName: "example teller"}))
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn := transport.NewConn(ct, transport.WithDefaultTimeout(10*time.Second))
 	defer conn.Close()
 
-	resp, err := testv1.NewTestServiceClient(conn).Echo(context.Background(), &testv1.EchoRequest{Payload: []byte("deposit 100")})
+	resp, err := testv1.NewTestServiceClient(conn).Echo(ctx, &testv1.EchoRequest{Payload: []byte("deposit 100")})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -11,13 +11,16 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 )
@@ -102,20 +105,23 @@ func listen(t *testing.T, url string, cfg ServerConfig) *Server {
 }
 
 // serve runs s with h until the end of the test, or until the returned stop
-// is called; stop waits for Serve to return.
+// is called; stop shuts s down gracefully (Shutdown) and waits for Serve to
+// return.
 func serve(t *testing.T, s *Server, h transport.Handler) (stop func()) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background(), h) }()
+	go func() { done <- s.Serve(h) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			require.NoError(t, s.Close())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			assert.NoError(t, s.Shutdown(ctx), "Shutdown of %s", s.cfg.Service)
 			select {
 			case err := <-done:
-				require.NoError(t, err)
+				assert.NoError(t, err)
 			case <-time.After(30 * time.Second):
-				t.Errorf("Serve of %s did not return within 30s of Close", s.cfg.Service)
+				t.Errorf("Serve of %s did not return within 30s of Shutdown", s.cfg.Service)
 			}
 		})
 	}
@@ -155,7 +161,7 @@ func newLedger() *ledger {
 }
 
 func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
-	id := transport.CallIDFromContext(ctx)
+	id := bankrpc.CallIDFromContext(ctx)
 	l.mu.Lock()
 	l.executions[id]++
 	label, _ := ctx.Value(serverLabelKey{}).(string)
@@ -171,7 +177,7 @@ func (l *ledger) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.Echo
 	}
 	l.mu.Unlock()
 	resp := &testv1.EchoResponse{Payload: in.GetPayload(), Tag: in.GetTag(), CallId: id}
-	if p, ok := transport.PeerFromContext(ctx); ok {
+	if p, ok := bankrpc.PeerFromContext(ctx); ok {
 		resp.PeerIdentity = p.Identity
 	}
 	l.mu.Lock()
@@ -198,19 +204,61 @@ func (l *ledger) executionsOf(id string) int {
 	return l.executions[id]
 }
 
-// handlerFor returns a transport.Server serving l.
-func handlerFor(l *ledger, opts ...transport.ServerOption) *transport.Server {
-	s := transport.NewServer(opts...)
+// handlerFor returns a runtime Server serving l.
+func handlerFor(l *ledger, opts ...bankrpc.ServerOption) *bankrpc.Server {
+	s := bankrpc.NewServer(opts...)
 	testv1.RegisterTestServiceServer(s, l)
 	return s
+}
+
+// restarted is a handler that runs every frame on a fresh runtime Server
+// serving l, as if the server process had crashed and been restarted before
+// each delivery: no reply cache remembers a call id from one delivery to the
+// next, only the ledger (the bank's durable record) does.
+func restarted(l *ledger) transport.Handler {
+	return funcHandler{frame: func(ctx context.Context, frame []byte) ([]byte, error) {
+		return handlerFor(l).HandleFrame(ctx, frame)
+	}}
+}
+
+// counted counts the frames it passes to h.
+func counted(n *atomic.Int64, h transport.Handler) transport.Handler {
+	return funcHandler{
+		frame: func(ctx context.Context, frame []byte) ([]byte, error) {
+			n.Add(1)
+			return h.HandleFrame(ctx, frame)
+		},
+		cancel: h.CancelCall,
+	}
 }
 
 // labelled marks every request it passes to h with the server label, so a
 // test can tell which replica ran a call.
 func labelled(label string, h transport.Handler) transport.Handler {
-	return transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
-		return h.HandleFrame(context.WithValue(ctx, serverLabelKey{}, label), frame)
-	})
+	return funcHandler{
+		frame: func(ctx context.Context, frame []byte) ([]byte, error) {
+			return h.HandleFrame(context.WithValue(ctx, serverLabelKey{}, label), frame)
+		},
+		cancel: h.CancelCall,
+	}
+}
+
+// funcHandler is a transport.Handler made of functions: a fake handler for
+// tests that feed a backend without the runtime, or a wrapper around the
+// runtime. cancel may be nil: cancels are then ignored.
+type funcHandler struct {
+	frame  func(ctx context.Context, frame []byte) ([]byte, error)
+	cancel func(callID string)
+}
+
+func (h funcHandler) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
+	return h.frame(ctx, frame)
+}
+
+func (h funcHandler) CancelCall(callID string) {
+	if h.cancel != nil {
+		h.cancel(callID)
+	}
 }
 
 type serverLabelKey struct{}

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -12,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // TestDocumentedPermissions gives a client user and a server user exactly the
@@ -35,10 +36,10 @@ func TestDocumentedPermissions(t *testing.T) {
 		return fmt.Sprintf("amqp://%s:secret@127.0.0.1:%d/", user, uri.Port)
 	}
 	clientQueues := `^bankrpc\.client\.` + q(alice) + `\.(results|errors|status)$`
-	svcRes := `bankrpc\.svc\.` + q(svc) + `(\.dead)?`
+	svcRes := `bankrpc\.svc\.` + q(svc) + `(\.dead|\.cancel\.[0-9a-f]+)?`
 	for _, u := range []struct{ name, configure, write, read string }{
-		{alice, clientQueues, `^bankrpc\.requests$`, clientQueues},
-		{server, `^bankrpc\.(requests|svc\.` + q(svc) + `(\.dead)?)$`, `^(amq\.default|` + svcRes + `)$`, `^bankrpc\.(requests|svc\.` + q(svc) + `(\.dead)?)$`},
+		{alice, clientQueues, `^bankrpc\.(requests|cancels)$`, clientQueues},
+		{server, `^(bankrpc\.(requests|cancels)|` + svcRes + `)$`, `^(amq\.default|` + svcRes + `)$`, `^(bankrpc\.(requests|cancels)|` + svcRes + `)$`},
 	} {
 		privateNodeCtl(t, "add_user", u.name, "secret")
 		t.Cleanup(func() { privateNodeCtl(t, "delete_user", u.name) })
@@ -48,17 +49,33 @@ func TestDocumentedPermissions(t *testing.T) {
 
 	srv, err := Listen(userURL(server), ServerConfig{Service: svc, OwnQueuesOnly: true, Logger: testLogger(t)})
 	require.NoError(t, err, "the server's documented permissions must suffice")
-	serve(t, srv, handlerFor(newLedger()))
+	w := newWorker(t)
+	h := bankrpc.NewServer()
+	testv1.RegisterTestServiceServer(h, ledgerWorker{newLedger(), w})
+	serve(t, srv, h)
 	c, err := Dial(userURL(alice), ClientConfig{Service: svc, ClientName: alice, Logger: testLogger(t)})
 	require.NoError(t, err, "the client's documented permissions must suffice")
 	t.Cleanup(func() { _ = c.Close() })
-	resp, err := testv1.NewTestServiceClient(transport.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "allowed"})
+	tc := testv1.NewTestServiceClient(bankrpc.NewConn(c))
+	resp, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "allowed"})
 	require.NoError(t, err)
 	assert.Equal(t, "allowed", resp.GetTag())
 	assert.Equal(t, alice, resp.GetPeerIdentity(), "the validated user-id is the caller's identity")
 
+	// A cancel goes through bankrpc.cancels and the server's cancel queue.
+	callCtx, cancel := context.WithCancel(ctx)
+	go func() {
+		if assert.Eventually(t, func() bool { return w.runsOf("canceled") == 1 }, 10*time.Second, time.Millisecond) {
+			cancel()
+		}
+	}()
+	_, err = tc.Work(callCtx, &testv1.WorkRequest{Key: "canceled"})
+	assert.Equal(t, bankrpc.Canceled, bankrpc.CodeOf(err), "%v", err)
+	assert.Eventually(t, func() bool { _, cause := w.endOf("canceled"); return errors.Is(cause, bankrpc.ErrCanceledByClient) }, 5*time.Second, time.Millisecond,
+		"the cancel did not reach the handler with the documented permissions")
+
 	_, err = Dial(userURL(alice), ClientConfig{Service: svc, ClientName: "someone-else"})
-	assert.Equal(t, transport.PermissionDenied, transport.CodeOf(err), "another client's name: %v", err)
+	assert.Equal(t, bankrpc.PermissionDenied, bankrpc.CodeOf(err), "another client's name: %v", err)
 
 	// Straight into a queue through the default exchange: refused.
 	conn, err := amqp091.Dial(userURL(alice))
@@ -76,4 +93,14 @@ func TestDocumentedPermissions(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("publishing to the default exchange was not refused")
 	}
+}
+
+// ledgerWorker serves Echo with a ledger and Work with a worker.
+type ledgerWorker struct {
+	*ledger
+	w *worker
+}
+
+func (lw ledgerWorker) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1.WorkResponse, error) {
+	return lw.w.Work(ctx, in)
 }

@@ -7,7 +7,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // overLimit counts the deliveries of d that ended without an answer and, when
@@ -135,7 +135,7 @@ func (ss *serverSession) poison(d amqp091.Delivery, failed int64) {
 		d.CorrelationId, failed, DeadLetterQueue(cfg.Service))
 	ss.l.s.logger.Error("amqp: poison request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "caller", identity(d, ss.l.s.user), "failed_deliveries", failed)
 	if errorQueue, _, ok := companionQueues(d.ReplyTo); ok {
-		switch ss.pub.publishWait("", errorQueue, false, errorMessage(d.CorrelationId, transport.Internal, text)) {
+		switch ss.pub.publishWait("", errorQueue, false, errorMessage(d.CorrelationId, status.Internal, text)) {
 		case confirmAcked:
 		case confirmNacked:
 			_ = d.Nack(false, true) // d comes again and is given up again

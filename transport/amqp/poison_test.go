@@ -10,10 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
-
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 // TestCountedCopy: the copy a server publishes back for a redelivered
@@ -102,10 +101,10 @@ func TestRedeliveredRequestCountedCopy(t *testing.T) {
 		}
 	}
 	srv := listen(t, url, ServerConfig{Service: svc, DeliveryLimit: 5, Dial: conns.dial})
-	serve(t, srv, handlerFor(l))
-	c := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc})))
+	serve(t, srv, restarted(l)) // the "crash" restarts the server
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
 
-	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "again"}, transport.WithCallID("crash-once"), transport.WithTimeout(30*time.Second))
+	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "again"}, bankrpc.WithCallID("crash-once"), bankrpc.WithTimeout(30*time.Second))
 	require.NoError(t, err)
 	assert.Equal(t, "again", resp.GetTag())
 	assert.Equal(t, 2, l.executionsOf("crash-once"), "the request runs once more after the crash")
@@ -150,11 +149,11 @@ func TestCountedCopyInQueue(t *testing.T) {
 	// so the copy goes back to the queue to be looked at.
 	started := make(chan struct{}, 1)
 	gate := make(chan struct{})
-	stop := serve(t, srv, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
+	stop := serve(t, srv, funcHandler{frame: func(context.Context, []byte) ([]byte, error) {
 		started <- struct{}{}
 		<-gate
-		return nil, transport.Errorf(transport.InvalidArgument, "test")
-	}))
+		return nil, bankrpc.Errorf(bankrpc.InvalidArgument, "test")
+	}})
 	select {
 	case <-started:
 	case <-ctx.Done():

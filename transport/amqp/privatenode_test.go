@@ -3,7 +3,6 @@ package amqp
 import (
 	"bufio"
 	"bytes"
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 // The private node: a RabbitMQ node of this test binary alone, on its own

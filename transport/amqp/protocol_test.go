@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,9 +10,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 // rawChannel opens a plain amqp091 channel, closed at the end of the test.
@@ -71,7 +71,7 @@ func TestGarbageIntoRequestQueue(t *testing.T) {
 	assert.Contains(t, string(d.Body), "malformed envelope")
 	code, ok := intHeader(d.Headers, headerCode)
 	assert.True(t, ok, "the error message carries its code")
-	assert.Equal(t, int64(transport.InvalidArgument), code)
+	assert.Equal(t, int64(bankrpc.InvalidArgument), code)
 	assert.Zero(t, queueDepth(t, url, ResultQueue(name)), "a refused request has no reply")
 
 	require.NoError(t, ch.PublishWithContext(ctx, RequestExchange, svc, true, false, amqp091.Publishing{
@@ -83,7 +83,7 @@ func TestGarbageIntoRequestQueue(t *testing.T) {
 	assert.Contains(t, d.Headers[headerDeadReason], "named no reply queue")
 
 	c := dial(t, url, ClientConfig{Service: svc})
-	resp, err := testv1.NewTestServiceClient(transport.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "after garbage"})
+	resp, err := testv1.NewTestServiceClient(bankrpc.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "after garbage"})
 	require.NoError(t, err, "the server must keep serving")
 	assert.Equal(t, "after garbage", resp.GetTag())
 	executions, _ := l.counts()
@@ -107,7 +107,7 @@ func TestReplicasShareLoad(t *testing.T) {
 
 	const n = 200
 	var done atomic.Int64
-	requireAllAnswered(t, load(ctx, testv1.NewTestServiceClient(transport.NewConn(c)), n, 16, &done))
+	requireAllAnswered(t, load(ctx, testv1.NewTestServiceClient(bankrpc.NewConn(c)), n, 16, &done))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	assert.Positive(t, l.byServer["A"], "replica A took no request")
@@ -134,7 +134,7 @@ func TestSingleActiveConsumerStandby(t *testing.T) {
 	serve(t, b, labelled("B", handlerFor(l)))
 	require.Eventually(t, func() bool { return consumers(t, url, ServiceQueue(svc)) == 2 }, 10*time.Second, 5*time.Millisecond)
 
-	c := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc})))
+	c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
 	var done atomic.Int64
 	requireAllAnswered(t, load(ctx, c, 50, 8, &done))
 	l.mu.Lock()
@@ -170,13 +170,13 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 			}
 			const limit = 3
 			srv := listen(t, url, ServerConfig{Service: svc, QueueType: qt, DeliveryLimit: limit, Dial: conns.dial})
-			serve(t, srv, handlerFor(l))
-			c := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, QueueType: qt})))
+			serve(t, srv, restarted(l)) // each "crash" restarts the server
+			c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, QueueType: qt})))
 
-			_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "poison"}, transport.WithCallID("poison-1"))
+			_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "poison"}, bankrpc.WithCallID("poison-1"))
 			require.Error(t, err)
-			assert.Equal(t, transport.Internal, transport.CodeOf(err), "error: %v", err)
-			assert.Contains(t, transport.MessageOf(err), DeadLetterQueue(svc))
+			assert.Equal(t, bankrpc.Internal, bankrpc.CodeOf(err), "error: %v", err)
+			assert.Contains(t, bankrpc.MessageOf(err), DeadLetterQueue(svc))
 			assert.Equal(t, limit, l.executionsOf("poison-1"), "the handler runs DeliveryLimit times")
 
 			d := getOne(t, rawChannel(t, url), DeadLetterQueue(svc))
@@ -198,10 +198,10 @@ func TestRequestExpiredWhileQueued(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	svc := uniqueName(t)
 	srv := listen(t, url, ServerConfig{Service: svc})
-	tc := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc})))
+	tc := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
 
-	_, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "late"}, transport.WithCallID("late-1"), transport.WithTimeout(200*time.Millisecond))
-	require.Equal(t, transport.DeadlineExceeded, transport.CodeOf(err), "error: %v", err)
+	_, err := tc.Echo(ctx, &testv1.EchoRequest{Tag: "late"}, bankrpc.WithCallID("late-1"), bankrpc.WithTimeout(200*time.Millisecond))
+	require.Equal(t, bankrpc.DeadlineExceeded, bankrpc.CodeOf(err), "error: %v", err)
 	require.Eventually(t, func() bool { return queueDepth(t, url, ServiceQueue(svc)) == 0 }, 10*time.Second, 10*time.Millisecond,
 		"the broker kept an expired request")
 
@@ -229,16 +229,16 @@ func TestRequestExpiredBeforeHandled(t *testing.T) {
 	}
 	serve(t, listen(t, url, ServerConfig{Service: svc, Prefetch: 4, Concurrency: 1}), handlerFor(l))
 	c := dial(t, url, ClientConfig{Service: svc})
-	tc := testv1.NewTestServiceClient(transport.NewConn(c))
+	tc := testv1.NewTestServiceClient(bankrpc.NewConn(c))
 
 	busy := make(chan error, 1)
 	go func() {
-		_, err := tc.Echo(ctx, &testv1.EchoRequest{}, transport.WithCallID("busy-1"))
+		_, err := tc.Echo(ctx, &testv1.EchoRequest{}, bankrpc.WithCallID("busy-1"))
 		busy <- err
 	}()
 	require.Eventually(t, func() bool { return l.executionsOf("busy-1") == 1 }, 10*time.Second, time.Millisecond)
-	_, err := tc.Echo(ctx, &testv1.EchoRequest{}, transport.WithCallID("late-1"), transport.WithTimeout(300*time.Millisecond))
-	require.Equal(t, transport.DeadlineExceeded, transport.CodeOf(err), "error: %v", err)
+	_, err := tc.Echo(ctx, &testv1.EchoRequest{}, bankrpc.WithCallID("late-1"), bankrpc.WithTimeout(300*time.Millisecond))
+	require.Equal(t, bankrpc.DeadlineExceeded, bankrpc.CodeOf(err), "error: %v", err)
 	close(gate)
 	require.NoError(t, <-busy)
 
@@ -253,9 +253,9 @@ func TestRequestExpiredBeforeHandled(t *testing.T) {
 		return ok
 	}, 10*time.Second, 5*time.Millisecond, "the server did not answer the late request")
 	require.NoError(t, kept.err)
-	res, err := codec.DecodeResult(kept.frame, 0)
+	res, err := envelope.DecodeResult(kept.frame, 0)
 	require.NoError(t, err)
-	assert.Equal(t, uint32(transport.DeadlineExceeded), res.GetCode(), "reason: %s", res.GetReason())
+	assert.Equal(t, uint32(bankrpc.DeadlineExceeded), res.GetCode(), "reason: %s", res.GetReason())
 	assert.Zero(t, l.executionsOf("late-1"), "a request past its deadline must not run")
 }
 
@@ -266,7 +266,7 @@ func TestDialUnknownService(t *testing.T) {
 	url := amqptest.URL(t)
 	_, err := Dial(url, ClientConfig{Service: uniqueName(t), ClientName: uniqueName(t)})
 	require.Error(t, err)
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "error: %v", err)
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 	assert.Contains(t, err.Error(), "does not exist")
 }
 
@@ -282,9 +282,9 @@ func TestUnroutableRequest(t *testing.T) {
 	_, err := rawChannel(t, url).QueueDelete(ServiceQueue(svc), false, false, false)
 	require.NoError(t, err)
 
-	_, err = testv1.NewTestServiceClient(transport.NewConn(c)).Echo(ctx, &testv1.EchoRequest{})
-	require.Equal(t, transport.Unavailable, transport.CodeOf(err), "error: %v", err)
-	assert.Contains(t, transport.MessageOf(err), "was not routed")
+	_, err = testv1.NewTestServiceClient(bankrpc.NewConn(c)).Echo(ctx, &testv1.EchoRequest{})
+	require.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "error: %v", err)
+	assert.Contains(t, bankrpc.MessageOf(err), "was not routed")
 }
 
 // TestClientNameInUse: two live clients cannot share a name (they would take
@@ -298,7 +298,7 @@ func TestClientNameInUse(t *testing.T) {
 	dial(t, url, ClientConfig{Service: svc, ClientName: name})
 	_, err := Dial(url, ClientConfig{Service: svc, ClientName: name})
 	require.Error(t, err)
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "error: %v", err)
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 	assert.Contains(t, err.Error(), "another live client uses this client name")
 }
 
@@ -317,7 +317,7 @@ func TestCallerIdentity(t *testing.T) {
 		noUserID bool
 		want     string
 	}{{false, uri.Username}, {true, ""}} {
-		c := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, NoUserID: tc.noUserID})))
+		c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, NoUserID: tc.noUserID})))
 		resp, err := c.Echo(ctx, &testv1.EchoRequest{})
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, resp.GetPeerIdentity(), "NoUserID %v", tc.noUserID)
@@ -337,14 +337,14 @@ func TestOwnQueuesOnly(t *testing.T) {
 	l := newLedger()
 	serve(t, listen(t, url, ServerConfig{Service: svc, OwnQueuesOnly: true}), handlerFor(l))
 
-	own := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uri.Username + "." + uniqueName(t)})))
+	own := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uri.Username + "." + uniqueName(t)})))
 	resp, err := own.Echo(ctx, &testv1.EchoRequest{Tag: "own"})
 	require.NoError(t, err)
 	assert.Equal(t, "own", resp.GetTag())
 
-	other := testv1.NewTestServiceClient(transport.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uniqueName(t)})))
-	_, err = other.Echo(ctx, &testv1.EchoRequest{Tag: "other"}, transport.WithCallID("other-1"), transport.WithTimeout(time.Second))
-	assert.Equal(t, transport.DeadlineExceeded, transport.CodeOf(err), "error: %v", err)
+	other := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, ClientName: uniqueName(t)})))
+	_, err = other.Echo(ctx, &testv1.EchoRequest{Tag: "other"}, bankrpc.WithCallID("other-1"), bankrpc.WithTimeout(time.Second))
+	assert.Equal(t, bankrpc.DeadlineExceeded, bankrpc.CodeOf(err), "error: %v", err)
 	d := getOne(t, rawChannel(t, url), DeadLetterQueue(svc))
 	assert.Equal(t, "other-1", d.CorrelationId)
 	assert.Contains(t, d.Headers[headerDeadReason], "is not a result queue of user-id")
@@ -373,13 +373,13 @@ func TestServeTwiceAndAfterClose(t *testing.T) {
 	s := listen(t, url, ServerConfig{Service: svc})
 	serve(t, s, handlerFor(newLedger()))
 	require.Eventually(t, func() bool { return consumers(t, url, ServiceQueue(svc)) == 1 }, 10*time.Second, 5*time.Millisecond)
-	err := s.Serve(context.Background(), handlerFor(newLedger()))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "error: %v", err)
+	err := s.Serve(handlerFor(newLedger()))
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 
 	closed := listen(t, url, ServerConfig{Service: svc})
 	require.NoError(t, closed.Close())
-	err = closed.Serve(context.Background(), handlerFor(newLedger()))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "error: %v", err)
+	err = closed.Serve(handlerFor(newLedger()))
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "error: %v", err)
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -394,6 +394,6 @@ func TestConfigErrors(t *testing.T) {
 		}()},
 		{"bad URL", func() error { _, err := Dial("http://127.0.0.1/", ClientConfig{Service: "s"}); return err }()},
 	} {
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(tc.err), "%s: %v", tc.name, tc.err)
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(tc.err), "%s: %v", tc.name, tc.err)
 	}
 }

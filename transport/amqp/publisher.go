@@ -5,7 +5,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // confirmOutcome is what became of a message published in confirm mode.
@@ -23,7 +23,7 @@ const (
 )
 
 // errSessionClosed is returned by publish once the channel is gone.
-var errSessionClosed = transport.Errorf(transport.Unavailable, "amqp: connection to the broker lost")
+var errSessionClosed = status.Errorf(status.Unavailable, "amqp: connection to the broker lost")
 
 // publisher publishes on one channel in confirm mode and reports each
 // message's confirmation to a callback. Unlike the library's

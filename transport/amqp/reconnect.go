@@ -8,11 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // connector is the connection manager of the thesis: it dials the broker and
@@ -27,7 +28,8 @@ import (
 // A connector is immutable after construction and safe for concurrent use.
 type connector struct {
 	url      string
-	config   amqp091.Config
+	config   amqp091.Config                               // Dial is set per connection, see connect
+	dial     func(network, addr string) (net.Conn, error) // the user's, or nil
 	min, max time.Duration
 	logger   *slog.Logger
 }
@@ -36,41 +38,108 @@ func newConnector(url, connectionName string, dial func(network, addr string) (n
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName(connectionName)
 	props["product"] = "bankrpc"
-	if dial == nil {
-		dial = amqp091.DefaultDial(defaultDialTimeout)
-	}
 	return &connector{
 		url:    url,
-		config: amqp091.Config{Heartbeat: defaultHeartbeat, Locale: "en_US", Properties: props, Dial: dial},
+		config: amqp091.Config{Heartbeat: defaultHeartbeat, Locale: "en_US", Properties: props},
+		dial:   dial,
 		min:    minBackoff,
 		max:    maxBackoff,
 		logger: logger,
 	}
 }
 
-// dial opens one connection.
-func (k *connector) dial() (*amqp091.Connection, error) {
-	conn, err := amqp091.DialConfig(k.url, k.config)
-	if err != nil {
-		var ae *amqp091.Error
-		if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
-			return nil, transport.Errorf(transport.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+// connect opens one connection and runs setup on it. The end of ctx
+// interrupts both: it closes the socket, and connect returns ctx's error
+// (the TCP connect of a ClientConfig.Dial or ServerConfig.Dial function is
+// bounded by that function's own timeout only). A failed setup closes the
+// connection.
+func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection) error) (*amqp091.Connection, error) {
+	var (
+		mu      sync.Mutex // guards raw, ended
+		raw     net.Conn
+		ended   bool
+		config  = k.config
+		netDial = k.dial
+	)
+	if netDial == nil {
+		netDial = func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: defaultDialTimeout}
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// As amqp091.DefaultDial: the TLS and AMQP handshakes must not
+			// stall on a dead broker; the library clears the deadline after.
+			if err := conn.SetDeadline(time.Now().Add(defaultDialTimeout)); err != nil {
+				_ = conn.Close()
+				return nil, err
+			}
+			return conn, nil
 		}
-		return nil, transport.Errorf(transport.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+	}
+	config.Dial = func(network, addr string) (net.Conn, error) {
+		conn, err := netDial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			_ = conn.Close()
+			return nil, ctx.Err()
+		}
+		raw = conn
+		return conn, nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		ended = true
+		if raw != nil {
+			_ = raw.Close()
+		}
+	})
+	conn, err := amqp091.DialConfig(k.url, config)
+	if err == nil {
+		if err = setup(conn); err != nil {
+			closeConn(conn)
+		}
+	}
+	if !stop() {
+		if err == nil {
+			closeConn(conn)
+		}
+		return nil, status.FromContextError(ctx.Err())
+	}
+	if err != nil {
+		return nil, k.dialError(err)
 	}
 	return conn, nil
 }
 
-// openSession dials and sets up a session on the new connection, closing the
-// connection when the setup fails.
-func openSession[S session](c *connector, setup func(*amqp091.Connection) (S, error)) (session, error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, err
+// dialError gives a failure to connect its code: PERMISSION_DENIED for
+// refused credentials, UNAVAILABLE otherwise; an error from setup, which has
+// one, is kept.
+func (k *connector) dialError(err error) error {
+	var se *status.Error
+	if errors.As(err, &se) {
+		return err
 	}
-	s, err := setup(conn)
-	if err != nil {
-		closeConn(conn)
+	var ae *amqp091.Error
+	if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
+		return status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+	}
+	return status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+}
+
+// openSession connects and sets up a session on the new connection (see
+// connect).
+func openSession[S session](ctx context.Context, k *connector, setup func(*amqp091.Connection) (S, error)) (session, error) {
+	var s S
+	if _, err := k.connect(ctx, func(conn *amqp091.Connection) (err error) {
+		s, err = setup(conn)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -86,8 +155,9 @@ type session interface {
 
 // supervise runs first, then sessions made by open, one after another, until
 // ctx ends. Between attempts it waits an exponential backoff with jitter,
-// reset once a session has lasted longer than the maximum backoff.
-func (k *connector) supervise(ctx context.Context, first session, open func() (session, error)) {
+// reset once a session has lasted longer than the maximum backoff. open gets
+// ctx and must return when it ends.
+func (k *connector) supervise(ctx context.Context, first session, open func(context.Context) (session, error)) {
 	backoff := k.min
 	s := first
 	var down time.Time // when the last session ended
@@ -97,7 +167,10 @@ func (k *connector) supervise(ctx context.Context, first session, open func() (s
 				return
 			}
 			var err error
-			if s, err = open(); err != nil {
+			if s, err = open(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
 				// The first failure of an outage is worth a warning; the
 				// retries that follow are not.
 				level := slog.LevelDebug

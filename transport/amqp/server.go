@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -12,123 +13,165 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
 // Server is the server half of the AMQP backend: a transport.ServerTransport
 // that consumes the service's durable queue with manual acknowledgements and
-// runs the handler on each request, up to ServerConfig.Concurrency at once.
+// hands each request to the handler, up to ServerConfig.Concurrency at once.
 // A request is acknowledged only after its reply (or its error-queue message)
 // has been published and confirmed by the broker; a request whose reply could
 // not be confirmed stays unacknowledged and is delivered again, to this
-// server after it reconnects or to another replica.
+// server after it reconnects or to another replica. A request the handler
+// did not serve (transport.ErrNotServed: the server is shutting down) is
+// given back to the queue at once (basic.nack with requeue).
+//
+// Each connection also consumes a queue of its own bound to CancelExchange,
+// through which the cancel messages of the service's clients reach every
+// replica; the server hands them to the handler (Handler.CancelCall).
 //
 // Several Servers, in one process or in many, may serve the same service:
 // they share its queue, and the broker spreads requests across them (or,
 // with ServerConfig.SingleActiveConsumer, sends them all to one).
 //
-// A Server is safe for concurrent use. Serve may be called once. Close is
-// idempotent, may be called from any goroutine, and makes Serve stop as if
-// its ctx had ended.
+// A Server is safe for concurrent use. Serve may be called once. Shutdown
+// and Close are idempotent and may be called from any goroutine, before,
+// during or after Serve; after either, Serve returns nil.
 type Server struct {
 	cfg       ServerConfig
 	connector *connector
 	logger    *slog.Logger
 	user      string // the broker user of the URL: the user-id of the server's own copies
 
-	mu      sync.Mutex // guards serving, closed
+	mu      sync.Mutex // guards serving, and orders it with drain and kill
 	serving bool
-	closed  bool
 
-	stop      chan struct{} // closed by Close
-	closeOnce sync.Once
+	stopping context.Context    // ends at Shutdown or Close: take no more requests
+	drain    context.CancelFunc // ends stopping
+	killed   context.Context    // ends at Close, or when Shutdown's ctx ends: stop at once
+	kill     context.CancelFunc // ends killed (and stopping)
+	served   chan struct{}      // closed when Serve returns
 }
 
 var _ transport.ServerTransport = (*Server)(nil)
 
 // Listen connects to the broker at url and declares the service's topology:
-// the request exchange, the service queue bound to it with the service name
-// as routing key, and the dead-letter queue. Clients can Dial the service as
-// soon as Listen returned, and their requests wait in the queue until Serve
-// runs. The connection is closed again; Serve opens its own.
+// the request and cancel exchanges, the service queue bound to the first
+// with the service name as routing key, and the dead-letter queue. Clients
+// can Dial the service as soon as Listen returned, and their requests wait
+// in the queue until Serve runs. The connection is closed again; Serve opens
+// its own. The URL may carry the parameters service and queue of an address
+// (see the package documentation), which take precedence over cfg's Service
+// and QueueType.
 func Listen(url string, cfg ServerConfig) (*Server, error) {
-	cfg, err := cfg.withDefaults()
+	return listenContext(context.Background(), url, cfg)
+}
+
+func listenContext(ctx context.Context, url string, cfg ServerConfig) (*Server, error) {
+	broker, err := cfg.fromAddress(url)
 	if err != nil {
 		return nil, err
 	}
-	uri, err := amqp091.ParseURI(url)
+	if cfg, err = cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	uri, err := amqp091.ParseURI(broker)
 	if err != nil {
-		return nil, transport.Errorf(transport.InvalidArgument, "amqp: broker URL %s: %v", redactURL(url), err)
+		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(broker), err)
 	}
 	logger := cfg.Logger.With("service", cfg.Service)
 	s := &Server{
 		cfg:       cfg,
-		connector: newConnector(url, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
+		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
 		logger:    logger,
 		user:      uri.Username,
-		stop:      make(chan struct{}),
+		served:    make(chan struct{}),
 	}
-	conn, err := s.connector.dial()
+	conn, err := s.connector.connect(ctx, func(conn *amqp091.Connection) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return channelError(err)
+		}
+		return declareService(ch, cfg)
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(conn)
-	ch, err := conn.Channel()
-	if err != nil {
-		return nil, channelError(err)
-	}
-	if err := declareService(ch, cfg); err != nil {
-		return nil, err
-	}
+	closeConn(conn)
+	s.killed, s.kill = context.WithCancel(context.Background())
+	s.stopping, s.drain = context.WithCancel(s.killed)
 	return s, nil
 }
 
-// Serve consumes requests and runs h on each until ctx ends or Close is
-// called. It reconnects, with backoff, whenever the connection is lost. On
-// stopping it cancels its consumer, runs the requests the broker had already
-// delivered, waits until their replies are confirmed and acknowledged, and
-// returns nil. Handlers run with a ctx that carries ctx's values but is not
-// canceled when Serve stops: a call in progress finishes.
-func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
+// Serve consumes requests and cancels and hands them to h until Shutdown or
+// Close, reconnecting, with backoff, whenever the connection is lost; then
+// it returns nil. After Shutdown it returns once the requests in flight are
+// answered (their replies confirmed and the requests acknowledged); after
+// Close at once, without waiting for the handlers still running.
+func (s *Server) Serve(h transport.Handler) error {
 	s.mu.Lock()
-	if s.serving || s.closed {
+	if s.serving || s.stopping.Err() != nil {
 		s.mu.Unlock()
-		return transport.Errorf(transport.FailedPrecondition, "amqp: Serve of service %q called twice or after Close", s.cfg.Service)
+		return status.Errorf(status.FailedPrecondition, "amqp: Serve of service %q called twice or after Shutdown or Close", s.cfg.Service)
 	}
 	s.serving = true
 	s.mu.Unlock()
+	defer close(s.served)
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	var watch sync.WaitGroup
-	watch.Go(func() {
-		select {
-		case <-ctx.Done():
-		case <-s.stop:
-		case <-runCtx.Done():
-		}
-		cancel()
-	})
 	l := &serveLoop{
-		s:    s,
-		h:    h,
-		base: context.WithoutCancel(ctx),
-		sem:  make(chan struct{}, s.cfg.Concurrency),
+		s:       s,
+		h:       h,
+		sem:     make(chan struct{}, s.cfg.Concurrency),
+		paused:  make(chan struct{}),
+		running: make(map[string]runningCall),
 	}
-	s.connector.supervise(runCtx, nil, l.open)
-	cancel()
-	watch.Wait()
-	l.handlers.Wait() // handlers of sessions lost earlier may still run
+	s.connector.supervise(s.stopping, nil, l.open)
+	// After Shutdown, handlers of a connection lost earlier may still run.
+	select {
+	case <-l.handlers.idle():
+	case <-s.killed.Done():
+	}
 	return nil
 }
 
-// Close makes Serve stop. It does not wait for Serve to return.
+// Shutdown stops the server gracefully: it cancels the consumer, so that the
+// broker sends no more requests (those already on their way are given back
+// unhandled), waits until every request in flight has been answered (its
+// reply confirmed and the request acknowledged, or given back when the
+// handler did not serve it), and closes the connection. When ctx ends first
+// it closes at once, as Close, and returns ctx's error: the requests not
+// answered go back to the queue, nothing is lost.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.drain()
+	serving := s.serving
+	s.mu.Unlock()
+	if !serving {
+		return s.Close()
+	}
+	select {
+	case <-s.served:
+		return s.Close()
+	case <-ctx.Done():
+		_ = s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close stops the server at once: it closes the connection, so that the
+// broker delivers the unacknowledged requests again (to another replica, or
+// to the next server), and returns once the server's own goroutines have
+// ended. It does not wait for handlers still running: their replies are
+// dropped.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.stop)
-	})
+	s.mu.Lock()
+	s.kill()
+	serving := s.serving
+	s.mu.Unlock()
+	if serving {
+		<-s.served
+	}
 	return nil
 }
 
@@ -136,19 +179,56 @@ func (s *Server) Close() error {
 type serveLoop struct {
 	s        *Server
 	h        transport.Handler
-	base     context.Context
-	sem      chan struct{}  // one token per handler running
-	handlers sync.WaitGroup // every handler goroutine, across sessions
+	sem      chan struct{} // one token per handler running
+	handlers inflight      // every handler goroutine, across sessions
+
+	// paused is closed when h first answers transport.ErrNotServed: it is
+	// shutting down, so the sessions stop consuming requests.
+	paused    chan struct{}
+	pauseOnce sync.Once
+
+	runMu   sync.Mutex
+	running map[string]runningCall // by call id: the calls handed to h and not returned yet
+}
+
+// runningCall is a call id some handler goroutines run, and its caller.
+type runningCall struct {
+	caller string // the validated identity of the first request's caller
+	n      int
+}
+
+// track records that the call id of a request by caller is handed to the
+// handler, until the returned func is called.
+func (l *serveLoop) track(id, caller string) (untrack func()) {
+	l.runMu.Lock()
+	rc, ok := l.running[id]
+	if !ok {
+		rc.caller = caller
+	}
+	rc.n++
+	l.running[id] = rc
+	l.runMu.Unlock()
+	return func() {
+		l.runMu.Lock()
+		defer l.runMu.Unlock()
+		rc := l.running[id]
+		if rc.n--; rc.n == 0 {
+			delete(l.running, id)
+		} else {
+			l.running[id] = rc
+		}
+	}
 }
 
 // open dials and sets up a session.
-func (l *serveLoop) open() (session, error) {
-	return openSession(l.s.connector, l.setup)
+func (l *serveLoop) open(ctx context.Context) (session, error) {
+	return openSession(ctx, l.s.connector, l.setup)
 }
 
 // serverSession is one connection: a channel consuming the service queue
-// (requests are acknowledged on it) and a confirm-mode channel publishing
-// replies, errors, statuses and dead letters.
+// (requests are acknowledged on it) and the connection's cancel queue, and a
+// confirm-mode channel publishing replies, errors, statuses and dead
+// letters.
 type serverSession struct {
 	l          *serveLoop
 	conn       *amqp091.Connection
@@ -156,8 +236,11 @@ type serverSession struct {
 	consumer   *amqp091.Channel
 	tag        string
 	deliveries <-chan amqp091.Delivery
+	cancels    <-chan amqp091.Delivery
 	closed     [3]<-chan *amqp091.Error // connection, publishing channel, consuming channel
-	handlers   sync.WaitGroup           // this session's handlers
+	handlers   inflight                 // this session's handlers
+	stopped    chan struct{}            // closed once the session consumes no more requests
+	stopOnce   sync.Once
 
 	// acking holds, by call id, the originals of counted copies (see
 	// overLimit) not acknowledged yet; a copy delivered here waits for it.
@@ -166,7 +249,8 @@ type serverSession struct {
 
 func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	cfg := l.s.cfg
-	ss := &serverSession{l: l, conn: conn, tag: consumerTag()}
+	id := randomHex()
+	ss := &serverSession{l: l, conn: conn, tag: "bankrpc-server-" + id, stopped: make(chan struct{})}
 	pubCh, err := conn.Channel()
 	if err != nil {
 		return nil, channelError(err)
@@ -174,6 +258,10 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	// The topology is declared again on every connection: a broker restarted
 	// without its data, or an operator's deletion, is repaired.
 	if err := declareService(pubCh, cfg); err != nil {
+		return nil, err
+	}
+	cancelQueue, err := declareCancelQueue(pubCh, cfg.Service, id)
+	if err != nil {
 		return nil, err
 	}
 	if ss.pub, err = newPublisher(pubCh); err != nil {
@@ -185,6 +273,11 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	if err := ss.consumer.Qos(cfg.Prefetch, 0, false); err != nil {
 		return nil, channelError(err)
 	}
+	// Cancels are consumed first, so that they flow before any request does;
+	// without acknowledgements, so unbounded by the prefetch.
+	if ss.cancels, err = ss.consumer.Consume(cancelQueue, ss.tag+".cancels", true, true, false, false, nil); err != nil {
+		return nil, channelError(err)
+	}
 	if ss.deliveries, err = ss.consumer.Consume(ServiceQueue(cfg.Service), ss.tag, false, false, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
@@ -192,101 +285,212 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	return ss, nil
 }
 
-func consumerTag() string {
+func randomHex() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return "bankrpc-server-" + hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])
 }
 
-// run hands deliveries to handlers until the connection fails, or, when ctx
-// ends, until the deliveries already made are answered.
+// run hands requests to handlers and cancels to the handler until the
+// connection fails or the server is closed. When ctx ends (Shutdown) it
+// stops consuming (see stopConsuming) and returns once this session's
+// handlers are answered. The server's Close closes the connection at once,
+// from another goroutine, even while run waits for the broker.
 func (ss *serverSession) run(ctx context.Context) error {
+	killed := ss.l.s.killed
 	var confirms sync.WaitGroup
 	confirms.Go(ss.pub.run)
-	defer func() {
+	var closer sync.WaitGroup
+	closer.Add(1)
+	stopCloser := context.AfterFunc(killed, func() {
+		defer closer.Done()
 		closeConn(ss.conn)
+	})
+	defer func() {
+		if stopCloser() {
+			closer.Done()
+		}
+		closeConn(ss.conn)
+		closer.Wait()
+		ss.markStopped()
 		confirms.Wait()
 	}()
+	var (
+		deliveries = ss.deliveries
+		consuming  = true
+		stopping   = ctx.Done()      // nil once draining
+		paused     = ss.l.paused     // nil once consuming stopped
+		held       *amqp091.Delivery // a request waiting for a free handler
+		handled    <-chan struct{}   // once draining: closed when this session's handlers are done
+		idle       bool              // once draining: they are
+	)
+	stopConsuming := func() {
+		if consuming {
+			consuming, paused = false, nil
+			ss.stopConsuming(held)
+			held = nil
+		}
+	}
 	for {
+		in, slot := deliveries, chan<- struct{}(nil)
+		if held != nil {
+			in, slot = nil, ss.l.sem
+		}
 		select {
-		case <-ctx.Done():
-			return ss.drain()
+		case <-killed.Done():
+			return nil
+		case <-paused:
+			stopConsuming()
+		case <-stopping:
+			stopping = nil
+			stopConsuming()
+			handled = ss.handlers.idle()
+		case <-handled:
+			handled, idle = nil, true
+			if deliveries == nil {
+				return nil
+			}
+		case d, ok := <-in:
+			switch {
+			case !ok && !consuming:
+				deliveries = nil
+				if idle {
+					return nil
+				}
+			case !ok:
+				return closedError("consumer (canceled by the broker)", nil)
+			case !consuming:
+				_ = d.Nack(false, true) // not taken: another server runs it
+			default:
+				select {
+				case ss.l.sem <- struct{}{}:
+					ss.start(d)
+				default:
+					held = &d
+				}
+			}
+		case slot <- struct{}{}:
+			ss.start(*held)
+			held = nil
+		case d, ok := <-ss.cancels:
+			if !ok {
+				return closedError("cancel consumer", nil)
+			}
+			ss.cancel(d)
 		case e := <-ss.closed[0]:
 			return closedError("connection", e)
 		case e := <-ss.closed[1]:
 			return closedError("publishing channel", e)
 		case e := <-ss.closed[2]:
 			return closedError("consuming channel", e)
-		case d, ok := <-ss.deliveries:
-			if !ok {
-				return closedError("consumer (canceled by the broker)", nil)
-			}
-			ss.dispatch(d)
 		}
 	}
 }
 
-// drain stops the consumer, runs what the broker had delivered already, and
-// waits for every handler of this session to be answered.
-func (ss *serverSession) drain() error {
-	// After basic.cancel the deliveries in flight still arrive, then the
-	// channel of deliveries closes (at once if the connection is gone).
+// stopConsuming cancels the request consumer and gives held, a request not
+// handed to a handler yet, back to the queue. After basic.cancel the
+// deliveries already on their way still arrive (run gives them back too),
+// then the channel of deliveries closes. Cancels are still consumed.
+func (ss *serverSession) stopConsuming(held *amqp091.Delivery) {
 	_ = ss.consumer.Cancel(ss.tag, false)
-	for d := range ss.deliveries {
-		ss.dispatch(d)
+	if held != nil {
+		_ = held.Nack(false, true)
 	}
-	ss.handlers.Wait()
-	return nil
+	ss.markStopped()
 }
 
-// dispatch runs d's handler on its own goroutine once a slot is free.
-func (ss *serverSession) dispatch(d amqp091.Delivery) {
-	ss.l.sem <- struct{}{}
-	ss.handlers.Add(1)
-	ss.l.handlers.Add(1)
+// markStopped records that the session no longer consumes requests: a
+// request given back now goes to another consumer, not to this one again.
+func (ss *serverSession) markStopped() {
+	ss.stopOnce.Do(func() { close(ss.stopped) })
+}
+
+// giveBack returns d, which the handler did not serve, to the queue. The
+// handler stopped serving, so the server stops consuming first: given back
+// while this server still consumed, d would come straight back to it, and
+// again, each time counted as a failed delivery.
+func (ss *serverSession) giveBack(d amqp091.Delivery) {
+	ss.l.pauseOnce.Do(func() { close(ss.l.paused) })
+	select {
+	case <-ss.stopped:
+	case <-ss.l.s.killed.Done():
+		return // the connection is closed: the broker gives d back
+	}
+	_ = d.Nack(false, true) // a failed nack means a lost connection: d comes again
+}
+
+// start runs d's handler on its own goroutine; the caller took a slot of
+// the semaphore for it.
+func (ss *serverSession) start(d amqp091.Delivery) {
+	ss.handlers.add()
+	ss.l.handlers.add()
 	go func() {
 		defer func() {
 			<-ss.l.sem
-			ss.handlers.Done()
-			ss.l.handlers.Done()
+			ss.handlers.done()
+			ss.l.handlers.done()
 		}()
 		ss.handle(d)
 	}()
 }
 
+// handle runs the handler on d and answers by its result (see
+// transport.Handler): a reply is published, then d acknowledged once the
+// reply is confirmed; a call not served is given back to the queue; a
+// refused frame gets an error-queue message. After Close nothing is sent:
+// the broker delivers d again.
 func (ss *serverSession) handle(d amqp091.Delivery) {
 	if acked, ok := ss.acking.Load(d.CorrelationId); ok {
 		<-acked.(chan struct{})
 	}
-	if ss.overLimit(d) {
-		return
-	}
-	caller := identity(d, ss.l.s.user)
-	if ss.l.s.cfg.OwnQueuesOnly && !ownReplyQueue(caller, d.ReplyTo) {
-		ss.l.s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
-		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller))
-		return
-	}
-	ctx := transport.NewPeerContext(ss.l.base, transport.Peer{Transport: "amqp", Addr: d.ReplyTo, Identity: caller})
-	ctx = transport.NewStatusContext(ctx, ss.statusSink(d))
-	reply, err := ss.l.h.HandleFrame(ctx, d.Body)
-	if err != nil {
-		ss.refuse(d, err)
-		return
-	}
-	if d.ReplyTo == "" {
-		ss.l.s.logger.Warn("amqp: request has no reply_to: its reply is dropped", "call_id", d.CorrelationId)
+	if isCancel(d.Body) {
+		// A cancel sent into the service queue: as one from the cancel queue.
+		ss.cancel(d)
 		_ = d.Ack(false)
 		return
 	}
-	ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
-		ContentType:   contentProto,
-		Type:          typeResult,
-		DeliveryMode:  amqp091.Persistent,
-		CorrelationId: d.CorrelationId,
-		Timestamp:     time.Now(),
-		Body:          reply,
-	})
+	if ss.overLimit(d) {
+		return
+	}
+	s := ss.l.s
+	caller := identity(d, s.user)
+	if s.cfg.OwnQueuesOnly && !ownReplyQueue(caller, d.ReplyTo) {
+		s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
+		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller))
+		return
+	}
+	if limit := s.cfg.MaxFrameSize; limit > 0 && len(d.Body) > limit {
+		ss.refuse(d, status.Errorf(status.ResourceExhausted, "amqp: request frame of %d bytes exceeds the limit of %d bytes", len(d.Body), limit))
+		return
+	}
+	ctx := transport.NewPeerContext(context.Background(), transport.Peer{Transport: "amqp", Addr: d.ReplyTo, Identity: caller})
+	ctx = transport.NewStatusContext(ctx, ss.statusSink(d))
+	untrack := ss.l.track(d.CorrelationId, caller)
+	reply, err := ss.l.h.HandleFrame(ctx, d.Body)
+	untrack()
+	if s.killed.Err() != nil {
+		return // the connection is closed: the broker gives d back
+	}
+	switch {
+	case errors.Is(err, transport.ErrNotServed):
+		ss.giveBack(d)
+	case err != nil:
+		ss.refuse(d, err)
+	case reply == nil:
+		_ = d.Ack(false)
+	case d.ReplyTo == "":
+		s.logger.Warn("amqp: request has no reply_to: its reply is dropped", "call_id", d.CorrelationId)
+		_ = d.Ack(false)
+	default:
+		ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
+			ContentType:   contentProto,
+			Type:          typeResult,
+			DeliveryMode:  amqp091.Persistent,
+			CorrelationId: d.CorrelationId,
+			Timestamp:     time.Now(),
+			Body:          reply,
+		})
+	}
 }
 
 // publishThenAck publishes msg to queue through the default exchange and
@@ -306,14 +510,14 @@ func (ss *serverSession) publishThenAck(d amqp091.Delivery, queue string, msg am
 // refuse answers a request the handler could not decode: its error goes, as
 // plain text, to the caller's error queue.
 func (ss *serverSession) refuse(d amqp091.Delivery, err error) {
-	text := transport.MessageOf(err)
+	text := status.MessageOf(err)
 	ss.l.s.logger.Warn("amqp: refused a request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "error", text)
 	errorQueue, _, ok := companionQueues(d.ReplyTo)
 	if !ok {
 		ss.deadLetter(d, "refused and the caller named no reply queue: "+text)
 		return
 	}
-	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, transport.CodeOf(err), text))
+	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, status.CodeOf(err), text))
 }
 
 // ownReplyQueue reports whether replyTo is the result queue of a client name
@@ -327,7 +531,7 @@ func ownReplyQueue(userID, replyTo string) bool {
 	return ok && (client == userID || strings.HasPrefix(client, userID+"."))
 }
 
-func errorMessage(callID string, code transport.Code, text string) amqp091.Publishing {
+func errorMessage(callID string, code status.Code, text string) amqp091.Publishing {
 	return amqp091.Publishing{
 		ContentType:   contentText,
 		Type:          typeError,
@@ -372,7 +576,7 @@ func (ss *serverSession) statusSink(d amqp091.Delivery) transport.StatusSink {
 	_, statusQueue, ok := companionQueues(d.ReplyTo)
 	return func(_ context.Context, frame []byte) error {
 		if !ok {
-			return transport.Errorf(transport.FailedPrecondition, "amqp: call %s named no status queue (reply_to %q)", d.CorrelationId, d.ReplyTo)
+			return status.Errorf(status.FailedPrecondition, "amqp: call %s named no status queue (reply_to %q)", d.CorrelationId, d.ReplyTo)
 		}
 		_ = ss.pub.publish("", statusQueue, false, amqp091.Publishing{
 			ContentType:   contentProto,

@@ -8,13 +8,27 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // RequestExchange is the durable direct exchange every request is published
 // to, with the service name as routing key. Clients need write permission on
 // it and on nothing else.
 const RequestExchange = "bankrpc.requests"
+
+// CancelExchange is the durable direct exchange cancel messages are published
+// to, with the service name as routing key. Every server binds a queue of its
+// own to it (see CancelQueue), so that a cancel reaches every replica of the
+// service, among them the one running the call. Clients need write
+// permission on it.
+const CancelExchange = "bankrpc.cancels"
+
+// Arguments of a server's cancel queue: a cancel is useful for seconds, and a
+// server that stopped reading must not make the broker hoard them.
+const (
+	cancelQueueTTL    = time.Minute
+	cancelQueueLength = 10000
+)
 
 // Message headers of the protocol (PROTOCOL.md, section AMQP).
 const (
@@ -55,6 +69,11 @@ func ServiceQueue(service string) string { return "bankrpc.svc." + service }
 // DeadLetterQueue returns the name of the queue where a service's poison and
 // unanswerable requests end up, for an operator to inspect.
 func DeadLetterQueue(service string) string { return "bankrpc.svc." + service + ".dead" }
+
+// CancelQueue returns the name of the transient, exclusive queue through
+// which the server whose connection has the given id receives the cancel
+// messages of a service.
+func CancelQueue(service, id string) string { return "bankrpc.svc." + service + ".cancel." + id }
 
 // ResultQueue returns the name of a client's durable result queue: the
 // reply_to of its requests.
@@ -118,11 +137,13 @@ func serviceQueueArgs(cfg ServerConfig) amqp091.Table {
 	return args
 }
 
-// declareService declares the request exchange, the service queue bound to
-// it, and the dead-letter queue.
+// declareService declares the request and cancel exchanges, the service
+// queue bound to the first, and the dead-letter queue.
 func declareService(ch *amqp091.Channel, cfg ServerConfig) error {
-	if err := ch.ExchangeDeclare(RequestExchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return declareError("exchange", RequestExchange, err)
+	for _, x := range []string{RequestExchange, CancelExchange} {
+		if err := ch.ExchangeDeclare(x, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return declareError("exchange", x, err)
+		}
 	}
 	if _, err := ch.QueueDeclare(DeadLetterQueue(cfg.Service), true, false, false, false, queueTypeArgs(cfg.QueueType)); err != nil {
 		return declareError("queue", DeadLetterQueue(cfg.Service), err)
@@ -137,11 +158,34 @@ func declareService(ch *amqp091.Channel, cfg ServerConfig) error {
 	return nil
 }
 
-// declareClient checks that the service's exchange and queue exist (a
+// declareCancelQueue declares a server's cancel queue, named after id, and
+// binds it to the cancel exchange with the service name as routing key. It
+// is exclusive: the broker deletes it, and the cancels in it, with the
+// connection.
+func declareCancelQueue(ch *amqp091.Channel, service, id string) (string, error) {
+	q := CancelQueue(service, id)
+	args := amqp091.Table{
+		"x-message-ttl": cancelQueueTTL.Milliseconds(),
+		"x-max-length":  int64(cancelQueueLength),
+	}
+	if _, err := ch.QueueDeclare(q, false, true, true, false, args); err != nil {
+		return "", declareError("queue", q, err)
+	}
+	if err := ch.QueueBind(q, service, CancelExchange, false, nil); err != nil {
+		return "", declareError("binding of queue", q, err)
+	}
+	return q, nil
+}
+
+// declareClient checks that the service's exchanges and queue exist (a
 // passive declaration needs no permission) and declares the client's queues.
+// A cancel published to a missing exchange would close the channel, so the
+// cancel exchange is checked too.
 func declareClient(ch *amqp091.Channel, cfg ClientConfig) error {
-	if err := ch.ExchangeDeclarePassive(RequestExchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
-		return declareError("exchange", RequestExchange, err)
+	for _, x := range []string{RequestExchange, CancelExchange} {
+		if err := ch.ExchangeDeclarePassive(x, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return declareError("exchange", x, err)
+		}
 	}
 	if _, err := ch.QueueDeclarePassive(ServiceQueue(cfg.Service), true, false, false, false, nil); err != nil {
 		return declareError("queue", ServiceQueue(cfg.Service), err)
@@ -167,24 +211,24 @@ func declareClient(ch *amqp091.Channel, cfg ClientConfig) error {
 func declareError(kind, name string, err error) error {
 	var ae *amqp091.Error
 	if !errors.As(err, &ae) {
-		return transport.Errorf(transport.Unavailable, "amqp: declare %s %s: %v", kind, name, err)
+		return status.Errorf(status.Unavailable, "amqp: declare %s %s: %v", kind, name, err)
 	}
 	switch ae.Code {
 	case amqp091.NotFound:
-		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s does not exist: start a server of the service once, it declares the service topology (%s)", kind, name, ae.Reason)
+		return status.Errorf(status.FailedPrecondition, "amqp: %s %s does not exist: start a server of the service once, it declares the service topology (%s)", kind, name, ae.Reason)
 	case amqp091.ResourceLocked:
-		return &nameInUseError{err: transport.Errorf(transport.FailedPrecondition, "amqp: %s %s is held by another connection: another live client uses this client name (%s)", kind, name, ae.Reason)}
+		return &nameInUseError{err: status.Errorf(status.FailedPrecondition, "amqp: %s %s is held by another connection: another live client uses this client name (%s)", kind, name, ae.Reason)}
 	case amqp091.PreconditionFailed:
-		return transport.Errorf(transport.FailedPrecondition, "amqp: %s %s exists with other arguments (queue type, delivery limit, single active consumer or expiry differ): %s", kind, name, ae.Reason)
+		return status.Errorf(status.FailedPrecondition, "amqp: %s %s exists with other arguments (queue type, delivery limit, single active consumer or expiry differ): %s", kind, name, ae.Reason)
 	case amqp091.AccessRefused:
-		return transport.Errorf(transport.PermissionDenied, "amqp: declare %s %s: %s", kind, name, ae.Reason)
+		return status.Errorf(status.PermissionDenied, "amqp: declare %s %s: %s", kind, name, ae.Reason)
 	}
-	return transport.Errorf(transport.Unavailable, "amqp: declare %s %s: %s", kind, name, ae.Reason)
+	return status.Errorf(status.Unavailable, "amqp: declare %s %s: %s", kind, name, ae.Reason)
 }
 
 // nameInUseError reports that a client name's exclusive status queue belongs
 // to another connection. It unwraps to a *transport.Error.
-type nameInUseError struct{ err *transport.Error }
+type nameInUseError struct{ err *status.Error }
 
 func (e *nameInUseError) Error() string { return e.err.Error() }
 func (e *nameInUseError) Unwrap() error { return e.err }

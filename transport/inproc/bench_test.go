@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/inproc"
 )
 
@@ -22,13 +22,12 @@ func (depositServer) Deposit(_ context.Context, in *bankv1.DepositRequest) (*ban
 // BenchmarkUnaryCall is one Deposit through the generated stub, the runtime
 // and the inproc backend.
 func BenchmarkUnaryCall(b *testing.B) {
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, depositServer{})
 	l := inproc.NewListener()
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Serve(ctx, srv) }()
-	conn := transport.NewConn(l.Dial())
+	go func() { done <- srv.Serve(l) }()
+	conn := bankrpc.NewConn(l.Dial())
 	client := bankv1.NewBankClient(conn)
 	req := &bankv1.DepositRequest{AccountId: 7, Amount: 100}
 
@@ -40,6 +39,6 @@ func BenchmarkUnaryCall(b *testing.B) {
 	}
 	b.StopTimer()
 	_ = conn.Close()
-	cancel()
+	_ = srv.Close()
 	<-done
 }

@@ -3,14 +3,15 @@ package transporttest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 // testService implements bankrpc.test.v1.TestService with one named
@@ -20,6 +21,12 @@ type testService struct {
 
 	echoes atomic.Int64
 	sleeps atomic.Int64
+
+	workMu  sync.Mutex
+	runs    map[string]int64     // Work runs per key
+	ctxDone map[string]time.Time // when a Work run's ctx ended, per key
+	causes  map[string]error     // context.Cause of that end, per key
+	release chan struct{}        // closed to let stuck handlers return
 
 	barrierMu sync.Mutex
 	barriers  map[string]*barrier
@@ -34,7 +41,76 @@ type barrier struct {
 }
 
 func newTestService() *testService {
-	return &testService{barriers: make(map[string]*barrier)}
+	return &testService{
+		barriers: make(map[string]*barrier),
+		runs:     make(map[string]int64),
+		ctxDone:  make(map[string]time.Time),
+		causes:   make(map[string]error),
+		release:  make(chan struct{}),
+	}
+}
+
+// Work counts a run of in.Key, then works for in.Nanos: until its ctx ends,
+// or, with IgnoreCancel, the whole time (until releaseStuck), recording when
+// the ctx ended either way.
+func (s *testService) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1.WorkResponse, error) {
+	s.workMu.Lock()
+	s.runs[in.GetKey()]++
+	run := s.runs[in.GetKey()]
+	s.workMu.Unlock()
+	record := func() {
+		s.workMu.Lock()
+		s.ctxDone[in.GetKey()] = time.Now()
+		s.causes[in.GetKey()] = context.Cause(ctx)
+		s.workMu.Unlock()
+	}
+	stop := context.AfterFunc(ctx, record)
+	defer func() {
+		// Done is closed before AfterFunc starts its function: a handler
+		// returning on Done can stop it before it runs, so record here then.
+		if stop() && ctx.Err() != nil {
+			record()
+		}
+	}()
+	timer := time.NewTimer(time.Duration(in.GetNanos()))
+	defer timer.Stop()
+	done := ctx.Done()
+	if in.GetIgnoreCancel() {
+		done = nil
+	}
+	select {
+	case <-timer.C:
+		return &testv1.WorkResponse{Run: run, Interrupted: ctx.Err() != nil}, nil
+	case <-done:
+		return &testv1.WorkResponse{Run: run, Interrupted: true}, ctx.Err()
+	case <-s.release:
+		return &testv1.WorkResponse{Run: run, Interrupted: true}, nil
+	}
+}
+
+// runsOf returns how many times Work ran for key.
+func (s *testService) runsOf(key string) int64 {
+	s.workMu.Lock()
+	defer s.workMu.Unlock()
+	return s.runs[key]
+}
+
+// ctxDoneOf returns when the ctx of Work's run for key ended, and why.
+func (s *testService) ctxDoneOf(key string) (time.Time, error) {
+	s.workMu.Lock()
+	defer s.workMu.Unlock()
+	return s.ctxDone[key], s.causes[key]
+}
+
+// releaseStuck lets every stuck Work handler return; idempotent.
+func (s *testService) releaseStuck() {
+	s.workMu.Lock()
+	defer s.workMu.Unlock()
+	select {
+	case <-s.release:
+	default:
+		close(s.release)
+	}
 }
 
 // Echo returns what the server saw. A tag "barrier:<name>:<n>" first waits
@@ -49,13 +125,13 @@ func (s *testService) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1
 	out := &testv1.EchoResponse{
 		Payload:  in.GetPayload(),
 		Tag:      in.GetTag(),
-		CallId:   transport.CallIDFromContext(ctx),
-		Metadata: transport.MetadataFromContext(ctx),
+		CallId:   bankrpc.CallIDFromContext(ctx),
+		Metadata: metadataPairs(ctx),
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		out.DeadlineUnixNano = dl.UnixNano()
 	}
-	if p, ok := transport.PeerFromContext(ctx); ok {
+	if p, ok := bankrpc.PeerFromContext(ctx); ok {
 		out.PeerIdentity = p.Identity
 	}
 	return out, nil
@@ -65,7 +141,7 @@ func (s *testService) await(ctx context.Context, spec string) error {
 	name, count, _ := strings.Cut(spec, ":")
 	n, err := strconv.Atoi(count)
 	if err != nil || n <= 0 {
-		return transport.Errorf(transport.InvalidArgument, "bad barrier tag %q", spec)
+		return bankrpc.Errorf(bankrpc.InvalidArgument, "bad barrier tag %q", spec)
 	}
 	s.barrierMu.Lock()
 	b := s.barriers[name]
@@ -82,7 +158,7 @@ func (s *testService) await(ctx context.Context, spec string) error {
 	case <-b.open:
 		return nil
 	case <-ctx.Done():
-		return transport.Errorf(transport.DeadlineExceeded, "barrier %s: only %d of %d calls ran concurrently", name, b.arrived, b.n)
+		return bankrpc.Errorf(bankrpc.DeadlineExceeded, "barrier %s: only %d of %d calls ran concurrently", name, b.arrived, b.n)
 	}
 }
 
@@ -97,9 +173,15 @@ func (s *testService) Sleep(ctx context.Context, in *testv1.SleepRequest) (*test
 	}
 }
 
+// zeroError asks Fail for a zero *bankrpc.Error, whose code is OK.
+const zeroError = "a zero *bankrpc.Error"
+
 // Fail returns the requested error.
 func (s *testService) Fail(_ context.Context, in *testv1.FailRequest) (*testv1.FailResponse, error) {
-	return nil, transport.NewError(transport.Code(in.GetCode()), in.GetMessage())
+	if in.GetMessage() == zeroError {
+		return nil, &bankrpc.Error{}
+	}
+	return nil, bankrpc.NewError(bankrpc.Code(in.GetCode()), in.GetMessage())
 }
 
 // Panic panics with the requested message.
@@ -111,11 +193,24 @@ func (s *testService) Panic(_ context.Context, in *testv1.PanicRequest) (*testv1
 func (s *testService) Progress(ctx context.Context, in *testv1.ProgressRequest) (*testv1.ProgressResponse, error) {
 	var sent int32
 	for i := range in.GetSteps() {
-		err := transport.SendStatus(ctx, transport.Status{Reason: fmt.Sprintf("step %d", i+1), Data: []byte{byte(i + 1)}})
+		err := bankrpc.SendStatus(ctx, bankrpc.Status{Reason: fmt.Sprintf("step %d", i+1), Data: []byte{byte(i + 1)}})
 		if err != nil {
 			return nil, err
 		}
 		sent++
 	}
 	return &testv1.ProgressResponse{Sent: sent}, nil
+}
+
+// metadataPairs lists the caller's metadata as sorted "key=value" strings.
+func metadataPairs(ctx context.Context) []string {
+	md, _ := bankrpc.FromIncomingContext(ctx)
+	var out []string
+	for k, vs := range md {
+		for _, v := range vs {
+			out = append(out, k+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

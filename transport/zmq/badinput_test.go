@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -27,11 +27,11 @@ func rawPeer(t *testing.T, typ zmq4.Type, addr string) *zmq4.Socket {
 }
 
 // resultCode decodes a result envelope and returns its code.
-func resultCode(t *testing.T, frame []byte) transport.Code {
+func resultCode(t *testing.T, frame []byte) bankrpc.Code {
 	t.Helper()
-	res, err := codec.DecodeResult(frame, 0)
+	res, err := envelope.DecodeResult(frame, 0)
 	require.NoError(t, err)
-	return transport.Code(res.GetCode())
+	return bankrpc.Code(res.GetCode())
 }
 
 // serverStillServes checks that a well-behaved client is answered.
@@ -118,14 +118,14 @@ func TestRandomBytesAnswered(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, reply, 2)
 	assert.Equal(t, "junk-1", string(reply[0]))
-	assert.Equal(t, transport.InvalidArgument, resultCode(t, reply[1]))
+	assert.Equal(t, bankrpc.InvalidArgument, resultCode(t, reply[1]))
 
 	req := rawPeer(t, zmq4.REQ, s.Addr())
 	_, err = req.SendBytes(garbage, 0)
 	require.NoError(t, err)
 	one, err := req.RecvBytes(0)
 	require.NoError(t, err)
-	assert.Equal(t, transport.InvalidArgument, resultCode(t, one))
+	assert.Equal(t, bankrpc.InvalidArgument, resultCode(t, one))
 	serverStillServes(t, ctx, s.Addr())
 }
 
@@ -137,7 +137,7 @@ func TestOversizedFrames(t *testing.T) {
 	const limit = 1024
 	logs := &logRecorder{}
 	s := serve(t, zmq.ServerConfig{MaxFrameSize: limit, Logger: logs.logger()},
-		newRPCServer(&svc{}, transport.WithServerMaxFrameSize(limit)))
+		newRPCServer(&svc{}, bankrpc.WithServerMaxFrameSize(limit)))
 
 	d := rawPeer(t, zmq4.DEALER, s.Addr())
 	_, err := d.SendMessage("big-1", make([]byte, 2*limit))
@@ -145,7 +145,7 @@ func TestOversizedFrames(t *testing.T) {
 	reply, err := d.RecvMessageBytes(0)
 	require.NoError(t, err)
 	require.Len(t, reply, 2)
-	assert.Equal(t, transport.ResourceExhausted, resultCode(t, reply[1]))
+	assert.Equal(t, bankrpc.ResourceExhausted, resultCode(t, reply[1]))
 	assert.True(t, logs.has("over the size limit"))
 
 	huge := rawPeer(t, zmq4.DEALER, s.Addr())
@@ -166,7 +166,7 @@ func TestREQPeerDisconnectsMidCall(t *testing.T) {
 	release := make(chan struct{})
 	rpc := newRPCServer(&svc{})
 	var first atomic.Bool
-	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, handlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
 		if first.CompareAndSwap(false, true) {
 			entered <- struct{}{}
 			<-release

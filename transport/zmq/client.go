@@ -12,6 +12,8 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
+	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -29,11 +31,13 @@ const (
 // the lead to a caller still waiting. A lone caller thus works the socket on
 // its own goroutine, as with a plain REQ socket.
 //
-// Calls follow the Lazy Pirate pattern: a request without a reply after
-// AttemptTimeout is sent again with the same call id, until the call's
-// deadline (servers de-duplicate by call id; the client drops the extra
-// replies). When the connection drops, every call in flight is resent as
-// soon as it is back, so a server restart is survived.
+// A call is written once per connection: it waits for its reply as long as
+// the connection is up (ZMTP heartbeats tell a live server from a frozen
+// one), and it is written again, with the same call id, only when the
+// connection drops and comes back (a server restart). When the connection
+// has been down for ClientConfig.DeadAfter the calls waiting fail with
+// UNAVAILABLE. A caller that gives up (its ctx ends, or Close) sends the
+// server a cancel message for its call, best-effort.
 //
 // Client is safe for concurrent use. Close is idempotent; it fails the calls
 // in flight with transport.ErrClosed and returns once the socket is closed.
@@ -54,6 +58,7 @@ type Client struct {
 	idle        sync.Cond     // on box.mu: signalled when nobody leads
 
 	connected atomic.Bool            // a handshake completed and the connection has not dropped since
+	downSince atomic.Int64           // while not connected: when the connection was lost (or Dial), Unix ns
 	reason    atomic.Pointer[string] // why the client is not connected, for errors
 
 	// Owned by the caller that leads (see lead).
@@ -61,40 +66,39 @@ type Client struct {
 	iDealer, iBox, iMonitor int
 	batch                   []*request
 	pending                 map[string]*request // by call id
-	sent                    requestList         // written to the socket, oldest first
+	sent                    requestList         // written on the current connection, oldest first
 	unsent                  requestList         // waiting for a connection, oldest first
-	forceAt                 time.Time           // when to try unsent calls even though no connection was seen
-	handshakes              uint64              // handshakes read from the monitor so far
+	nextDead                time.Time           // while not connected: when the first call of unsent fails; zero: to compute
 	sticky                  bool                // reason is a handshake failure, kept until a handshake succeeds
-	purgeAt                 int                 // unsent length that triggers dropping abandoned calls
+	dropped                 bool                // the connection just dropped: the next retry keeps that reason
+	cancelFrame             []byte              // reused buffer for cancel messages
 }
 
-// request is one RoundTrip. The first request of a call id is also the
-// leader's entry for that id: it is in the pending map and in one of the
-// lists, and carries the calls that joined it with the same id.
+// request is one RoundTrip, or a notice that the caller of cancelOf gave up
+// (see abandon). The first request of a call id is also the leader's entry
+// for that id: it is in the pending map and in one of the lists, and carries
+// the calls that joined it with the same id.
 type request struct {
 	id       string
 	frame    []byte
-	done     chan delivery // capacity 1: the reply, or the lead
+	start    time.Time
+	done     chan delivery // capacity 1: the reply or error, or the lead
 	gaveUp   atomic.Bool   // the caller returned without a reply
-	attempts atomic.Int32
-	promoted bool // handed the lead; guarded by Client.box.mu
+	written  atomic.Bool   // the request was written to the socket at least once
+	promoted bool          // handed the lead; guarded by Client.box.mu
+	cancelOf *request      // set on a notice only
 
 	// Owned by the leader.
-	extra []*request // later calls with the same id, answered by the same reply
-	due   time.Time  // when the attempt in flight times out
-	// blind is 1 + Client.handshakes when a copy of the call was written
-	// while no connection was up, 0 for none: until the next handshake
-	// that copy waits in the DEALER's queue, and the call is not written
-	// again (see send).
-	blind      uint64
+	extra      []*request // later calls with the same id, answered by the same reply
 	list       *requestList
 	prev, next *request
 }
 
-// delivery is what a waiting caller receives: its reply, or the lead.
+// delivery is what a waiting caller receives: its reply or error, or the
+// lead.
 type delivery struct {
 	reply []byte
+	err   error
 	lead  bool
 }
 
@@ -113,10 +117,14 @@ func (r *request) live() bool {
 
 var _ transport.ClientTransport = (*Client)(nil)
 
+// closeLinger is how long Close lets libzmq write the cancel messages of the
+// calls in flight before it discards them.
+const closeLinger = 100 * time.Millisecond
+
 // Dial returns a Client of the server at endpoint (tcp://host:port or
 // ipc://path). It does not wait for the connection: ZeroMQ connects, and
-// reconnects, in the background, and calls wait for it within their
-// deadline.
+// reconnects, in the background, and calls wait for it, up to
+// ClientConfig.DeadAfter.
 func Dial(endpoint string, cfg ClientConfig) (*Client, error) {
 	if err := checkEndpoint(endpoint); err != nil {
 		return nil, err
@@ -141,6 +149,7 @@ func Dial(endpoint string, cfg ClientConfig) (*Client, error) {
 		pending:  make(map[string]*request),
 	}
 	c.setReason("no connection to the server yet")
+	c.downSince.Store(time.Now().UnixNano())
 	if err := c.open(); err != nil {
 		if c.box != nil {
 			c.box.close()
@@ -165,17 +174,22 @@ func (c *Client) open() error {
 	if c.cfg.reconnect > 0 {
 		ivl, ivlMax = c.cfg.reconnect, c.cfg.reconnect
 	}
-	opts := append(commonOptions(c.cfg.MaxFrameSize),
+	opts := append(commonOptions(c.cfg.MaxFrameSize, c.cfg.HeartbeatInterval, c.cfg.HeartbeatTimeout),
 		// Not ZMQ_IMMEDIATE: with it, libzmq discards replies received but not
 		// yet read when the server disconnects, so the reply a server sends
 		// just before a graceful stop was lost (15 of 200 in a test). Without
-		// it a request sent while the server is away waits in the pipe and may
-		// reach the server twice with the resend on reconnect: a duplicate
-		// the call id makes harmless, where a lost reply was not.
+		// it a message written while no connection is up waits in the queue
+		// for the next one; the client writes calls only while its monitor
+		// reports a connection, so that happens only in the moment between a
+		// connection's loss and its event, and the call id makes the copy
+		// harmless.
 		opt("ZMQ_IMMEDIATE", func(d *zmq4.Socket) error { return d.SetImmediate(false) }),
 		opt("ZMQ_RECONNECT_IVL", func(d *zmq4.Socket) error { return d.SetReconnectIvl(ivl) }),
 		opt("ZMQ_RECONNECT_IVL_MAX", func(d *zmq4.Socket) error { return d.SetReconnectIvlMax(ivlMax) }),
-		opt("ZMQ_CONNECT_TIMEOUT", func(d *zmq4.Socket) error { return d.SetConnectTimeout(c.cfg.AttemptTimeout) }),
+		opt("ZMQ_CONNECT_TIMEOUT", func(d *zmq4.Socket) error { return d.SetConnectTimeout(connectTimeout) }),
+		// A server that accepts the TCP connection but never completes the
+		// ZMTP handshake (a frozen process) is given up as a silent one is.
+		opt("ZMQ_HANDSHAKE_IVL", func(d *zmq4.Socket) error { return d.SetHandshakeIvl(c.cfg.HeartbeatTimeout) }),
 	)
 	if k := c.cfg.Curve; k != nil {
 		opts = append(opts,
@@ -191,7 +205,7 @@ func (c *Client) open() error {
 		zmq4.EVENT_HANDSHAKE_SUCCEEDED | zmq4.EVENT_HANDSHAKE_FAILED_AUTH |
 		zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 	if err := c.dealer.Monitor(monitorEndpoint, events); err != nil {
-		return transport.Errorf(transport.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
+		return status.Errorf(status.Internal, "zmq: monitor the socket of %s: %v", c.endpoint, err)
 	}
 	// Connected before the DEALER connects: events with no reader are lost.
 	// The queue of events is unbounded (RCVHWM 0 on the reading end makes the
@@ -199,9 +213,10 @@ func (c *Client) open() error {
 	// thread, so a full queue would stall the socket, and Close with it,
 	// while an idle client collects an event per reconnection attempt. An
 	// unbounded queue also never drops the event that tells the connection
-	// is down or up. Its cost while idle through an outage is one small
-	// event per attempt (at most 10 a second), read at the next call or
-	// Close.
+	// is down or up, which the client relies on: it writes calls only while
+	// a connection is up, and writes them again only when one comes back.
+	// Its cost while idle through an outage is one small event per attempt
+	// (at most 10 a second), read at the next call or Close.
 	if c.monitor, err = newSocket(c.zctx, zmq4.PAIR,
 		opt("ZMQ_RCVHWM", func(m *zmq4.Socket) error { return m.SetRcvhwm(0) }),
 	); err != nil {
@@ -217,11 +232,10 @@ func (c *Client) open() error {
 }
 
 // RoundTrip sends call.Frame with call.ID as its correlation frame and
-// returns the reply frame. It returns ctx.Err() when ctx is canceled, or when
-// its deadline passes while the server is connected (a slow handler); when
-// the deadline passes, or the MaxAttempts × AttemptTimeout limit of a call
-// without deadline, while the server is unreachable, it returns UNAVAILABLE
-// naming the endpoint and the reason.
+// returns the reply frame. It returns ctx.Err() when ctx ends while the
+// server is connected (the server is then sent a cancel message), and
+// UNAVAILABLE naming the endpoint and the reason when the connection has
+// been down for DeadAfter, or when ctx's deadline passes while it is down.
 func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, error) {
 	select {
 	case <-c.closing:
@@ -232,22 +246,12 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 		return nil, err
 	}
 	if call.ID == "" {
-		return nil, transport.Errorf(transport.InvalidArgument, "zmq: call to %s has no call id", c.endpoint)
+		return nil, status.Errorf(status.InvalidArgument, "zmq: call to %s has no call id", c.endpoint)
 	}
 	if len(call.Frame) > c.cfg.MaxFrameSize {
-		return nil, transport.Errorf(transport.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
+		return nil, status.Errorf(status.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
 	}
-	start := time.Now()
-	r := &request{id: call.ID, frame: call.Frame, done: make(chan delivery, 1)}
-	var limit time.Time // the overall limit of a call without deadline
-	var limitC <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok {
-		d := time.Duration(c.cfg.MaxAttempts) * c.cfg.AttemptTimeout
-		limit = start.Add(d)
-		t := time.NewTimer(d)
-		defer t.Stop()
-		limitC = t.C
-	}
+	r := &request{id: call.ID, frame: call.Frame, start: time.Now(), done: make(chan delivery, 1)}
 	lead, ok := c.enter(r)
 	if !ok {
 		return nil, transport.ErrClosed
@@ -256,50 +260,46 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 		select {
 		case d := <-r.done:
 			if !d.lead {
-				return d.reply, nil
+				return d.reply, d.err
 			}
 		case <-ctx.Done():
 			c.abandon(r)
-			return nil, c.ctxError(ctx, r, start)
-		case <-limitC:
-			c.abandon(r)
-			return nil, c.noReply(r, start)
+			return nil, c.ctxError(ctx, r)
 		case <-c.closing:
 			c.abandon(r)
 			return nil, transport.ErrClosed
 		}
 	}
-	reply, done := c.lead(ctx, r, limit)
+	d, done := c.lead(ctx, r)
 	switch {
 	case done:
-		return reply, nil
+		return d.reply, d.err
 	case c.isClosing():
 		return nil, transport.ErrClosed
-	case ctx.Err() != nil:
-		return nil, c.ctxError(ctx, r, start)
 	}
-	return nil, c.noReply(r, start)
+	return nil, c.ctxError(ctx, r)
 }
 
 // ctxError is the error of a call whose ctx ended: UNAVAILABLE when the
 // deadline passed while the server is unreachable, ctx.Err() otherwise.
-func (c *Client) ctxError(ctx context.Context, r *request, start time.Time) error {
+func (c *Client) ctxError(ctx context.Context, r *request) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !c.connected.Load() {
-		return c.noReply(r, start)
+		return c.unavailable(r, time.Now())
 	}
 	return ctx.Err()
 }
 
-func (c *Client) noReply(r *request, start time.Time) error {
-	why := "the server is connected but sent no reply in time"
-	if !c.connected.Load() {
-		why = *c.reason.Load()
+// unavailable is the error of a call that found no connection: for how long,
+// and why.
+func (c *Client) unavailable(r *request, now time.Time) error {
+	why := *c.reason.Load()
+	if !r.written.Load() {
+		return status.Errorf(status.Unavailable, "zmq: no reply from %s: the request could not be sent in %v: %s",
+			c.endpoint, now.Sub(r.start).Round(time.Millisecond), why)
 	}
-	elapsed := time.Since(start).Round(time.Millisecond)
-	if n := r.attempts.Load(); n > 0 {
-		return transport.Errorf(transport.Unavailable, "zmq: no reply from %s after %d attempt(s) in %v: %s", c.endpoint, n, elapsed, why)
-	}
-	return transport.Errorf(transport.Unavailable, "zmq: no reply from %s: the request could not be sent in %v: %s", c.endpoint, elapsed, why)
+	down := now.Sub(later(r.start, time.Unix(0, c.downSince.Load()))).Round(time.Millisecond)
+	return status.Errorf(status.Unavailable, "zmq: no reply from %s: the connection was lost with the call in flight and has been down for %v: %s",
+		c.endpoint, down, why)
 }
 
 func (c *Client) isClosing() bool {
@@ -313,7 +313,8 @@ func (c *Client) isClosing() bool {
 
 func (c *Client) setReason(s string) { c.reason.Store(&s) }
 
-// Close closes the socket; calls in flight return transport.ErrClosed.
+// Close closes the socket; calls in flight return transport.ErrClosed, and
+// the server is sent a cancel message for each of them.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.markClosing()
@@ -326,10 +327,16 @@ func (c *Client) Close() error {
 		}
 		m.leading = true // for good: Close owns the socket now
 		m.mu.Unlock()
-		// Stop the monitor before closing: libzmq then closes its end. The
-		// events queued since the last call are read first, so that none is
-		// left for libzmq's I/O thread to be stuck behind.
+		// The events queued since the last call are read first, so that
+		// none is left for libzmq's I/O thread to be stuck behind, and so
+		// that the cancels go to a connection that is up.
 		c.readEvents()
+		if c.cancelAll() > 0 {
+			if err := c.dealer.SetLinger(closeLinger); err != nil {
+				c.log.Debug("zmq: set ZMQ_LINGER for the last cancel messages", "endpoint", c.endpoint, "error", err)
+			}
+		}
+		// Stop the monitor before closing: libzmq then closes its end.
 		_ = c.dealer.Monitor("", 0)
 		m.close()
 		c.closeErr = closeAll(c.zctx, c.monitor, c.dealer)
@@ -361,21 +368,31 @@ func (c *Client) enter(r *request) (lead, ok bool) {
 	return false, true
 }
 
-// abandon records that r's caller returns without its reply. If r had just
-// been promoted to leader, the lead passes on.
+// abandon records that r's caller returns without its reply, and has the
+// server told (cancelCall): by the leader, through a notice in the mailbox,
+// or here if r had just been promoted to leader, in which case the lead
+// then passes on.
 func (c *Client) abandon(r *request) {
 	m := c.box
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.gaveUp.Store(true)
+	if m.closed {
+		return // Close cancels every call in flight
+	}
 	if r.promoted {
 		<-r.done
+		c.cancelCall(r.id)
 		c.handoffLocked()
+		return
 	}
+	m.items = append(m.items, &request{id: r.id, cancelOf: r})
+	m.signalLocked()
 }
 
-// handoffLocked passes the lead to a caller still waiting, or leaves the
-// socket idle. The caller holds the lead and c.box.mu.
+// handoffLocked passes the lead to a caller still waiting, or, when none
+// waits, cancels what is left and leaves the socket idle. The caller holds
+// the lead and c.box.mu.
 func (c *Client) handoffLocked() {
 	if !c.box.closed {
 		if x := c.successorLocked(); x != nil {
@@ -383,6 +400,12 @@ func (c *Client) handoffLocked() {
 			x.done <- delivery{lead: true}
 			return
 		}
+		// Nobody waits: the mailbox holds only notices and calls given up
+		// before they were taken, and every call left in flight is
+		// abandoned.
+		clear(c.box.items)
+		c.box.items = c.box.items[:0]
+		c.cancelAll()
 	}
 	c.box.leading = false
 	c.idle.Broadcast()
@@ -392,7 +415,7 @@ func (c *Client) handoffLocked() {
 // queued, else one whose call is in flight.
 func (c *Client) successorLocked() *request {
 	for _, x := range c.box.items {
-		if !x.gaveUp.Load() {
+		if x.cancelOf == nil && !x.gaveUp.Load() {
 			return x
 		}
 	}
@@ -411,24 +434,25 @@ func (c *Client) successorLocked() *request {
 	return nil
 }
 
-// lead runs the socket for every caller until r has its reply (done), its
-// ctx ends, limit passes or the client closes, then hands the lead on.
+// lead runs the socket for every caller until r has its reply or error
+// (done), its ctx ends or the client closes, then hands the lead on.
 //
 // Whoever leads owns the socket and the owner fields of Client; the lead
 // passes between callers under c.box.mu, so one goroutine at a time uses
 // the socket. A lone caller thus sends and receives on its own goroutine,
 // as with a plain REQ socket, and concurrent callers share one poll.
-func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply []byte, done bool) {
+func (c *Client) lead(ctx context.Context, r *request) (d delivery, done bool) {
 	stopWake := context.AfterFunc(ctx, c.box.wake)
 	defer stopWake()
-	stop := func() bool {
-		return c.isClosing() || ctx.Err() != nil || (!limit.IsZero() && !time.Now().Before(limit))
-	}
+	stop := func() bool { return c.isClosing() || ctx.Err() != nil }
 	defer func() {
-		c.box.mu.Lock()
 		if !done {
 			r.gaveUp.Store(true) // the caller returns without its reply
+			if !c.isClosing() {
+				c.cancelCall(r.id)
+			}
 		}
+		c.box.mu.Lock()
 		c.handoffLocked()
 		c.box.mu.Unlock()
 	}()
@@ -436,33 +460,27 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 	// none, and a reconnection it missed must not requeue calls sent now.
 	c.readEvents()
 	for {
-		now := time.Now()
 		c.batch = c.box.take(c.batch[:0])
 		for i, x := range c.batch {
-			c.start(x, now)
+			c.take(x)
 			c.batch[i] = nil
 		}
-		c.expire(now)
+		var deadAt time.Time
+		if !c.connected.Load() {
+			deadAt = c.failDead(time.Now())
+		}
 		select {
 		case d := <-r.done:
-			return d.reply, true
+			return d, true
 		default:
 		}
 		if stop() {
-			return nil, false
-		}
-		if !c.forceAt.IsZero() && !now.Before(c.forceAt) {
-			c.flush(now) // the connection events may have been missed
+			return delivery{}, false
 		}
 		timeout := time.Duration(-1)
-		for _, at := range []time.Time{c.sentDue(), c.forceAt, limit} {
-			if !at.IsZero() && (timeout < 0 || at.Sub(now) < timeout) {
-				timeout = max(0, at.Sub(now))
-			}
-		}
-		if timeout >= 0 {
+		if !deadAt.IsZero() {
 			// Rounded up: zmq_poll counts whole milliseconds.
-			timeout = (timeout + time.Millisecond - 1).Truncate(time.Millisecond)
+			timeout = (max(0, time.Until(deadAt)) + time.Millisecond - 1).Truncate(time.Millisecond)
 		}
 		events := zmq4.POLLIN
 		if c.unsent.head != nil && c.connected.Load() {
@@ -470,12 +488,12 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 		}
 		if _, err := c.poller.Update(c.iDealer, events); err != nil {
 			c.stopOnError("poller", err)
-			return nil, false
+			return delivery{}, false
 		}
 		polled, err := c.box.poll(c.poller, timeout, stop)
 		if err != nil {
 			c.stopOnError("poll", err)
-			return nil, false
+			return delivery{}, false
 		}
 		if polled[c.iMonitor].Events&zmq4.POLLIN != 0 {
 			c.readEvents()
@@ -484,7 +502,7 @@ func (c *Client) lead(ctx context.Context, r *request, limit time.Time) (reply [
 			c.box.drain()
 		}
 		if c.unsent.head != nil && c.connected.Load() {
-			c.flush(time.Now())
+			c.flush()
 		}
 		if polled[c.iDealer].Events&zmq4.POLLIN != 0 && c.readReplies(r) > 0 {
 			yield()
@@ -499,133 +517,174 @@ func (c *Client) stopOnError(op string, err error) {
 	c.markClosing()
 }
 
+// take handles one item of the mailbox: a new call, or a notice.
+func (c *Client) take(x *request) {
+	switch {
+	case x.cancelOf != nil:
+		c.cancelCall(x.id)
+	case x.gaveUp.Load():
+		// Given up before it was sent; nothing to cancel.
+	default:
+		c.start(x)
+	}
+}
+
 // start registers a new call and sends it, or joins it to a call in flight
 // with the same id.
-func (c *Client) start(r *request, now time.Time) {
+func (c *Client) start(r *request) {
 	if e := c.pending[r.id]; e != nil {
 		if e.live() {
 			e.extra = append(e.extra, r)
-			e.frame = r.frame // the latest deadline travels on the next attempt
+			e.frame = r.frame // the latest deadline travels if the call is sent again
 			return
 		}
-		e.list.remove(e)
-		r.blind = e.blind // a copy of this call id may wait in the queue
+		c.drop(e)
 	}
 	c.pending[r.id] = r
-	c.send(r, now)
+	c.send(r)
 }
 
 // send writes r, or queues it in unsent until the socket has a connection.
-// A call is written at once only while the monitor reports the handshake of
-// the current connection: right after a disconnection the DEALER may still
-// hold the dead connection's pipe for a moment, and a message written there
-// is lost. Queued calls are written when the connection is up, or blindly
-// by flush after an AttemptTimeout without one (in case its events were
-// missed); a call with a blind copy already queued is not written again
-// before a connection is up, so an outage queues one copy per call, not one
-// per attempt timeout.
-func (c *Client) send(r *request, now time.Time) {
-	if r.list != nil {
-		r.list.remove(r)
-	}
-	if c.queuedBlind(r) {
-		r.due = now.Add(c.cfg.AttemptTimeout)
-		c.sent.pushBack(r)
-		return
-	}
+// A call is written only while the monitor reports the handshake of the
+// current connection: right after a disconnection the DEALER may still hold
+// the dead connection's pipe for a moment, and a message written there is
+// lost.
+func (c *Client) send(r *request) {
 	if c.unsent.head != nil || !c.connected.Load() || !c.write(r) {
 		c.unsent.pushBack(r)
-		if c.forceAt.IsZero() {
-			c.forceAt = now.Add(c.cfg.AttemptTimeout)
-		}
-		if c.unsent.n >= c.purgeAt {
-			c.purgeUnsent()
-		}
 		return
 	}
-	r.due = now.Add(c.cfg.AttemptTimeout)
 	c.sent.pushBack(r)
 }
 
 // write sends [call id, envelope] without blocking; false means no
 // connection can take it now.
 func (c *Client) write(r *request) bool {
-	id := unsafe.Slice(unsafe.StringData(r.id), len(r.id)) // libzmq copies it; never written
-	if _, err := c.dealer.SendBytes(id, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
-		if !isEAGAIN(err) {
-			c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", r.id, "error", err)
-		}
+	if !c.writeFrames(r.id, r.frame) {
 		return false
 	}
-	if _, err := c.dealer.SendBytes(r.frame, zmq4.DONTWAIT); err != nil {
-		c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", r.id, "error", err)
-		return false
-	}
-	r.attempts.Add(1)
-	if !c.connected.Load() {
-		r.blind = c.handshakes + 1
+	if !r.written.Load() {
+		r.written.Store(true)
 	}
 	return true
 }
 
-// queuedBlind reports whether a copy of r written while no connection was
-// up still waits in the DEALER's queue for one.
-func (c *Client) queuedBlind(r *request) bool {
-	return r.blind == c.handshakes+1 && !c.connected.Load()
-}
-
-// sentDue is when the oldest attempt in flight times out; zero for none.
-func (c *Client) sentDue() time.Time {
-	if c.sent.head == nil {
-		return time.Time{}
+// writeFrames sends [id, body] without blocking.
+func (c *Client) writeFrames(id string, body []byte) bool {
+	idb := unsafe.Slice(unsafe.StringData(id), len(id)) // libzmq copies it; never written
+	if _, err := c.dealer.SendBytes(idb, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
+		if !isEAGAIN(err) {
+			c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", id, "error", err)
+		}
+		return false
 	}
-	return c.sent.head.due
+	if _, err := c.dealer.SendBytes(body, zmq4.DONTWAIT); err != nil {
+		c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", id, "error", err)
+		return false
+	}
+	return true
 }
 
-// flush sends the queued calls while the socket takes them. The caller has
-// seen the connection up, or forces the attempt after AttemptTimeout in case
-// connection events were lost.
-func (c *Client) flush(now time.Time) {
-	c.forceAt = time.Time{}
+// flush sends the queued calls while the socket takes them; the caller has
+// seen the connection up.
+func (c *Client) flush() {
 	for r := c.unsent.head; r != nil; r = c.unsent.head {
 		if !r.live() {
 			c.drop(r)
 			continue
 		}
-		if !c.queuedBlind(r) && !c.write(r) {
-			c.forceAt = now.Add(c.cfg.AttemptTimeout)
+		if !c.write(r) {
 			return
 		}
 		c.unsent.remove(r)
-		r.due = now.Add(c.cfg.AttemptTimeout)
 		c.sent.pushBack(r)
 	}
 }
 
-// expire resends the calls whose attempt timed out and forgets those whose
-// callers gave up.
-func (c *Client) expire(now time.Time) {
-	for r := c.sent.head; r != nil && !r.due.After(now); r = c.sent.head {
-		if !r.live() {
-			c.drop(r)
-			continue
-		}
-		c.log.Debug("zmq: no reply in time; resending", "endpoint", c.endpoint, "call_id", r.id, "attempt", r.attempts.Load()+1)
-		c.send(r, now)
+// cancelCall forgets the call id when no caller waits for it any more and,
+// if its request is on the server now (written on the current connection),
+// sends a cancel message, [call id, Request{call_id, cancel: true}], so that
+// the server cancels the handler. Best-effort: a cancel the socket does not
+// take at once is not sent.
+func (c *Client) cancelCall(id string) {
+	e := c.pending[id]
+	if e == nil || e.live() {
+		return
+	}
+	onServer := e.list == &c.sent
+	c.drop(e)
+	if onServer && c.connected.Load() {
+		c.writeCancel(id)
 	}
 }
 
-// purgeUnsent forgets the queued calls whose callers gave up, so a long
-// outage does not accumulate them.
-func (c *Client) purgeUnsent() {
-	for r := c.unsent.head; r != nil; {
-		next := r.next
-		if !r.live() {
-			c.drop(r)
-		}
-		r = next
+func (c *Client) writeCancel(id string) bool {
+	c.cancelFrame = envelope.AppendCancel(c.cancelFrame[:0], id)
+	if !c.writeFrames(id, c.cancelFrame) {
+		c.log.Debug("zmq: cancel message not sent", "endpoint", c.endpoint, "call_id", id)
+		return false
 	}
-	c.purgeAt = 2*c.unsent.n + 64
+	return true
+}
+
+// cancelAll forgets every call in flight, sending a cancel message for each
+// one on the server, and returns how many were sent. Callers of the calls
+// have all returned or are returning.
+func (c *Client) cancelAll() (sent int) {
+	connected := c.connected.Load()
+	for r := c.sent.head; r != nil; r = c.sent.head {
+		c.drop(r)
+		if connected && c.writeCancel(r.id) {
+			sent++
+		}
+	}
+	for r := c.unsent.head; r != nil; r = c.unsent.head {
+		c.drop(r)
+	}
+	return sent
+}
+
+// failDead fails with UNAVAILABLE the calls that have waited DeadAfter for
+// a connection, counted from the later of their start and the connection's
+// loss, and returns when the next one will; zero when none waits. The
+// connection is down: every call in flight is in unsent.
+func (c *Client) failDead(now time.Time) time.Time {
+	if !c.nextDead.IsZero() && now.Before(c.nextDead) {
+		return c.nextDead
+	}
+	down := time.Unix(0, c.downSince.Load())
+	var next time.Time
+	for r := c.unsent.head; r != nil; {
+		e := r
+		r = r.next
+		if !e.live() {
+			c.drop(e)
+			continue
+		}
+		at := later(e.start, down).Add(c.cfg.DeadAfter)
+		if now.Before(at) {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+			continue
+		}
+		err := c.unavailable(e, now)
+		c.log.Debug("zmq: no connection to the server in time; the call fails", "endpoint", c.endpoint, "call_id", e.id, "error", err)
+		c.drop(e)
+		e.done <- delivery{err: err}
+		for _, x := range e.extra {
+			x.done <- delivery{err: err}
+		}
+	}
+	c.nextDead = next
+	return next
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (c *Client) drop(r *request) {
@@ -651,7 +710,7 @@ func (c *Client) readReplies(self *request) (woken int) {
 		}
 		r := c.pending[string(id)]
 		if r == nil {
-			c.log.Debug("zmq: dropped a duplicate reply", "endpoint", c.endpoint, "call_id", string(id))
+			c.log.Debug("zmq: dropped a reply to no call in flight", "endpoint", c.endpoint, "call_id", string(id))
 			continue
 		}
 		c.drop(r)
@@ -692,26 +751,34 @@ func (c *Client) readEvents() {
 		}
 		switch ev {
 		case zmq4.EVENT_HANDSHAKE_SUCCEEDED:
-			c.handshakes++
 			c.connected.Store(true)
 			c.sticky = false
 			c.log.Debug("zmq: connected", "endpoint", c.endpoint)
 		case zmq4.EVENT_DISCONNECTED:
 			if c.connected.Swap(false) {
-				c.log.Info("zmq: connection lost; calls in flight will be resent", "endpoint", c.endpoint, "calls", len(c.pending))
+				c.dropped = true
+				c.nonSticky("the connection to the server dropped and is not back")
+				c.log.Info("zmq: connection lost; calls in flight will be sent again when it is back", "endpoint", c.endpoint, "calls", len(c.pending))
+				c.downSince.Store(time.Now().UnixNano())
+				c.nextDead = time.Time{}
 				// The server forgets our routing id with the connection, so
-				// no reply to an earlier attempt can arrive any more.
+				// no reply to a request written on it can arrive any more.
 				c.unsent.takeAll(&c.sent)
 			}
-			c.nonSticky("the connection to the server dropped and is not back")
 		case zmq4.EVENT_CONNECT_RETRIED:
-			c.nonSticky("nothing accepts connections there (server down?)")
+			// libzmq reports a retry when it schedules one: right after a
+			// connection drops, and after each attempt that failed.
+			if !c.dropped {
+				c.nonSticky("nothing accepts connections there (server down?)")
+			}
+			c.dropped = false
 		case zmq4.EVENT_HANDSHAKE_FAILED_AUTH:
 			c.failHandshake(fmt.Sprintf("the server refused this client's CURVE key (ZAP status %d)", value))
 		case zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL:
 			c.failHandshake(fmt.Sprintf("ZMTP handshake failed with protocol error %#x (do client and server agree on CURVE?)", value))
 		case zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-			c.failHandshake("the handshake failed (with CURVE: is ServerPublicKey the server's key?)")
+			// Also what a handshake that timed out reports.
+			c.failHandshake("the handshake failed: the server did not complete it (frozen? with CURVE: is ServerPublicKey the server's key?)")
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
@@ -53,25 +55,26 @@ func rawRouter(t *testing.T, endpoint string) (*zmq4.Socket, string) {
 	return r, addr
 }
 
-// A request without a reply is resent with the same call id; of the two
-// replies the server then sends, the caller gets one and the next call is
-// not confused by the other.
-func TestLazyPirateResendDropsDuplicateReply(t *testing.T) {
+// A request is written once while the connection is up, however long its
+// reply takes and however often heartbeats come and go; of two replies with
+// its id the caller gets the first, and the next call is not confused by the
+// other.
+func TestNoResendWhileConnected(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	router, addr := rawRouter(t, "tcp://127.0.0.1:*")
-	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 200 * time.Millisecond})
+	c := dial(t, addr, zmq.ClientConfig{HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond, DeadAfter: 300 * time.Millisecond})
 
 	res := goRoundTrip(ctx, c, &transport.Call{ID: "call-1", Frame: []byte("deposit 100")})
 	first, err := router.RecvMessageBytes(0)
 	require.NoError(t, err)
 	require.Len(t, first, 3, "[routing id, call id, envelope]")
 	assert.Equal(t, "call-1", string(first[1]))
-	second, err := router.RecvMessageBytes(0) // no reply to the first: a resend
+	require.NoError(t, router.SetRcvtimeo(time.Second))
+	_, err = router.RecvMessageBytes(0)
+	assert.Equal(t, zmq4.Errno(syscall.EAGAIN), zmq4.AsErrno(err), "a call is not resent while the connection is up: %v", err)
+	_, err = router.SendMessage(first[0], "call-1", "result 1")
 	require.NoError(t, err)
-	assert.Equal(t, first, second, "a resend is the same frames on the same connection")
-	_, err = router.SendMessage(second[0], "call-1", "result 1")
-	require.NoError(t, err)
-	_, err = router.SendMessage(second[0], "call-1", "result 1 again")
+	_, err = router.SendMessage(first[0], "call-1", "result 1 again")
 	require.NoError(t, err)
 	r := await(t, ctx, res)
 	require.NoError(t, r.err)
@@ -87,25 +90,64 @@ func TestLazyPirateResendDropsDuplicateReply(t *testing.T) {
 	assert.Equal(t, "result 2", string(r.reply), "the duplicate of call-1 must be dropped, not given to call-2")
 }
 
+// Nothing listens: a call with a deadline shorter than DeadAfter ends
+// UNAVAILABLE at its deadline, and a call without deadline ends UNAVAILABLE
+// after DeadAfter; both name the endpoint and the reason.
 func TestDeadServerIsUnavailable(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	addr := freeAddr(t)
-	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 100 * time.Millisecond, MaxAttempts: 3})
+	const deadAfter = 700 * time.Millisecond
+	c := dial(t, addr, zmq.ClientConfig{DeadAfter: deadAfter})
 
-	callCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	callCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	_, err := c.RoundTrip(callCtx, &transport.Call{ID: "dead-1", Frame: []byte("x")})
 	require.Error(t, err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "%v", err)
 	assert.Contains(t, err.Error(), "zmq: no reply from "+addr)
 	assert.Contains(t, err.Error(), "server down?", "the reason says nothing accepts connections")
-	t.Log(err)
 
-	// Without a deadline the call ends after MaxAttempts × AttemptTimeout.
+	began := time.Now()
 	r := await(t, ctx, goRoundTrip(context.WithoutCancel(ctx), c, &transport.Call{ID: "dead-2", Frame: []byte("x")}))
+	took := time.Since(began)
 	require.Error(t, r.err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(r.err), "%v", r.err)
-	assert.Contains(t, r.err.Error(), addr)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(r.err), "%v", r.err)
+	assert.Contains(t, r.err.Error(), "zmq: no reply from "+addr+": the request could not be sent in")
+	assert.Contains(t, r.err.Error(), "server down?")
+	assert.GreaterOrEqual(t, took, deadAfter-50*time.Millisecond, "a call waits DeadAfter for a connection")
+	assert.Less(t, took, deadAfter+time.Second, "a call without deadline fails within the dead window")
+	t.Log(r.err)
+}
+
+// The server goes away with a call in flight and nothing comes back: the
+// call fails UNAVAILABLE DeadAfter after the connection was lost, saying so.
+func TestServerGoneMidCallIsUnavailable(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	zctx, err := zmq4.NewContext()
+	require.NoError(t, err)
+	dying, err := zctx.NewSocket(zmq4.ROUTER)
+	require.NoError(t, err)
+	require.NoError(t, dying.SetLinger(0))
+	require.NoError(t, dying.Bind("tcp://127.0.0.1:*"))
+	addr, err := dying.GetLastEndpoint()
+	require.NoError(t, err)
+
+	const deadAfter = 500 * time.Millisecond
+	c := dial(t, addr, zmq.ClientConfig{DeadAfter: deadAfter})
+	res := goRoundTrip(context.WithoutCancel(ctx), c, &transport.Call{ID: "gone-1", Frame: []byte("x")})
+	_, err = dying.RecvMessageBytes(0)
+	require.NoError(t, err)
+	lost := time.Now()
+	require.NoError(t, dying.Close())
+	require.NoError(t, zctx.Term())
+
+	r := await(t, ctx, res)
+	took := time.Since(lost)
+	require.Error(t, r.err)
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(r.err), "%v", r.err)
+	assert.Contains(t, r.err.Error(), "zmq: no reply from "+addr+": the connection was lost with the call in flight")
+	assert.Less(t, took, deadAfter+time.Second)
+	t.Log(r.err)
 }
 
 // A connected server that is slow is not unavailable: the call ends with
@@ -113,11 +155,11 @@ func TestDeadServerIsUnavailable(t *testing.T) {
 func TestSlowServerEndsWithContextError(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	release := make(chan struct{})
-	s := serve(t, zmq.ServerConfig{}, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{}, handlerFunc(func(context.Context, []byte) ([]byte, error) {
 		<-release
 		return []byte("late"), nil
 	}))
-	defer close(release) // before the server's cleanup, which waits for the handler
+	defer close(release)
 	c := dial(t, s.Addr(), zmq.ClientConfig{})
 	callCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -136,19 +178,27 @@ func TestClientCloseUnblocksCalls(t *testing.T) {
 	c, err := zmq.Dial(addr, zmq.ClientConfig{})
 	require.NoError(t, err)
 	res := goRoundTrip(ctx, c, &transport.Call{ID: "close-1", Frame: []byte("x")})
-	_, err = router.RecvMessageBytes(0) // in flight, never answered
+	req, err := router.RecvMessageBytes(0) // in flight, never answered
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
-	assert.ErrorIs(t, await(t, ctx, res).err, transport.ErrClosed)
+	assert.ErrorIs(t, await(t, ctx, res).err, bankrpc.ErrClosed)
+	cancelMsg, err := router.RecvMessageBytes(0)
+	require.NoError(t, err, "Close sends a cancel message for the call in flight")
+	require.Len(t, cancelMsg, 3)
+	assert.Equal(t, req[0], cancelMsg[0], "on the connection of the call")
+	assert.Equal(t, "close-1", string(cancelMsg[1]))
+	id, ok := cancelOf(cancelMsg[2])
+	assert.True(t, ok, "a Request with cancel set")
+	assert.Equal(t, "close-1", id)
 	_, err = c.RoundTrip(ctx, &transport.Call{ID: "close-2", Frame: []byte("x")})
-	assert.ErrorIs(t, err, transport.ErrClosed)
+	assert.ErrorIs(t, err, bankrpc.ErrClosed)
 	assert.NoError(t, c.Close(), "Close is idempotent")
 }
 
 // The server dies with a request in flight (it received it and never
-// answered); a new server starts on the same address. The client resends as
-// soon as it reconnects, long before its attempt timeout, and the call gets
-// exactly one reply.
+// answered); a new server starts on the same address within DeadAfter. The
+// client resends as soon as it reconnects and the call gets exactly one
+// reply.
 func TestServerRestartMidCall(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	zctx, err := zmq4.NewContext()
@@ -160,7 +210,7 @@ func TestServerRestartMidCall(t *testing.T) {
 	addr, err := dying.GetLastEndpoint()
 	require.NoError(t, err)
 
-	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: time.Minute})
+	c := dial(t, addr, zmq.ClientConfig{})
 	res := goRoundTrip(ctx, c, &transport.Call{ID: "restart-1", Frame: echoFrame(t, "restart-1", "survived")})
 	_, err = dying.RecvMessageBytes(0)
 	require.NoError(t, err)
@@ -185,12 +235,12 @@ func TestClientSurvivesServerRestart(t *testing.T) {
 	require.NoError(t, err)
 	addr := first.Addr()
 	done := make(chan error, 1)
-	go func() { done <- first.Serve(ctx, newRPCServer(&svc{tag: "first"})) }()
+	go func() { done <- first.Serve(newRPCServer(&svc{tag: "first"})) }()
 	c := stub(t, dial(t, addr, zmq.ClientConfig{}))
 	resp, err := c.Echo(ctx, &testv1.EchoRequest{})
 	require.NoError(t, err)
 	assert.Equal(t, "first", resp.GetTag())
-	require.NoError(t, first.Close())
+	require.NoError(t, first.Shutdown(ctx))
 	require.NoError(t, <-done)
 
 	second, err := zmq.Listen(addr, zmq.ServerConfig{})
@@ -210,12 +260,12 @@ func TestSameCallIDInFlightTwice(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	var calls atomic.Int64
 	release := make(chan struct{})
-	s := serve(t, zmq.ServerConfig{}, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{}, handlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
 		calls.Add(1)
 		<-release
 		return append([]byte("done: "), frame...), nil
 	}))
-	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: time.Minute})
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
 	one := goRoundTrip(ctx, c, &transport.Call{ID: "same", Frame: []byte("deposit")})
 	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, time.Millisecond)
 	two := goRoundTrip(ctx, c, &transport.Call{ID: "same", Frame: []byte("deposit")})
@@ -231,7 +281,7 @@ func TestSameCallIDInFlightTwice(t *testing.T) {
 
 func TestConcurrentRoundTrips(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
-	s := serve(t, zmq.ServerConfig{Workers: 4}, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{Workers: 4}, handlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
 		return frame, nil
 	}))
 	c := dial(t, s.Addr(), zmq.ClientConfig{})
@@ -258,10 +308,10 @@ func TestOversizedRequestRefusedByClient(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	c := dial(t, freeAddr(t), zmq.ClientConfig{MaxFrameSize: 1024})
 	_, err := c.RoundTrip(ctx, &transport.Call{ID: "big", Frame: make([]byte, 1025)})
-	var e *transport.Error
+	var e *bankrpc.Error
 	require.True(t, errors.As(err, &e), "%v", err)
-	assert.Equal(t, transport.ResourceExhausted, e.Code)
-	assert.Contains(t, e.Message, "1025 bytes exceeds the limit of 1024 bytes")
+	assert.Equal(t, bankrpc.ResourceExhausted, e.Code())
+	assert.Contains(t, e.Message(), "1025 bytes exceeds the limit of 1024 bytes")
 }
 
 // A client left idle while its server is down collects a connection event
@@ -284,14 +334,12 @@ func TestIdleClientToDeadServerCloses(t *testing.T) {
 	}
 }
 
-// While the server is down a call is written at most once per outage: the
-// copy waits in the DEALER's queue and reaches the server when it is back.
-// The attempt timeouts of the outage add no copies, and a call whose
-// caller gave up during the outage reaches the server at most once.
-func TestOutageQueuesOneCopyPerCall(t *testing.T) {
+// While the server is down calls wait unsent; when it is back each is sent
+// once. A call whose caller gave up during the outage is never sent.
+func TestOutageSendsEachCallOnceWhenBack(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	addr := freeAddr(t)
-	c := dial(t, addr, zmq.ClientConfig{AttemptTimeout: 50 * time.Millisecond})
+	c := dial(t, addr, zmq.ClientConfig{DeadAfter: 10 * time.Second})
 
 	abandonedCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -299,14 +347,14 @@ func TestOutageQueuesOneCopyPerCall(t *testing.T) {
 	kept := goRoundTrip(ctx, c, &transport.Call{ID: "kept", Frame: []byte("kept")})
 	r := await(t, ctx, abandoned)
 	require.Error(t, r.err)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(r.err), "%v", r.err)
-	time.Sleep(time.Second) // 20 attempt timeouts without a server
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(r.err), "%v", r.err)
+	time.Sleep(time.Second) // many reconnection attempts without a server
 
 	var mu sync.Mutex
 	runs := map[string]int{}
 	s, err := zmq.Listen(addr, zmq.ServerConfig{})
 	require.NoError(t, err)
-	serveOn(t, s, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+	serveOn(t, s, handlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
 		mu.Lock()
 		runs[string(frame)]++
 		mu.Unlock()
@@ -315,11 +363,9 @@ func TestOutageQueuesOneCopyPerCall(t *testing.T) {
 	r = await(t, ctx, kept)
 	require.NoError(t, r.err)
 	assert.Equal(t, "kept", string(r.reply))
-	// Every copy queued during the outage is delivered on connection, ahead
-	// of the reply; give stragglers time anyway.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // stragglers, if any
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Equal(t, 1, runs["kept"], "the handler must run the call once")
-	assert.LessOrEqual(t, runs["abandoned"], 1, "a call given up during the outage reaches the server at most once")
+	assert.Equal(t, 1, runs["kept"], "the call reaches the server once")
+	assert.Zero(t, runs["abandoned"], "a call given up during the outage is not sent")
 }

@@ -8,20 +8,22 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // Defaults applied to zero fields of ServerConfig and ClientConfig.
 const (
 	// DefaultMaxFrameSize is the default limit on an envelope frame, the
-	// same 4 MiB as codec.DefaultMaxFrameSize.
+	// same 4 MiB as bankrpc.DefaultMaxFrameSize.
 	DefaultMaxFrameSize = 4 << 20
-	// DefaultAttemptTimeout is how long a client waits for a reply before it
-	// resends the request.
-	DefaultAttemptTimeout = 2 * time.Second
-	// DefaultMaxAttempts bounds a call whose ctx has no deadline to
-	// DefaultMaxAttempts × AttemptTimeout.
-	DefaultMaxAttempts = 3
+	// DefaultDeadAfter is how long a call waits for a connection to the
+	// server before it fails with UNAVAILABLE.
+	DefaultDeadAfter = 5 * time.Second
+	// DefaultHeartbeatInterval is how often a client sends a ZMTP PING.
+	DefaultHeartbeatInterval = time.Second
+	// DefaultHeartbeatTimeout is how long a client waits without any traffic
+	// from the server before it drops the connection.
+	DefaultHeartbeatTimeout = 5 * time.Second
 	// DefaultHWM is the high-water mark, in messages, of every socket's send
 	// and receive queues (per peer).
 	DefaultHWM = 4096
@@ -33,47 +35,64 @@ const (
 // a grossly oversized one costs the peer its connection.
 const frameHeadroom = 64 << 10
 
-// ServerConfig configures a Server. The zero value is usable.
+// ServerConfig configures a Server. The zero value is usable. Through
+// bankrpc.Listen it is given with bankrpc.WithTransportConfig.
 type ServerConfig struct {
 	// Workers is the number of handlers that may run at once (default
 	// max(64, 8×GOMAXPROCS)); Serve runs Workers+1 goroutines, one of which
 	// at a time owns the socket. Handlers usually wait on disk or locks (the
 	// bank fsyncs), so the pool is sized for waiting, not for CPU. When
-	// Workers requests are in flight the server stops reading requests and
-	// libzmq queues them, up to the high-water mark.
+	// Workers requests are in flight and as many more wait for a handler,
+	// the server stops reading requests and libzmq queues them, up to the
+	// high-water mark.
 	Workers int
 	// MaxFrameSize sets ZMQ_MAXMSGSIZE to MaxFrameSize plus 64 KiB (default
-	// DefaultMaxFrameSize). The exact limit is the handler's: configure
-	// transport.NewServer with the same value (WithServerMaxFrameSize) so a
+	// DefaultMaxFrameSize, or bankrpc's WithServerMaxFrameSize through
+	// bankrpc.Listen). The exact limit is the handler's: give the
+	// bankrpc.Server the same value (WithServerMaxFrameSize) so that a
 	// slightly oversized frame is answered RESOURCE_EXHAUSTED.
 	MaxFrameSize int
 	// Logger receives refused frames, dropped replies and refused CURVE
-	// keys. Nil discards them.
+	// keys. Nil discards them (bankrpc.Listen passes its WithLogger).
 	Logger *slog.Logger
 	// Curve turns CURVE encryption and client authentication on; nil leaves
 	// the socket in plain text (ZeroMQ's NULL mechanism).
 	Curve *CurveServer
 }
 
-// ClientConfig configures a Client. The zero value is usable.
+// ClientConfig configures a Client. The zero value is usable. Through
+// bankrpc.Dial it is given with bankrpc.WithTransportConfig.
+//
+// A call waits for its reply as long as the server is alive, with or
+// without a deadline; it is never resent on a timer. The client takes the
+// server for dead when it has had no connection to it for DeadAfter: no
+// connection yet, one that dropped (the server closed it, or sent no
+// traffic for HeartbeatTimeout) and is not back, or handshakes that fail.
 type ClientConfig struct {
-	// AttemptTimeout is how long one attempt waits for its reply before the
-	// request is resent with the same call id (default
-	// DefaultAttemptTimeout).
-	AttemptTimeout time.Duration
-	// MaxAttempts bounds a call whose ctx has no deadline: it gives up with
-	// UNAVAILABLE after MaxAttempts × AttemptTimeout (default
-	// DefaultMaxAttempts). A call with a deadline is retried until the
-	// deadline.
-	MaxAttempts int
+	// DeadAfter is how long a call waits for a connection to the server:
+	// a call that has had none for DeadAfter (counted from the later of its
+	// start and the loss of the connection) fails with UNAVAILABLE, naming
+	// the endpoint and the reason. A server back within DeadAfter gets the
+	// calls in flight again and answers them. Default DefaultDeadAfter.
+	DeadAfter time.Duration
+	// HeartbeatInterval is how often the client sends a ZMTP PING
+	// (ZMQ_HEARTBEAT_IVL; default DefaultHeartbeatInterval).
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout drops a connection on which nothing arrived for that
+	// long (ZMQ_HEARTBEAT_TIMEOUT; default DefaultHeartbeatTimeout), so that
+	// a frozen or unplugged server is noticed; DeadAfter counts from then.
+	// A live server answers PINGs from libzmq's I/O thread, however long its
+	// handlers run.
+	HeartbeatTimeout time.Duration
 	// MaxFrameSize is the largest request frame sent and reply frame
 	// accepted; ZMQ_MAXMSGSIZE is set 64 KiB above it (default
-	// DefaultMaxFrameSize).
+	// DefaultMaxFrameSize, or bankrpc's WithMaxFrameSize through
+	// bankrpc.Dial).
 	MaxFrameSize int
 	// Curve turns CURVE encryption on; the server must use CURVE too.
 	Curve *CurveClient
 	// Logger receives connection events and dropped replies. Nil discards
-	// them.
+	// them (bankrpc.Dial passes its WithLogger).
 	Logger *slog.Logger
 
 	// reconnect, when set (by tests), replaces the reconnection interval and
@@ -102,7 +121,7 @@ type CurveClient struct {
 func NewCurveKeypair() (public, secret string, err error) {
 	public, secret, err = zmq4.NewCurveKeypair()
 	if err != nil {
-		return "", "", transport.Errorf(transport.Internal, "zmq: generate a CURVE keypair: %v", err)
+		return "", "", status.Errorf(status.Internal, "zmq: generate a CURVE keypair: %v", err)
 	}
 	return public, secret, nil
 }
@@ -121,11 +140,14 @@ func (c ServerConfig) withDefaults() ServerConfig {
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
-	if c.AttemptTimeout <= 0 {
-		c.AttemptTimeout = DefaultAttemptTimeout
+	if c.DeadAfter <= 0 {
+		c.DeadAfter = DefaultDeadAfter
 	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = DefaultMaxAttempts
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
 	if c.MaxFrameSize <= 0 {
 		c.MaxFrameSize = DefaultMaxFrameSize
@@ -141,11 +163,11 @@ const z85Alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 // checkKey reports whether key is a 40 character Z85 CURVE key.
 func checkKey(what, key string) error {
 	if len(key) != 40 {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s %q is not a CURVE key: want 40 Z85 characters, got %d", what, key, len(key))
+		return status.Errorf(status.InvalidArgument, "zmq: %s %q is not a CURVE key: want 40 Z85 characters, got %d", what, key, len(key))
 	}
 	for i := 0; i < len(key); i++ {
 		if !strings.ContainsRune(z85Alphabet, rune(key[i])) {
-			return transport.Errorf(transport.InvalidArgument, "zmq: %s %q is not a CURVE key: %q at offset %d is not a Z85 character", what, key, key[i], i)
+			return status.Errorf(status.InvalidArgument, "zmq: %s %q is not a CURVE key: %q at offset %d is not a Z85 character", what, key, key[i], i)
 		}
 	}
 	return nil
@@ -157,14 +179,14 @@ func checkKeypair(who, public, secret string) error {
 		return err
 	}
 	if err := checkKey(who+" secret key", secret); err != nil {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s secret key is not a CURVE key (40 Z85 characters)", who)
+		return status.Errorf(status.InvalidArgument, "zmq: %s secret key is not a CURVE key (40 Z85 characters)", who)
 	}
 	derived, err := zmq4.AuthCurvePublic(secret)
 	if err != nil {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s secret key: %v", who, err)
+		return status.Errorf(status.InvalidArgument, "zmq: %s secret key: %v", who, err)
 	}
 	if derived != public {
-		return transport.Errorf(transport.InvalidArgument, "zmq: %s public key %s does not belong to its secret key (which gives %s)", who, public, derived)
+		return status.Errorf(status.InvalidArgument, "zmq: %s public key %s does not belong to its secret key (which gives %s)", who, public, derived)
 	}
 	return nil
 }

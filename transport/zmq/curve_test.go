@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
@@ -67,7 +68,7 @@ func TestCurveRefusals(t *testing.T) {
 			defer cancel()
 			_, err := c.RoundTrip(callCtx, &transport.Call{ID: "refused", Frame: echoFrame(t, "refused", "no")})
 			require.Error(t, err)
-			assert.Equal(t, transport.Unavailable, transport.CodeOf(err), "%v", err)
+			assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "%v", err)
 			assert.Contains(t, err.Error(), tc.reason)
 		})
 	}
@@ -104,11 +105,11 @@ func TestCurveConfigErrors(t *testing.T) {
 	} {
 		_, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{Curve: &tc.cfg})
 		require.Error(t, err, tc.name)
-		assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "%s: %v", tc.name, err)
+		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "%s: %v", tc.name, err)
 		assert.Contains(t, err.Error(), tc.msg, tc.name)
 		assert.NotContains(t, err.Error(), server.secret, "%s: errors must not print secret keys", tc.name)
 	}
 	_, err := zmq.Dial("tcp://127.0.0.1:1", zmq.ClientConfig{Curve: &zmq.CurveClient{ServerPublicKey: server.public, PublicKey: alice.public, SecretKey: server.secret}})
-	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "%v", err)
 	assert.NotContains(t, err.Error(), server.secret)
 }

@@ -2,16 +2,36 @@
 // pebbe/zmq4: brokerless, synchronous request/reply. It is the only package
 // of the module that needs cgo.
 //
+// Importing the package registers the address schemes "zmq" and "zmq+ipc"
+// with bankrpc.Dial and bankrpc.Listen: "zmq://host:port" is the ZeroMQ
+// endpoint tcp://host:port (port 0 picks a free one when listening; see
+// Server.URL) and "zmq+ipc:///path" is ipc:///path. A ClientConfig (for
+// Dial) or a ServerConfig (for Listen), given with
+// bankrpc.WithTransportConfig, configures the backend; the runtime's
+// WithLogger and frame size limit apply when the config leaves them unset.
+// Listen and Dial open the halves directly.
+//
 // A Server binds a ROUTER socket, so that both plain REQ peers (a C or Python
 // client sending one envelope frame) and Clients can call it; it runs
 // handlers in a bounded pool of goroutines and routes each reply back to its
-// caller. A Client is one DEALER socket multiplexing any number of concurrent
-// calls, matched by call id, resent after a per-attempt timeout in the Lazy
-// Pirate way, and resent at once when a lost connection comes back.
+// caller. A Client is one DEALER socket multiplexing any number of
+// concurrent calls, matched by call id.
+//
+// # Calls, dead servers and cancellation
+//
+// A Client writes a call once and waits for its reply as long as the server
+// is alive, with or without a deadline: there is no resend on a timer, so a
+// slow handler runs once. ZMTP heartbeats tell a live server, however busy,
+// from a frozen one. When the connection drops, the calls in flight are
+// written again as soon as it is back, so a server restart is survived; when
+// it has been down for ClientConfig.DeadAfter (5s by default), the calls
+// waiting fail with UNAVAILABLE naming the endpoint and the reason. A caller
+// that gives up (its ctx ends, or the Client is closed) sends the server a
+// cancel message, and the server's Handler cancels the handler's ctx.
 //
 // Frames on the wire ([call id, envelope] from a Client, [envelope] from a
 // REQ socket; the server echoes every frame before the envelope) are
-// specified in the ZeroMQ section of PROTOCOL.md.
+// specified in docs/protocol-zmq.md.
 //
 // CURVE encryption and authentication are off by default. With
 // ServerConfig.Curve the server only accepts clients that know its public
@@ -21,16 +41,16 @@
 // Every Server and Client has its own zmq context, terminated by Close, so
 // they can be created and closed independently, many in one process.
 //
-// # Closing
+// # Stopping
 //
-// Server.Close during Serve is a graceful stop, as the
-// transport.ServerTransport contract says: the server stops reading
-// requests, waits for the handlers in flight (their ctx is not canceled),
-// sends their replies, lets libzmq write them for up to 500ms, and closes
-// the socket; Close returns after that, once the address is free again, and
-// Serve returns nil. Close before Serve just releases the socket; canceling
-// Serve's ctx stops it like Close. Client.Close fails the calls in flight
-// with transport.ErrClosed without waiting for their replies and returns
-// once the socket is closed; a request already written may still reach the
-// server. Both are idempotent and safe from any goroutine.
+// Server.Shutdown stops taking requests (those that arrive meanwhile are
+// left unanswered, and a Client sends them again to the server that listens
+// next), waits until every handler in flight has returned and its reply is
+// written, and closes the socket, letting libzmq write the last replies for
+// up to 500ms; when its ctx ends first it closes at once and returns the
+// ctx's error. Server.Close closes at once without waiting for handlers:
+// their replies are dropped. Serve returns nil after either. Client.Close
+// fails the calls in flight with transport.ErrClosed, sends their cancel
+// messages, and returns once the socket is closed. All are idempotent and
+// safe from any goroutine.
 package zmq

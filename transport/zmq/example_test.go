@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -22,26 +22,29 @@ func (b *exampleBank) Deposit(_ context.Context, in *bankv1.DepositRequest) (*ba
 }
 
 // A bank served over ZeroMQ on a free port of 127.0.0.1, and a client
-// depositing through the generated stub.
+// depositing through the generated stub. Importing the package registers
+// the zmq:// scheme with bankrpc.Listen and bankrpc.Dial.
 func Example() {
 	ctx := context.Background()
 
-	ln, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	ln, err := bankrpc.Listen(ctx, "zmq://127.0.0.1:0", bankrpc.WithTransportConfig(zmq.ServerConfig{Workers: 8}))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, &exampleBank{})
 	served := make(chan error, 1)
-	go func() { served <- ln.Serve(ctx, srv) }()
+	go func() { served <- srv.Serve(ln) }()
 
-	cl, err := zmq.Dial(ln.Addr(), zmq.ClientConfig{})
+	addr := ln.(*zmq.Server).URL() // the port the server got
+	conn, err := bankrpc.Dial(ctx, addr,
+		bankrpc.WithDefaultTimeout(5*time.Second),
+		bankrpc.WithTransportConfig(zmq.ClientConfig{DeadAfter: 3 * time.Second}))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	conn := transport.NewConn(cl, transport.WithDefaultTimeout(5*time.Second))
 	bank := bankv1.NewBankClient(conn)
 	for _, amount := range []int64{100, 250} {
 		resp, err := bank.Deposit(ctx, &bankv1.DepositRequest{AccountId: 7, Amount: amount})
@@ -53,10 +56,10 @@ func Example() {
 	}
 
 	_ = conn.Close()
-	_ = ln.Close()
+	_ = srv.Shutdown(ctx)
 	fmt.Println("serve:", <-served)
 	// Output:
 	// balance: 100
 	// balance: 350
-	// serve: <nil>
+	// serve: bankrpc: server closed
 }

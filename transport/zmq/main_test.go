@@ -15,9 +15,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
@@ -25,6 +26,8 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
+
+var discard = slog.New(slog.DiscardHandler)
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -39,11 +42,21 @@ type svc struct {
 	echoes atomic.Int64
 	sleeps atomic.Int64
 	tag    string // returned by Echo when the request has no tag: tells servers apart
+
+	mu    sync.Mutex
+	runs  map[string]int64        // Work runs by key
+	ended map[string]interruption // Work calls whose ctx ended, by key
+}
+
+// interruption is when, and why, the ctx of a Work call ended.
+type interruption struct {
+	at    time.Time
+	cause error
 }
 
 func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
 	s.echoes.Add(1)
-	p, _ := transport.PeerFromContext(ctx)
+	p, _ := bankrpc.PeerFromContext(ctx)
 	tag := in.GetTag()
 	if tag == "" {
 		tag = s.tag
@@ -51,9 +64,9 @@ func (s *svc) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoRes
 	return &testv1.EchoResponse{
 		Payload:      in.GetPayload(),
 		Tag:          tag,
-		CallId:       transport.CallIDFromContext(ctx),
+		CallId:       bankrpc.CallIDFromContext(ctx),
 		PeerIdentity: p.Identity,
-		Metadata:     map[string]string{"transport": p.Transport, "addr": p.Addr},
+		Metadata:     []string{"transport=" + p.Transport, "addr=" + p.Addr},
 	}, nil
 }
 
@@ -67,8 +80,43 @@ func (s *svc) Sleep(ctx context.Context, in *testv1.SleepRequest) (*testv1.Sleep
 	}
 }
 
-func newRPCServer(s *svc, opts ...transport.ServerOption) *transport.Server {
-	srv := transport.NewServer(opts...)
+// Work runs for in.Nanos, or until its ctx ends, and records both by key.
+func (s *svc) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1.WorkResponse, error) {
+	s.mu.Lock()
+	if s.runs == nil {
+		s.runs, s.ended = make(map[string]int64), make(map[string]interruption)
+	}
+	s.runs[in.GetKey()]++
+	run := s.runs[in.GetKey()]
+	s.mu.Unlock()
+	t := time.NewTimer(time.Duration(in.GetNanos()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return &testv1.WorkResponse{Run: run}, nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.ended[in.GetKey()] = interruption{time.Now(), context.Cause(ctx)}
+		s.mu.Unlock()
+		return &testv1.WorkResponse{Run: run, Interrupted: true}, nil
+	}
+}
+
+func (s *svc) runsOf(key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[key]
+}
+
+func (s *svc) endOf(key string) (interruption, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.ended[key]
+	return i, ok
+}
+
+func newRPCServer(s *svc, opts ...bankrpc.ServerOption) *bankrpc.Server {
+	srv := bankrpc.NewServer(opts...)
 	testv1.RegisterTestServiceServer(srv, s)
 	return srv
 }
@@ -87,7 +135,7 @@ func serve(t *testing.T, cfg zmq.ServerConfig, h transport.Handler) *zmq.Server 
 func serveOn(t *testing.T, s *zmq.Server, h transport.Handler) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background(), h) }()
+	go func() { done <- s.Serve(h) }()
 	t.Cleanup(func() {
 		assert.NoError(t, s.Close())
 		select {
@@ -108,7 +156,29 @@ func dial(t *testing.T, addr string, cfg zmq.ClientConfig) *zmq.Client {
 }
 
 func stub(t *testing.T, ct transport.ClientTransport) testv1.TestServiceClient {
-	return testv1.NewTestServiceClient(transport.NewConn(ct))
+	return testv1.NewTestServiceClient(bankrpc.NewConn(ct))
+}
+
+// handlerFunc is a raw transport.Handler: it runs for every request frame
+// and passes over cancel messages, as a bankrpc.Server does.
+type handlerFunc func(ctx context.Context, frame []byte) ([]byte, error)
+
+func (f handlerFunc) HandleFrame(ctx context.Context, frame []byte) ([]byte, error) {
+	if _, ok := cancelOf(frame); ok {
+		return nil, nil
+	}
+	return f(ctx, frame)
+}
+
+func (f handlerFunc) CancelCall(string) {}
+
+// cancelOf returns the call id of a cancel message.
+func cancelOf(frame []byte) (string, bool) {
+	var req envelope.RequestView
+	if err := envelope.DecodeRequestView(frame, 0, &req); err != nil || !req.Cancel {
+		return "", false
+	}
+	return string(req.CallID), true
 }
 
 // echoFrame encodes an Echo request envelope.
@@ -116,7 +186,7 @@ func echoFrame(t *testing.T, callID, tag string) []byte {
 	t.Helper()
 	payload, err := proto.Marshal(&testv1.EchoRequest{Tag: tag})
 	require.NoError(t, err)
-	frame, err := codec.EncodeRequest(&wirev1.Request{CallId: callID, Method: testv1.TestService_Echo_FullMethodName, Payload: payload})
+	frame, err := envelope.EncodeRequest(&wirev1.Request{CallId: callID, Method: testv1.TestService_Echo_FullMethodName, Payload: payload})
 	require.NoError(t, err)
 	return frame
 }
@@ -124,9 +194,9 @@ func echoFrame(t *testing.T, callID, tag string) []byte {
 // echoTag decodes an Echo result envelope and returns the echoed tag.
 func echoTag(t *testing.T, frame []byte) string {
 	t.Helper()
-	res, err := codec.DecodeResult(frame, 0)
+	res, err := envelope.DecodeResult(frame, 0)
 	require.NoError(t, err)
-	require.Equal(t, uint32(transport.OK), res.GetCode(), "reason: %s", res.GetReason())
+	require.Equal(t, uint32(bankrpc.OK), res.GetCode(), "reason: %s", res.GetReason())
 	var out testv1.EchoResponse
 	require.NoError(t, proto.Unmarshal(res.GetPayload(), &out))
 	return out.GetTag()

@@ -3,6 +3,7 @@ package zmq
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -12,7 +13,11 @@ import (
 	"time"
 
 	zmq4 "github.com/pebbe/zmq4"
+	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/internal/ratelog"
+	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -42,42 +47,48 @@ const standbyDelay = 50 * time.Microsecond
 // of goroutines; one of them at a time, the leader, owns the socket: it
 // reads requests, hands them to the others and sends the replies they hand
 // back. A lone request is handled by the leader itself, which lets another
-// goroutine take the lead if the handler is not done within 50µs.
+// goroutine take the lead if the handler is not done within 50µs. Cancel
+// messages are handed to the Handler by the leader at once, ahead of the
+// requests that wait for a free handler.
 //
-// Server is safe for concurrent use. Close is idempotent and may be called
-// from any goroutine, before, during or after Serve.
+// Server is safe for concurrent use. Shutdown and Close are idempotent and
+// may be called from any goroutine, before, during or after Serve.
 type Server struct {
-	cfg    ServerConfig
-	log    *slog.Logger
-	zctx   *zmq4.Context
-	router *zmq4.Socket
-	zap    *zapHandler // nil without CURVE
-	box    *mailbox[*job]
-	addr   string
+	cfg     ServerConfig
+	log     *slog.Logger
+	refused *ratelog.Logger // what the server refuses, rate-limited: a peer can send it as fast as the network goes
+	zctx    *zmq4.Context
+	router  *zmq4.Socket
+	zap     *zapHandler // nil without CURVE
+	box     *mailbox[*job]
+	addr    string
 
 	mu       sync.Mutex // guards state
 	state    serverState
-	stopping atomic.Bool   // Serve stops reading requests and drains
+	stopping atomic.Bool   // Serve takes no new requests, and stops once none is in flight
+	aborting atomic.Bool   // Serve stops at once, whatever is in flight; set before stopping
 	done     chan struct{} // closed once the sockets and context are closed
 	closeErr error         // written before done is closed
 
 	// Set by Serve before its goroutines start.
 	h        transport.Handler
-	base     context.Context
 	jobs     chan *job     // requests for the pool
 	leadCh   chan struct{} // holds the lead while no goroutine has it
 	quit     chan struct{} // closed when the pool must exit
 	finished chan error    // the last leader reports the end of serving
 	standby  *time.Timer   // promotes a goroutine while the leader runs a handler
+	woken    func() bool   // s.stopChanged, bound once
 
 	leadMu   sync.Mutex // guards leadFree
 	leadFree bool       // the leader runs a handler and nobody has the lead
 
 	// Owned by the goroutine that leads (see lead).
-	poller               *zmq4.Poller
-	iRouter, iBox, iZAP  int
-	inflight             int
-	replies, batch, free []*job // free: recycled jobs
+	poller              *zmq4.Poller
+	iRouter, iBox, iZAP int
+	inflight            int    // requests handed to a handler and not answered yet
+	sawStopping         bool   // stopping as the leader last saw it
+	backlog             []*job // requests read, waiting for a free handler
+	replies, free       []*job // free: recycled jobs
 }
 
 type serverState int
@@ -85,7 +96,7 @@ type serverState int
 const (
 	listening serverState = iota
 	serving
-	closed
+	closed // before Serve
 )
 
 // job is one request on its way through a worker and back to the owner.
@@ -123,6 +134,7 @@ func Listen(endpoint string, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, zctx: zctx, done: make(chan struct{})}
+	s.refused = ratelog.New(s.log, ratelog.DefaultBurst, ratelog.DefaultInterval)
 	if err := s.open(endpoint); err != nil {
 		_ = s.release()
 		return nil, err
@@ -142,7 +154,7 @@ func (s *Server) open(endpoint string) error {
 	if s.box, err = newMailbox[*job](s.zctx, repliesEndpoint); err != nil {
 		return err
 	}
-	opts := append(commonOptions(s.cfg.MaxFrameSize),
+	opts := append(commonOptions(s.cfg.MaxFrameSize, heartbeatInterval, heartbeatTimeout),
 		// A reply to a peer that is gone, or that does not read, fails
 		// instead of vanishing, so the server can log it.
 		opt("ZMQ_ROUTER_MANDATORY", func(r *zmq4.Socket) error { return r.SetRouterMandatory(1) }),
@@ -161,7 +173,7 @@ func (s *Server) open(endpoint string) error {
 		return endpointError("listen on", endpoint, err)
 	}
 	if s.addr, err = s.router.GetLastEndpoint(); err != nil {
-		return transport.Errorf(transport.Internal, "zmq: listen on %s: read the bound endpoint: %v", endpoint, err)
+		return status.Errorf(status.Internal, "zmq: listen on %s: read the bound endpoint: %v", endpoint, err)
 	}
 	return nil
 }
@@ -182,31 +194,32 @@ func (s *Server) release() error {
 // endpoint asked for port 0 or *, e.g. "tcp://127.0.0.1:41234".
 func (s *Server) Addr() string { return s.addr }
 
-// Serve runs h for every request until ctx is done or Close is called. It
-// then stops reading requests, waits for the handlers in flight, sends their
-// replies, closes the socket (letting libzmq write the last replies for up
-// to 500ms) and returns nil. Handlers receive a ctx that
-// carries the caller's transport.Peer and that a shutdown does not cancel.
-// Serve may be called once.
-func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
+// URL returns the bound endpoint as a bankrpc address, for bankrpc.Dial:
+// "zmq://127.0.0.1:41234", or "zmq+ipc:///path".
+func (s *Server) URL() string { return addressOf(s.addr) }
+
+// Serve runs h for every request until Shutdown or Close, and returns nil
+// then. Handlers receive a ctx that carries the caller's transport.Peer;
+// their cancellation is the Handler's business (a bankrpc.Server cancels
+// them when their caller sends a cancel message, and when it stops). Serve
+// may be called once.
+func (s *Server) Serve(h transport.Handler) error {
 	s.mu.Lock()
 	if s.state != listening {
 		s.mu.Unlock()
-		return transport.Errorf(transport.FailedPrecondition, "zmq: Serve on %s called twice or after Close", s.addr)
+		return status.Errorf(status.FailedPrecondition, "zmq: Serve on %s called twice or after Close", s.addr)
 	}
 	s.state = serving
 	s.mu.Unlock()
 
-	stop := context.AfterFunc(ctx, s.requestStop)
-	defer stop()
-
-	s.h, s.base = h, context.WithoutCancel(ctx)
+	s.h = h
 	s.jobs = make(chan *job, s.cfg.Workers)
 	s.leadCh = make(chan struct{}, 1)
 	s.quit = make(chan struct{})
 	s.finished = make(chan error, 1)
 	s.standby = time.AfterFunc(time.Hour, s.promote)
 	s.standby.Stop()
+	s.woken = s.stopChanged
 	s.poller = zmq4.NewPoller()
 	s.iRouter = s.poller.Add(s.router, zmq4.POLLIN)
 	s.iBox = s.poller.Add(s.box.rx, zmq4.POLLIN)
@@ -224,42 +237,80 @@ func (s *Server) Serve(ctx context.Context, h transport.Handler) error {
 	}
 	err := <-s.finished
 	close(s.quit)
-	workers.Wait()
 	s.standby.Stop()
-	if err == nil {
+	if err == nil && !s.aborting.Load() {
+		// Graceful: no handler runs, every worker is on its way out.
+		workers.Wait()
 		// The replies just queued may not be on the wire yet: LINGER 0
 		// would discard them.
 		if lerr := s.router.SetLinger(gracefulLinger); lerr != nil {
 			s.log.Warn("zmq: set ZMQ_LINGER for a graceful stop; the last replies may be lost", "addr", s.addr, "error", lerr)
 		}
 	}
+	// Otherwise the workers still running a handler are not waited for:
+	// they drop their replies and exit when their handler returns.
 	s.closeErr = s.release()
 	close(s.done)
 	return err
 }
 
-// Close stops the server. During Serve it lets the handlers in flight finish
-// and their replies go out, and returns once the socket is closed and its
-// address free; Serve then returns. Close is idempotent.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	state := s.state
-	s.state = closed
-	s.mu.Unlock()
-	switch state {
-	case listening:
-		s.closeErr = s.release()
-		close(s.done)
-	case serving:
-		s.requestStop()
+// Shutdown stops the server gracefully: it stops taking requests (those
+// that arrive now are left unanswered: a Client sends them again to the
+// server that listens next, see docs/protocol-zmq.md), waits until every
+// handler in flight has returned and its reply is written, and closes the
+// socket, letting libzmq write the last replies for up to 500ms. When ctx
+// ends first, it closes at once, as Close, and returns ctx's error. Before
+// Serve it just closes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.stop(false) {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			_ = s.Close()
+			return ctx.Err()
+		}
 	}
 	<-s.done
 	return s.closeErr
 }
 
-func (s *Server) requestStop() {
+// Close stops the server at once: it stops reading requests and closes the
+// socket without waiting for the handlers in flight, whose replies are
+// dropped (a Client sends those calls again when it connects to the next
+// server). It returns once the socket is closed and its address free; Serve
+// then returns nil.
+func (s *Server) Close() error {
+	s.stop(true)
+	<-s.done
+	return s.closeErr
+}
+
+// stop asks Serve to stop, at once when abort is set; before Serve it
+// releases the socket itself. It reports whether Serve is running.
+func (s *Server) stop(abort bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case listening:
+		s.state = closed
+		s.closeErr = s.release()
+		close(s.done)
+		return false
+	case closed:
+		return false
+	}
+	if abort {
+		s.aborting.Store(true)
+	}
 	s.stopping.Store(true)
 	s.box.wake()
+	return true
+}
+
+// stopChanged reports whether the leader must look at the stop flags again
+// before it sleeps.
+func (s *Server) stopChanged() bool {
+	return s.aborting.Load() || s.stopping.Load() != s.sawStopping
 }
 
 // work is a pool goroutine: it runs the handler of the jobs it is given, or
@@ -269,38 +320,48 @@ func (s *Server) work() {
 		select {
 		case <-s.quit:
 			return
+		default:
+		}
+		select {
+		case <-s.quit:
+			return
 		case j := <-s.jobs:
 			j.reply = s.handle(j)
-			s.box.put(j)
+			s.box.put(j) // false once the server is closed: the reply is dropped
 		case <-s.leadCh:
 			s.lead()
 		}
 	}
 }
 
-// lead owns the socket: it reads requests while fewer than Workers are in
-// flight, sends the replies handed back and answers ZAP requests. It returns
-// when it handed the lead on (see runInline), or when a stop was requested
-// and no request is in flight, after reporting on s.finished.
+// lead owns the socket: it reads requests while fewer than Workers wait for
+// a handler, hands them to the pool, sends the replies handed back, runs
+// cancel messages and answers ZAP requests. It returns when it handed the
+// lead on (see runInline), or after reporting the end of serving on
+// s.finished: at once when aborting, else when stopping and no request is in
+// flight.
 func (s *Server) lead() {
 	for {
-		stopping := s.stopping.Load()
-		if stopping && s.inflight == 0 {
+		if s.aborting.Load() || (s.stopping.Load() && s.inflight == 0) {
 			s.finished <- nil
 			return
 		}
+		s.sawStopping = s.stopping.Load()
+		if s.sawStopping {
+			s.dropBacklog()
+		}
 		var want zmq4.State
-		if !stopping && s.inflight < s.cfg.Workers {
+		if s.sawStopping || len(s.backlog) < s.cfg.Workers {
 			want = zmq4.POLLIN
 		}
 		if _, err := s.poller.Update(s.iRouter, want); err != nil {
-			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poller: %v", s.addr, err)
+			s.finished <- status.Errorf(status.Internal, "zmq: server %s: poller: %v", s.addr, err)
 			return
 		}
-		polled, err := s.box.poll(s.poller, -1, s.stopping.Load)
+		polled, err := s.box.poll(s.poller, -1, s.woken)
 		if err != nil {
 			s.log.Error("zmq: poll failed; the server stops", "addr", s.addr, "error", err)
-			s.finished <- transport.Errorf(transport.Internal, "zmq: server %s: poll: %v", s.addr, err)
+			s.finished <- status.Errorf(status.Internal, "zmq: server %s: poll: %v", s.addr, err)
 			return
 		}
 		if polled[s.iBox].Events&zmq4.POLLIN != 0 {
@@ -314,41 +375,82 @@ func (s *Server) lead() {
 		if s.iZAP >= 0 && polled[s.iZAP].Events&zmq4.POLLIN != 0 {
 			s.zap.serve()
 		}
-		if want == 0 {
-			continue
+		if want != 0 {
+			s.read()
 		}
-		s.batch = s.batch[:0]
-		for s.inflight < s.cfg.Workers && !s.stopping.Load() {
-			j := s.newJob()
-			ok, more := s.recv(j)
-			if !ok {
-				j.reset()
-				s.free = append(s.free, j)
-				if !more {
-					break
-				}
-				continue
-			}
-			s.inflight++
-			s.batch = append(s.batch, j)
-		}
-		if len(s.batch) == 1 && s.inflight == 1 {
-			// A lone request: run it here, sparing two goroutine switches.
-			j := s.batch[0]
-			s.batch[0] = nil
-			if !s.runInline(j) {
-				return
-			}
-			continue
-		}
-		for i, j := range s.batch {
-			s.jobs <- j
-			s.batch[i] = nil
-		}
-		if len(s.batch) > 0 {
-			yield()
+		if !s.dispatch() {
+			return
 		}
 	}
+}
+
+// read reads the queued requests: it runs cancel messages at once, keeps
+// the others in the backlog, up to Workers of them, and, once stopping,
+// drops them unanswered.
+func (s *Server) read() {
+	for !s.aborting.Load() {
+		stopping := s.stopping.Load()
+		if !stopping && len(s.backlog) >= s.cfg.Workers {
+			return
+		}
+		j := s.newJob()
+		ok, more := s.recv(j)
+		switch {
+		case !ok:
+			s.recycle(j)
+			if !more {
+				return
+			}
+		case isCancel(j.frame):
+			// Not a call: the Handler only cancels one and answers nothing,
+			// so it runs here, never waiting for a free handler.
+			j.reply = s.handle(j)
+			s.send(j)
+			s.recycle(j)
+		case stopping:
+			s.refused.Log(context.Background(), slog.LevelDebug, "zmq.stopping", "zmq: request left unanswered: the server is stopping", "peer", hex.EncodeToString(j.rid))
+			s.recycle(j)
+		default:
+			s.backlog = append(s.backlog, j)
+		}
+	}
+}
+
+// dispatch hands requests of the backlog to the pool while fewer than
+// Workers are in flight. It reports whether this goroutine still leads.
+func (s *Server) dispatch() bool {
+	n := min(len(s.backlog), s.cfg.Workers-s.inflight)
+	if n <= 0 || s.stopping.Load() {
+		return true
+	}
+	if n == 1 && s.inflight == 0 && len(s.backlog) == 1 {
+		// A lone request: run it here, sparing two goroutine switches.
+		j := s.backlog[0]
+		s.backlog[0] = nil
+		s.backlog = s.backlog[:0]
+		s.inflight++
+		return s.runInline(j)
+	}
+	for i, j := range s.backlog[:n] {
+		s.jobs <- j
+		s.backlog[i] = nil
+	}
+	s.inflight += n
+	rest := copy(s.backlog, s.backlog[n:])
+	clear(s.backlog[rest:])
+	s.backlog = s.backlog[:rest]
+	yield()
+	return true
+}
+
+// dropBacklog forgets the requests read but not started: the server is
+// stopping, and their callers send them again to the next server.
+func (s *Server) dropBacklog() {
+	for i, j := range s.backlog {
+		s.recycle(j)
+		s.backlog[i] = nil
+	}
+	s.backlog = s.backlog[:0]
 }
 
 func (s *Server) newJob() *job {
@@ -364,6 +466,10 @@ func (s *Server) newJob() *job {
 func (s *Server) done1(j *job) {
 	s.send(j)
 	s.inflight--
+	s.recycle(j)
+}
+
+func (s *Server) recycle(j *job) {
 	j.reset()
 	s.free = append(s.free, j)
 }
@@ -454,16 +560,16 @@ func (s *Server) recv(j *job) (ok, more bool) {
 	switch {
 	case frames == 0:
 		// A ROUTER never delivers a routing id alone; be safe anyway.
-		s.log.Warn("zmq: dropped an empty request", "peer", hex.EncodeToString(rid))
+		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.empty", "zmq: dropped an empty request", "peer", hex.EncodeToString(rid))
 		return false, true
 	case routeFrames > maxRouteFrames || routeBytes > maxRouteBytes:
-		s.log.Warn("zmq: dropped a request with too many routing frames",
+		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.route", "zmq: dropped a request with too many routing frames",
 			"peer", hex.EncodeToString(rid), "frames", frames,
 			"limit", fmt.Sprintf("%d frames of %d bytes in all before the envelope", maxRouteFrames, maxRouteBytes))
 		return false, true
 	}
 	if len(j.frame) > s.cfg.MaxFrameSize {
-		s.log.Warn("zmq: request frame over the size limit", "peer", hex.EncodeToString(rid), "bytes", len(j.frame), "limit", s.cfg.MaxFrameSize)
+		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.size", "zmq: request frame over the size limit", "peer", hex.EncodeToString(rid), "bytes", len(j.frame), "limit", s.cfg.MaxFrameSize)
 	}
 	return true, true
 }
@@ -495,17 +601,61 @@ func (s *Server) send(j *job) {
 	}
 }
 
+// handle runs the Handler for j and returns the reply to send, nil for none.
+// A Handler that panics (a bankrpc.Server never does) is answered INTERNAL,
+// as the runtime answers a handler's panic.
 func (s *Server) handle(j *job) (reply []byte) {
 	peer := transport.Peer{Transport: "zmq", Addr: hex.EncodeToString(j.rid), Identity: j.identity}
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("zmq: handler panicked; no reply sent", "peer", peer.Addr, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			reply = nil
+			s.log.Error("zmq: handler panicked", "peer", peer.Addr, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			reply = internalResult(j.frame)
 		}
 	}()
-	reply, err := s.h.HandleFrame(transport.NewPeerContext(s.base, peer), j.frame)
-	if err != nil {
-		s.log.Warn("zmq: refused a request frame", "peer", peer.Addr, "identity", peer.Identity, "bytes", len(j.frame), "error", err)
+	reply, err := s.h.HandleFrame(transport.NewPeerContext(context.Background(), peer), j.frame)
+	if err != nil && !errors.Is(err, transport.ErrNotServed) {
+		// Refused, with an error result to send. ErrNotServed needs no log:
+		// its UNAVAILABLE result is sent all the same, as ZeroMQ cannot give
+		// the request back for later.
+		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.refused", "zmq: refused a request frame", "peer", peer.Addr, "identity", peer.Identity, "bytes", len(j.frame), "error", err)
 	}
 	return reply
 }
+
+// internalResult is the result of a request whose Handler panicked.
+func internalResult(frame []byte) []byte {
+	var req envelope.RequestView
+	_ = envelope.DecodeRequestView(frame, 0, &req) // the call id, when it can be read
+	return envelope.AppendResult(nil, req.CallID, uint32(status.Internal), "zmq: internal error in the handler", nil, nil, nil)
+}
+
+// isCancel reports whether frame is a cancel message (Request.cancel set),
+// reading only its field tags: it is asked of every request.
+func isCancel(frame []byte) bool {
+	cancel := false
+	for len(frame) > 0 {
+		num, typ, n := protowire.ConsumeTag(frame)
+		if n < 0 {
+			return false
+		}
+		frame = frame[n:]
+		if num == requestCancelField && typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(frame)
+			if m < 0 {
+				return false
+			}
+			cancel = v != 0 // the last one counts, as in protobuf
+			frame = frame[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, frame)
+		if m < 0 {
+			return false
+		}
+		frame = frame[m:]
+	}
+	return cancel
+}
+
+// requestCancelField is the number of bankrpc.wire.v1.Request.cancel.
+const requestCancelField protowire.Number = 6

@@ -13,7 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
@@ -24,8 +26,9 @@ func TestPeerSeenByHandler(t *testing.T) {
 	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
 	resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "peer"})
 	require.NoError(t, err)
-	assert.Equal(t, "zmq", resp.GetMetadata()["transport"])
-	assert.Regexp(t, regexp.MustCompile(`^[0-9a-f]{10}$`), resp.GetMetadata()["addr"], "the routing id in hex")
+	require.Len(t, resp.GetMetadata(), 2)
+	assert.Equal(t, "transport=zmq", resp.GetMetadata()[0])
+	assert.Regexp(t, regexp.MustCompile(`^addr=[0-9a-f]{10}$`), resp.GetMetadata()[1], "the routing id in hex")
 	assert.Empty(t, resp.GetPeerIdentity(), "no identity without CURVE")
 }
 
@@ -42,21 +45,21 @@ func TestListenErrors(t *testing.T) {
 	busy := serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	for _, tc := range []struct {
 		endpoint string
-		code     transport.Code
+		code     bankrpc.Code
 		msg      string
 	}{
-		{"127.0.0.1:4040", transport.InvalidArgument, "not of the form"},
-		{"inproc://bank", transport.InvalidArgument, `transport "inproc" is not supported`},
-		{"tcp://127.0.0.1:notaport", transport.InvalidArgument, "tcp://127.0.0.1:notaport"},
-		{busy.Addr(), transport.Unavailable, busy.Addr()},
+		{"127.0.0.1:4040", bankrpc.InvalidArgument, "not of the form"},
+		{"inproc://bank", bankrpc.InvalidArgument, `transport "inproc" is not supported`},
+		{"tcp://127.0.0.1:notaport", bankrpc.InvalidArgument, "tcp://127.0.0.1:notaport"},
+		{busy.Addr(), bankrpc.Unavailable, busy.Addr()},
 	} {
 		_, err := zmq.Listen(tc.endpoint, zmq.ServerConfig{})
 		require.Error(t, err, tc.endpoint)
-		assert.Equal(t, tc.code, transport.CodeOf(err), "%s: %v", tc.endpoint, err)
+		assert.Equal(t, tc.code, bankrpc.CodeOf(err), "%s: %v", tc.endpoint, err)
 		assert.Contains(t, err.Error(), tc.msg)
 	}
 	_, err := zmq.Dial("udp://127.0.0.1:1", zmq.ClientConfig{})
-	assert.Equal(t, transport.InvalidArgument, transport.CodeOf(err), "%v", err)
+	assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(err), "%v", err)
 }
 
 // Several servers and several clients in one process: every call is
@@ -91,48 +94,26 @@ func TestServeAfterCloseAndTwice(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close(), "Close before Serve")
 	require.NoError(t, s.Close(), "Close is idempotent")
-	err = s.Serve(ctx, newRPCServer(&svc{}))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+	require.NoError(t, s.Shutdown(ctx), "Shutdown after Close")
+	err = s.Serve(newRPCServer(&svc{}))
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "%v", err)
 
 	s = serve(t, zmq.ServerConfig{}, newRPCServer(&svc{}))
 	_, err = stub(t, dial(t, s.Addr(), zmq.ClientConfig{})).Echo(ctx, &testv1.EchoRequest{})
 	require.NoError(t, err, "the first Serve runs")
-	err = s.Serve(ctx, newRPCServer(&svc{}))
-	assert.Equal(t, transport.FailedPrecondition, transport.CodeOf(err), "%v", err)
+	err = s.Serve(newRPCServer(&svc{}))
+	assert.Equal(t, bankrpc.FailedPrecondition, bankrpc.CodeOf(err), "%v", err)
 }
 
-func TestServeStopsWhenCtxEnds(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
-	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
-	require.NoError(t, err)
-	serveCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(serveCtx, newRPCServer(&svc{})) }()
-	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
-	_, err = c.Echo(ctx, &testv1.EchoRequest{})
-	require.NoError(t, err)
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-ctx.Done():
-		t.Fatal("Serve did not return when its ctx ended")
-	}
-	require.NoError(t, s.Close())
-	// The address is free again.
-	again, err := zmq.Listen(s.Addr(), zmq.ServerConfig{})
-	require.NoError(t, err)
-	require.NoError(t, again.Close())
-}
-
-// Close lets the handlers in flight finish and sends their replies.
-func TestGracefulClose(t *testing.T) {
+// Shutdown lets the handlers in flight finish and sends their replies;
+// Serve then returns nil and the address is free again.
+func TestShutdownFinishesCalls(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	impl := &svc{}
 	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, newRPCServer(impl)) }()
+	go func() { done <- s.Serve(newRPCServer(impl)) }()
 	c := stub(t, dial(t, s.Addr(), zmq.ClientConfig{}))
 	const sleep = 300 * time.Millisecond
 	replied := make(chan error, 1)
@@ -144,13 +125,89 @@ func TestGracefulClose(t *testing.T) {
 		replied <- err
 	}()
 	require.Eventually(t, func() bool { return impl.sleeps.Load() == 1 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, s.Close())
+	require.NoError(t, s.Shutdown(ctx))
 	require.NoError(t, <-done)
 	select {
 	case err := <-replied:
-		require.NoError(t, err, "a call in flight during Close must get its reply")
+		require.NoError(t, err, "a call in flight during Shutdown must get its reply")
 	case <-ctx.Done():
 		t.Fatal("the call in flight did not return")
+	}
+	require.NoError(t, s.Shutdown(ctx), "Shutdown is idempotent")
+	require.NoError(t, s.Close(), "Close after Shutdown is a no-op")
+	again, err := zmq.Listen(s.Addr(), zmq.ServerConfig{})
+	require.NoError(t, err, "the address is free again")
+	require.NoError(t, again.Close())
+}
+
+// stuckHandler blocks every request until the test ends and reports each
+// one it starts on started.
+func stuckHandler(t *testing.T) (transport.Handler, <-chan struct{}) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // last: after the server is closed
+	started := make(chan struct{}, 16)
+	return handlerFunc(func(context.Context, []byte) ([]byte, error) {
+		started <- struct{}{}
+		<-release
+		return []byte("too late"), nil
+	}), started
+}
+
+// Close does not wait for a handler that does not return: it closes the
+// socket at once, Serve returns nil, and the address is free again. (Close
+// used to wait for the handler forever.)
+func TestCloseDoesNotWaitForStuckHandler(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	h, started := stuckHandler(t)
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(h) }()
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
+	res := goRoundTrip(ctx, c, &transport.Call{ID: "stuck-1", Frame: []byte("x")})
+	<-started
+
+	began := time.Now()
+	require.NoError(t, s.Close())
+	assert.Less(t, time.Since(began), time.Second, "Close must return at once")
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Second):
+		t.Fatal("Serve did not return at once after Close")
+	}
+	require.NoError(t, s.Close(), "Close is idempotent")
+	again, err := zmq.Listen(s.Addr(), zmq.ServerConfig{})
+	require.NoError(t, err, "the address is free again")
+	require.NoError(t, again.Close())
+	require.NoError(t, c.Close())
+	assert.ErrorIs(t, await(t, ctx, res).err, bankrpc.ErrClosed)
+}
+
+// Shutdown with a handler that does not return gives up when its ctx ends:
+// it closes at once and returns the ctx's error.
+func TestShutdownBoundedByCtx(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	h, started := stuckHandler(t)
+	s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(h) }()
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
+	_ = goRoundTrip(ctx, c, &transport.Call{ID: "stuck-2", Frame: []byte("x")})
+	<-started
+
+	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err = s.Shutdown(sctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(began), time.Second, "Shutdown must not wait past its ctx")
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Second):
+		t.Fatal("Serve did not return after Shutdown gave up")
 	}
 }
 
@@ -164,31 +221,32 @@ func freeAddr(t *testing.T) string {
 	return "tcp://" + addr
 }
 
+// A raw Handler that panics (a bankrpc.Server never does) is answered
+// INTERNAL, as the runtime answers a panicking method; the panic is logged
+// and the server keeps serving.
 func TestHandlerPanicKeepsServing(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	logs := &logRecorder{}
-	var calls int
-	var mu sync.Mutex
-	h := transport.HandlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
-		mu.Lock()
-		calls++
-		n := calls
-		mu.Unlock()
-		if n == 1 {
+	var calls atomic.Int64
+	h := handlerFunc(func(ctx context.Context, frame []byte) ([]byte, error) {
+		if calls.Add(1) == 1 {
 			panic("raw handler bug")
 		}
 		return frame, nil
 	})
 	s := serve(t, zmq.ServerConfig{Logger: logs.logger()}, h)
-	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: 200 * time.Millisecond})
-	// The first attempt panics and gets no reply; the resend is answered.
-	reply, err := c.RoundTrip(ctx, &transport.Call{ID: "p-1", Frame: []byte("ping")})
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
+	reply, err := c.RoundTrip(ctx, &transport.Call{ID: "p-1", Frame: echoFrame(t, "p-1", "boom")})
+	require.NoError(t, err)
+	res, err := envelope.DecodeResult(reply, 0)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(bankrpc.Internal), res.GetCode(), "reason: %s", res.GetReason())
+	assert.Equal(t, "p-1", res.GetCallId())
+	assert.True(t, logs.has("handler panicked"), "the panic must be logged")
+	reply, err = c.RoundTrip(ctx, &transport.Call{ID: "p-2", Frame: []byte("ping")})
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(reply))
-	assert.True(t, logs.has("handler panicked"), "the panic must be logged")
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, 2, calls, "one panicking attempt, one answered resend")
+	assert.Equal(t, int64(2), calls.Load())
 }
 
 // A lone request runs on the goroutine that owns the socket; while its
@@ -198,14 +256,14 @@ func TestBlockedHandlerDoesNotStallOthers(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	release := make(chan struct{})
 	var calls atomic.Int64
-	s := serve(t, zmq.ServerConfig{}, transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+	s := serve(t, zmq.ServerConfig{}, handlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
 		if calls.Add(1) == 1 {
 			<-release
 		}
 		return frame, nil
 	}))
-	defer close(release) // before the server's cleanup, which waits for the handler
-	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: time.Minute})
+	defer close(release)
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
 	blocked := goRoundTrip(ctx, c, &transport.Call{ID: "blocked", Frame: []byte("first")})
 	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, time.Millisecond)
 	reply, err := c.RoundTrip(ctx, &transport.Call{ID: "next", Frame: []byte("second")})
@@ -228,15 +286,16 @@ func TestReplySentJustBeforeGracefulStopArrives(t *testing.T) {
 	for range runs {
 		s, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 		require.NoError(t, err)
-		stopCtx, stop := context.WithCancel(context.Background())
-		h := transport.HandlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
-			stop() // the server starts its graceful stop while this call is in flight
+		shutdown := make(chan error, 1)
+		h := handlerFunc(func(_ context.Context, frame []byte) ([]byte, error) {
+			// The server starts its graceful stop while this call is in flight.
+			go func() { shutdown <- s.Shutdown(context.Background()) }()
 			time.Sleep(time.Millisecond)
 			return frame, nil
 		})
 		served := make(chan error, 1)
-		go func() { served <- s.Serve(stopCtx, h) }()
-		c, err := zmq.Dial(s.Addr(), zmq.ClientConfig{AttemptTimeout: 2 * time.Second})
+		go func() { served <- s.Serve(h) }()
+		c, err := zmq.Dial(s.Addr(), zmq.ClientConfig{})
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		reply, err := c.RoundTrip(ctx, &transport.Call{ID: "last", Frame: []byte("last words")})
@@ -246,6 +305,7 @@ func TestReplySentJustBeforeGracefulStopArrives(t *testing.T) {
 		}
 		require.NoError(t, c.Close())
 		require.NoError(t, <-served)
+		require.NoError(t, <-shutdown)
 		require.NoError(t, s.Close())
 	}
 	assert.Zero(t, lost, "replies lost out of %d", runs)
@@ -253,7 +313,7 @@ func TestReplySentJustBeforeGracefulStopArrives(t *testing.T) {
 
 // A graceful stop delivers replies too large to be on the wire by the time
 // the server closes its socket: the socket lingers until they are out.
-func TestGracefulCloseDeliversLargeReplies(t *testing.T) {
+func TestShutdownDeliversLargeReplies(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	const calls, size = 8, 2 << 20
 	var started sync.WaitGroup
@@ -263,14 +323,13 @@ func TestGracefulCloseDeliversLargeReplies(t *testing.T) {
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() {
-		served <- s.Serve(ctx, transport.HandlerFunc(func(context.Context, []byte) ([]byte, error) {
+		served <- s.Serve(handlerFunc(func(context.Context, []byte) ([]byte, error) {
 			started.Done()
 			<-release
 			return make([]byte, size), nil
 		}))
 	}()
-	// A lost reply is not resent within the test: one attempt per call.
-	c := dial(t, s.Addr(), zmq.ClientConfig{AttemptTimeout: time.Minute})
+	c := dial(t, s.Addr(), zmq.ClientConfig{})
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	results := make([]<-chan roundTripResult, calls)
@@ -279,8 +338,8 @@ func TestGracefulCloseDeliversLargeReplies(t *testing.T) {
 	}
 	started.Wait()
 	closed := make(chan error, 1)
-	go func() { closed <- s.Close() }()
-	time.Sleep(50 * time.Millisecond) // Close has asked Serve to stop
+	go func() { closed <- s.Shutdown(ctx) }()
+	time.Sleep(50 * time.Millisecond) // Shutdown has asked Serve to stop
 	close(release)
 	delivered := 0
 	for _, ch := range results {
@@ -290,6 +349,6 @@ func TestGracefulCloseDeliversLargeReplies(t *testing.T) {
 		}
 	}
 	assert.Equal(t, calls, delivered, "replies of the calls in flight during a graceful stop")
-	assert.NoError(t, <-closed)
+	assert.NoError(t, <-closed, "Shutdown")
 	assert.NoError(t, <-served)
 }

@@ -9,18 +9,22 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/internal/status"
 )
 
 // Heartbeats let each side notice a peer that vanished without closing its
 // TCP connection (a frozen or unplugged host): the connection is dropped
-// after heartbeatTimeout without traffic, which the client takes as a
-// disconnect and the server as a peer gone.
+// after the heartbeat timeout without traffic, which the client takes as a
+// disconnect and the server as a peer gone. These are the server's; a
+// client's are in its ClientConfig.
 const (
 	heartbeatInterval = time.Second
 	heartbeatTimeout  = 5 * time.Second
 	reconnectInterval = 100 * time.Millisecond
 	reconnectMax      = time.Second
+	// connectTimeout bounds one TCP connection attempt of a client to a
+	// host that does not answer at all; libzmq then tries again.
+	connectTimeout = 2 * time.Second
 )
 
 func isEAGAIN(err error) bool {
@@ -32,7 +36,7 @@ func isEAGAIN(err error) bool {
 func setOptions(s *zmq4.Socket, opts ...socketOption) error {
 	for _, o := range opts {
 		if err := o.set(s); err != nil {
-			return transport.Errorf(transport.Internal, "zmq: set %s: %v", o.name, err)
+			return status.Errorf(status.Internal, "zmq: set %s: %v", o.name, err)
 		}
 	}
 	return nil
@@ -48,7 +52,7 @@ func opt(name string, set func(*zmq4.Socket) error) socketOption {
 }
 
 // commonOptions are shared by the server's ROUTER and the client's DEALER.
-func commonOptions(maxFrame int) []socketOption {
+func commonOptions(maxFrame int, heartbeatInterval, heartbeatTimeout time.Duration) []socketOption {
 	return []socketOption{
 		opt("ZMQ_MAXMSGSIZE", func(s *zmq4.Socket) error { return s.SetMaxmsgsize(int64(maxFrame + frameHeadroom)) }),
 		opt("ZMQ_SNDHWM", func(s *zmq4.Socket) error { return s.SetSndhwm(DefaultHWM) }),
@@ -64,7 +68,7 @@ func commonOptions(maxFrame int) []socketOption {
 func newContext() (*zmq4.Context, error) {
 	zctx, err := zmq4.NewContext()
 	if err != nil {
-		return nil, transport.Errorf(transport.Internal, "zmq: new context: %v", err)
+		return nil, status.Errorf(status.Internal, "zmq: new context: %v", err)
 	}
 	return zctx, nil
 }
@@ -73,7 +77,7 @@ func newContext() (*zmq4.Context, error) {
 func newSocket(zctx *zmq4.Context, t zmq4.Type, opts ...socketOption) (*zmq4.Socket, error) {
 	s, err := zctx.NewSocket(t)
 	if err != nil {
-		return nil, transport.Errorf(transport.Internal, "zmq: new %v socket: %v", t, err)
+		return nil, status.Errorf(status.Internal, "zmq: new %v socket: %v", t, err)
 	}
 	opts = append([]socketOption{opt("ZMQ_LINGER", func(s *zmq4.Socket) error { return s.SetLinger(0) })}, opts...)
 	if err := setOptions(s, opts...); err != nil {
@@ -88,24 +92,24 @@ func newSocket(zctx *zmq4.Context, t zmq4.Type, opts ...socketOption) (*zmq4.Soc
 func checkEndpoint(endpoint string) error {
 	scheme, rest, ok := strings.Cut(endpoint, "://")
 	if !ok || rest == "" {
-		return transport.Errorf(transport.InvalidArgument, "zmq: endpoint %q is not of the form tcp://host:port or ipc:///path", endpoint)
+		return status.Errorf(status.InvalidArgument, "zmq: endpoint %q is not of the form tcp://host:port or ipc:///path", endpoint)
 	}
 	switch scheme {
 	case "tcp", "ipc":
 		return nil
 	}
-	return transport.Errorf(transport.InvalidArgument, "zmq: endpoint %q: transport %q is not supported (use tcp:// or ipc://)", endpoint, scheme)
+	return status.Errorf(status.InvalidArgument, "zmq: endpoint %q: transport %q is not supported (use tcp:// or ipc://)", endpoint, scheme)
 }
 
 // endpointError gives a bind or connect error a code: a malformed endpoint is
 // the caller's mistake, anything else (address in use) is Unavailable.
 func endpointError(op, endpoint string, err error) error {
-	code := transport.Unavailable
+	code := status.Unavailable
 	switch zmq4.AsErrno(err) {
 	case zmq4.Errno(syscall.EINVAL), zmq4.EPROTONOSUPPORT, zmq4.ENOCOMPATPROTO:
-		code = transport.InvalidArgument
+		code = status.InvalidArgument
 	}
-	return transport.Errorf(code, "zmq: %s %s: %v", op, endpoint, err)
+	return status.Errorf(code, "zmq: %s %s: %v", op, endpoint, err)
 }
 
 // closeAll closes sockets and then terminates zctx; it returns the first
@@ -121,7 +125,7 @@ func closeAll(zctx *zmq4.Context, sockets ...*zmq4.Socket) error {
 	}
 	errs = append(errs, zctx.Term())
 	if err := errors.Join(errs...); err != nil {
-		return transport.Errorf(transport.Internal, "zmq: close: %v", err)
+		return status.Errorf(status.Internal, "zmq: close: %v", err)
 	}
 	return nil
 }

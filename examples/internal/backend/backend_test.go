@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/examples/internal/cli"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
-	"github.com/bankrpc/bankrpc/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +46,21 @@ func TestResolveDefaultsPerTransport(t *testing.T) {
 	assert.Equal(t, "amqp://u:p@h:1/", got.Addr, "an address from the environment is a choice, not replaced by the default")
 }
 
+func TestResolveTakesBankrpcAddresses(t *testing.T) {
+	got, err := resolve(t, []string{"--addr", "zmq://127.0.0.1:4041"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:4041", Bank: "bank", Timeout: 5 * time.Second}, got)
+
+	got, err = resolve(t, []string{"--addr", "amqp://u:p@h:5672/v?service=savings"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, Target{Kind: AMQP, Addr: "amqp://u:p@h:5672/v", Bank: "savings", Timeout: 5 * time.Second}, got,
+		"the scheme names the backend without --transport; ?service names the bank")
+
+	_, err = resolve(t, []string{"--addr", "amqp://h/?service=a", "--bank", "b"}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `names service "a" but --bank is "b"`)
+}
+
 func TestResolveRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -54,7 +69,7 @@ func TestResolveRefusals(t *testing.T) {
 		{[]string{"--transport", "inproc"}, "inproc is refused"},
 		{[]string{"--transport", "grpc"}, "give zmq or amqp"},
 		{[]string{"--transport", "amqp", "--addr", "tcp://127.0.0.1:4040"}, "not an AMQP URL"},
-		{[]string{"--addr", "amqp://127.0.0.1/"}, "not a ZeroMQ endpoint"},
+		{[]string{"--transport", "zmq", "--addr", "amqp://127.0.0.1/"}, "not a ZeroMQ endpoint"},
 		{[]string{"--addr", "127.0.0.1:4040"}, "not a ZeroMQ endpoint"},
 		{[]string{"--bank", "../etc"}, "bank name"},
 		{[]string{"--timeout", "0s"}, "positive duration"},
@@ -81,7 +96,7 @@ func TestListenZMQPortInUse(t *testing.T) {
 
 	_, _, err = Listen(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, nil)
 	require.Error(t, err, "a second server on %s", addr)
-	assert.Equal(t, transport.Unavailable, transport.CodeOf(err))
+	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 	assert.Contains(t, err.Error(), addr)
 }
 
@@ -92,10 +107,10 @@ func TestDialZMQWithoutServerFailsAtTheDeadline(t *testing.T) {
 
 	ct, err := Dial(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, ClientOptions{Account: 1})
 	require.NoError(t, err, "ZeroMQ connects in the background")
-	conn := transport.NewConn(ct)
+	conn := bankrpc.NewConn(ct)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err = bankv1.NewBankClient(conn).Balance(ctx, &bankv1.BalanceRequest{AccountId: 1})
-	assert.True(t, cli.Unreachable(transport.CodeOf(err)), "got %v", err)
+	assert.True(t, cli.Unreachable(bankrpc.CodeOf(err)), "got %v", err)
 }

@@ -38,8 +38,8 @@ type Flags struct {
 // timeoutUsage and defaultTimeout for --timeout, whose meaning differs
 // between the server and the client.
 func (f *Flags) Register(fs *flag.FlagSet, timeoutUsage string, defaultTimeout time.Duration) {
-	fs.StringVar(&f.Transport, "transport", string(ZMQ), "the `backend`: zmq (ZeroMQ, brokerless) or amqp (RabbitMQ, durable queues)")
-	fs.StringVar(&f.Addr, "addr", "", "the `address`: a ZeroMQ endpoint (default "+DefaultZMQAddr+")\nor an AMQP broker URL (default "+DefaultAMQPAddr+")")
+	fs.StringVar(&f.Transport, "transport", string(ZMQ), "the `backend`: zmq (ZeroMQ, brokerless) or amqp (RabbitMQ, durable queues);\na shorthand: an --addr with a scheme names the backend itself")
+	fs.StringVar(&f.Addr, "addr", "", "the `address`: zmq://HOST:PORT (or a ZeroMQ endpoint, default "+DefaultZMQAddr+"),\nor amqp://USER:PASS@HOST:PORT/VHOST[?service=BANK] (default "+DefaultAMQPAddr+")")
 	fs.StringVar(&f.Bank, "bank", DefaultBank, "the bank's `name`: names its data directory and its AMQP service queue")
 	fs.DurationVar(&f.Timeout, "timeout", defaultTimeout, timeoutUsage)
 }
@@ -57,7 +57,21 @@ type Target struct {
 // Errors are *cli.UsageError.
 func (f *Flags) Resolve(set map[string]bool) (Target, error) {
 	t := Target{Addr: f.Addr, Bank: f.Bank, Timeout: f.Timeout}
-	switch strings.ToLower(f.Transport) {
+	transport := f.Transport
+	if set["addr"] {
+		// An address in bankrpc's form names its backend, as bankrpc.Dial
+		// reads it; --transport, when also given, must agree.
+		scheme, _, _ := strings.Cut(t.Addr, "://")
+		kind := map[string]string{"zmq": "zmq", "tcp": "zmq", "ipc": "zmq", "amqp": "amqp", "amqps": "amqp"}[strings.ToLower(scheme)]
+		if kind != "" && !set["transport"] {
+			transport = kind
+		}
+		var err error
+		if t, err = fromAddress(t, set["bank"]); err != nil {
+			return t, err
+		}
+	}
+	switch strings.ToLower(transport) {
 	case string(ZMQ):
 		t.Kind = ZMQ
 	case string(AMQP):
@@ -113,4 +127,32 @@ func Redact(addr string) string {
 		return addr
 	}
 	return u.Redacted()
+}
+
+// fromAddress rewrites bankrpc's address forms into what the backends'
+// constructors take: zmq://HOST:PORT is the endpoint tcp://HOST:PORT, and
+// an AMQP URL's ?service=NAME names the bank (and must agree with an
+// explicit --bank).
+func fromAddress(t Target, bankSet bool) (Target, error) {
+	if rest, ok := strings.CutPrefix(t.Addr, "zmq://"); ok {
+		t.Addr = "tcp://" + rest
+		return t, nil
+	}
+	u, err := url.Parse(t.Addr)
+	if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") {
+		return t, nil
+	}
+	q := u.Query()
+	service := q.Get("service")
+	if service == "" {
+		return t, nil
+	}
+	if bankSet && service != t.Bank {
+		return t, cli.Usagef("--addr names service %q but --bank is %q: give one of them", service, t.Bank)
+	}
+	t.Bank = service
+	q.Del("service")
+	u.RawQuery = q.Encode()
+	t.Addr = u.String()
+	return t, nil
 }

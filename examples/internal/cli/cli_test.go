@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -147,22 +147,11 @@ func TestCheckBankName(t *testing.T) {
 }
 
 func TestExitStatus(t *testing.T) {
-	for code, want := range map[transport.Code]int{
-		transport.OK:                 ExitOK,
-		transport.FailedPrecondition: ExitRefused,
-		transport.NotFound:           ExitRefused,
-		transport.InvalidArgument:    ExitRefused,
-		transport.OutOfRange:         ExitRefused,
-		transport.ResourceExhausted:  ExitRefused,
-		transport.Internal:           ExitRefused,
-		transport.Unavailable:        ExitUnreachable,
-		transport.DeadlineExceeded:   ExitUnreachable,
-		transport.Canceled:           ExitInterrupted,
-	} {
+	for code, want := range map[bankrpc.Code]int{bankrpc.OK: ExitOK, bankrpc.FailedPrecondition: ExitRefused, bankrpc.NotFound: ExitRefused, bankrpc.InvalidArgument: ExitRefused, bankrpc.OutOfRange: ExitRefused, bankrpc.ResourceExhausted: ExitRefused, bankrpc.Internal: ExitRefused, bankrpc.Unavailable: ExitUnreachable, bankrpc.DeadlineExceeded: ExitUnreachable, bankrpc.Canceled: ExitInterrupted} {
 		assert.Equal(t, want, ExitStatus(code), code.String())
 	}
-	assert.True(t, Refusal(transport.FailedPrecondition))
-	assert.False(t, Refusal(transport.Internal), "an internal error is a failure, not a refusal")
+	assert.True(t, Refusal(bankrpc.FailedPrecondition))
+	assert.False(t, Refusal(bankrpc.Internal), "an internal error is a failure, not a refusal")
 }
 
 func TestNewLogger(t *testing.T) {

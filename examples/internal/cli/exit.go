@@ -3,7 +3,7 @@ package cli
 import (
 	"fmt"
 
-	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc"
 )
 
 // Exit statuses of bank-client. bank-server uses ExitOK, ExitFailure and
@@ -45,17 +45,15 @@ func Usagef(format string, args ...any) error {
 // Unreachable reports whether a call that failed with code got no answer
 // from the bank: the transport gave up (Unavailable) or the deadline passed
 // (DeadlineExceeded). Its outcome is then unknown for a mutating call.
-func Unreachable(code transport.Code) bool {
-	return code == transport.Unavailable || code == transport.DeadlineExceeded
+func Unreachable(code bankrpc.Code) bool {
+	return code == bankrpc.Unavailable || code == bankrpc.DeadlineExceeded
 }
 
 // Refusal reports whether code is the bank saying no to a well-formed
 // request for a reason the user can act on, rather than failing.
-func Refusal(code transport.Code) bool {
+func Refusal(code bankrpc.Code) bool {
 	switch code {
-	case transport.FailedPrecondition, transport.NotFound, transport.InvalidArgument,
-		transport.OutOfRange, transport.ResourceExhausted, transport.AlreadyExists,
-		transport.PermissionDenied, transport.Unauthenticated:
+	case bankrpc.FailedPrecondition, bankrpc.NotFound, bankrpc.InvalidArgument, bankrpc.OutOfRange, bankrpc.ResourceExhausted, bankrpc.AlreadyExists, bankrpc.PermissionDenied, bankrpc.Unauthenticated:
 		return true
 	}
 	return false
@@ -63,13 +61,13 @@ func Refusal(code transport.Code) bool {
 
 // ExitStatus returns bank-client's exit status for a call that ended with
 // code.
-func ExitStatus(code transport.Code) int {
+func ExitStatus(code bankrpc.Code) int {
 	switch {
-	case code == transport.OK:
+	case code == bankrpc.OK:
 		return ExitOK
 	case Unreachable(code):
 		return ExitUnreachable
-	case code == transport.Canceled:
+	case code == bankrpc.Canceled:
 		return ExitInterrupted
 	}
 	return ExitRefused

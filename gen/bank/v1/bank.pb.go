@@ -10,7 +10,12 @@
 //
 // Amounts and balances are int64 minor units (cents). Every mutating call is
 // applied at most once per call id, so a retried or redelivered request is
-// answered with the result recorded the first time.
+// answered with the result recorded the first time; a call the bank can no
+// longer prove unapplied is refused with ABORTED, never applied (see
+// bank/FORMAT.md, "At most once").
+//
+// An account may have a credit limit (0 unless the bank or an administrator
+// set one): its balance may then go negative, down to minus the limit.
 
 package bankv1
 
@@ -236,7 +241,8 @@ type WithdrawRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The account to debit.
 	AccountId int32 `protobuf:"varint,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
-	// The amount in minor units; must be greater than zero and at most the balance.
+	// The amount in minor units; must be greater than zero and at most the
+	// balance plus the credit still available.
 	Amount        int64 `protobuf:"varint,2,opt,name=amount,proto3" json:"amount,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -289,8 +295,11 @@ func (x *WithdrawRequest) GetAmount() int64 {
 // WithdrawResponse tells the balance after the withdrawal.
 type WithdrawResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new balance in minor units.
-	Balance       int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// The new balance in minor units; negative when the account owes credit.
+	Balance int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// How much of the amount came from credit: the part the balance lacked
+	// (0 when the balance covered it all).
+	FromCredit    int64 `protobuf:"varint,2,opt,name=from_credit,json=fromCredit,proto3" json:"from_credit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +341,13 @@ func (x *WithdrawResponse) GetBalance() int64 {
 	return 0
 }
 
+func (x *WithdrawResponse) GetFromCredit() int64 {
+	if x != nil {
+		return x.FromCredit
+	}
+	return 0
+}
+
 // TransferRequest moves money between two accounts of the same bank.
 type TransferRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -339,7 +355,8 @@ type TransferRequest struct {
 	AccountId int32 `protobuf:"varint,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
 	// The receiver's account, credited; must exist and differ from the sender.
 	ToAccountId int32 `protobuf:"varint,2,opt,name=to_account_id,json=toAccountId,proto3" json:"to_account_id,omitempty"`
-	// The amount in minor units; must be greater than zero and at most the sender's balance.
+	// The amount in minor units; must be greater than zero and at most the
+	// sender's balance plus the credit still available.
 	Amount        int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -399,8 +416,10 @@ func (x *TransferRequest) GetAmount() int64 {
 // TransferResponse tells the sender's balance after the transfer.
 type TransferResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The sender's new balance in minor units.
-	Balance       int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// The sender's new balance in minor units; negative when it owes credit.
+	Balance int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// How much of the amount came from the sender's credit.
+	FromCredit    int64 `protobuf:"varint,2,opt,name=from_credit,json=fromCredit,proto3" json:"from_credit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +457,13 @@ func (*TransferResponse) Descriptor() ([]byte, []int) {
 func (x *TransferResponse) GetBalance() int64 {
 	if x != nil {
 		return x.Balance
+	}
+	return 0
+}
+
+func (x *TransferResponse) GetFromCredit() int64 {
+	if x != nil {
+		return x.FromCredit
 	}
 	return 0
 }
@@ -491,8 +517,10 @@ func (x *BalanceRequest) GetAccountId() int32 {
 // BalanceResponse carries the balance.
 type BalanceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The balance in minor units.
-	Balance       int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// The balance in minor units; negative when the account owes credit.
+	Balance int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// How far the balance may go below zero.
+	CreditLimit   int64 `protobuf:"varint,2,opt,name=credit_limit,json=creditLimit,proto3" json:"credit_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +558,13 @@ func (*BalanceResponse) Descriptor() ([]byte, []int) {
 func (x *BalanceResponse) GetBalance() int64 {
 	if x != nil {
 		return x.Balance
+	}
+	return 0
+}
+
+func (x *BalanceResponse) GetCreditLimit() int64 {
+	if x != nil {
+		return x.CreditLimit
 	}
 	return 0
 }
@@ -626,6 +661,117 @@ func (x *CloseResponse) GetBalance() int64 {
 	return 0
 }
 
+// SetCreditLimitRequest sets an account's credit limit.
+type SetCreditLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account, which must exist.
+	AccountId int32 `protobuf:"varint,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The new limit in minor units, zero or more: the balance may go down to
+	// minus this. Zero takes the credit away (refused while the account owes).
+	CreditLimit   int64 `protobuf:"varint,2,opt,name=credit_limit,json=creditLimit,proto3" json:"credit_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCreditLimitRequest) Reset() {
+	*x = SetCreditLimitRequest{}
+	mi := &file_bank_v1_bank_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCreditLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCreditLimitRequest) ProtoMessage() {}
+
+func (x *SetCreditLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bank_v1_bank_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCreditLimitRequest.ProtoReflect.Descriptor instead.
+func (*SetCreditLimitRequest) Descriptor() ([]byte, []int) {
+	return file_bank_v1_bank_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetCreditLimitRequest) GetAccountId() int32 {
+	if x != nil {
+		return x.AccountId
+	}
+	return 0
+}
+
+func (x *SetCreditLimitRequest) GetCreditLimit() int64 {
+	if x != nil {
+		return x.CreditLimit
+	}
+	return 0
+}
+
+// SetCreditLimitResponse tells the account's state after the change.
+type SetCreditLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The balance in minor units.
+	Balance int64 `protobuf:"varint,1,opt,name=balance,proto3" json:"balance,omitempty"`
+	// The credit limit now in force.
+	CreditLimit   int64 `protobuf:"varint,2,opt,name=credit_limit,json=creditLimit,proto3" json:"credit_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCreditLimitResponse) Reset() {
+	*x = SetCreditLimitResponse{}
+	mi := &file_bank_v1_bank_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCreditLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCreditLimitResponse) ProtoMessage() {}
+
+func (x *SetCreditLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bank_v1_bank_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCreditLimitResponse.ProtoReflect.Descriptor instead.
+func (*SetCreditLimitResponse) Descriptor() ([]byte, []int) {
+	return file_bank_v1_bank_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetCreditLimitResponse) GetBalance() int64 {
+	if x != nil {
+		return x.Balance
+	}
+	return 0
+}
+
+func (x *SetCreditLimitResponse) GetCreditLimit() int64 {
+	if x != nil {
+		return x.CreditLimit
+	}
+	return 0
+}
+
 var File_bank_v1_bank_proto protoreflect.FileDescriptor
 
 const file_bank_v1_bank_proto_rawDesc = "" +
@@ -646,33 +792,46 @@ const file_bank_v1_bank_proto_rawDesc = "" +
 	"\x0fWithdrawRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\x05R\taccountId\x12\x16\n" +
-	"\x06amount\x18\x02 \x01(\x03R\x06amount\",\n" +
+	"\x06amount\x18\x02 \x01(\x03R\x06amount\"M\n" +
 	"\x10WithdrawResponse\x12\x18\n" +
-	"\abalance\x18\x01 \x01(\x03R\abalance\"l\n" +
+	"\abalance\x18\x01 \x01(\x03R\abalance\x12\x1f\n" +
+	"\vfrom_credit\x18\x02 \x01(\x03R\n" +
+	"fromCredit\"l\n" +
 	"\x0fTransferRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\x05R\taccountId\x12\"\n" +
 	"\rto_account_id\x18\x02 \x01(\x05R\vtoAccountId\x12\x16\n" +
-	"\x06amount\x18\x03 \x01(\x03R\x06amount\",\n" +
+	"\x06amount\x18\x03 \x01(\x03R\x06amount\"M\n" +
 	"\x10TransferResponse\x12\x18\n" +
-	"\abalance\x18\x01 \x01(\x03R\abalance\"/\n" +
+	"\abalance\x18\x01 \x01(\x03R\abalance\x12\x1f\n" +
+	"\vfrom_credit\x18\x02 \x01(\x03R\n" +
+	"fromCredit\"/\n" +
 	"\x0eBalanceRequest\x12\x1d\n" +
 	"\n" +
-	"account_id\x18\x01 \x01(\x05R\taccountId\"+\n" +
+	"account_id\x18\x01 \x01(\x05R\taccountId\"N\n" +
 	"\x0fBalanceResponse\x12\x18\n" +
-	"\abalance\x18\x01 \x01(\x03R\abalance\"-\n" +
+	"\abalance\x18\x01 \x01(\x03R\abalance\x12!\n" +
+	"\fcredit_limit\x18\x02 \x01(\x03R\vcreditLimit\"-\n" +
 	"\fCloseRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\x05R\taccountId\")\n" +
 	"\rCloseResponse\x12\x18\n" +
-	"\abalance\x18\x01 \x01(\x03R\abalance2\xf1\x02\n" +
+	"\abalance\x18\x01 \x01(\x03R\abalance\"Y\n" +
+	"\x15SetCreditLimitRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\x05R\taccountId\x12!\n" +
+	"\fcredit_limit\x18\x02 \x01(\x03R\vcreditLimit\"U\n" +
+	"\x16SetCreditLimitResponse\x12\x18\n" +
+	"\abalance\x18\x01 \x01(\x03R\abalance\x12!\n" +
+	"\fcredit_limit\x18\x02 \x01(\x03R\vcreditLimit2\xc4\x03\n" +
 	"\x04Bank\x123\n" +
 	"\x04Open\x12\x14.bank.v1.OpenRequest\x1a\x15.bank.v1.OpenResponse\x12<\n" +
 	"\aDeposit\x12\x17.bank.v1.DepositRequest\x1a\x18.bank.v1.DepositResponse\x12?\n" +
 	"\bWithdraw\x12\x18.bank.v1.WithdrawRequest\x1a\x19.bank.v1.WithdrawResponse\x12?\n" +
 	"\bTransfer\x12\x18.bank.v1.TransferRequest\x1a\x19.bank.v1.TransferResponse\x12<\n" +
 	"\aBalance\x12\x17.bank.v1.BalanceRequest\x1a\x18.bank.v1.BalanceResponse\x126\n" +
-	"\x05Close\x12\x15.bank.v1.CloseRequest\x1a\x16.bank.v1.CloseResponseB\x84\x01\n" +
+	"\x05Close\x12\x15.bank.v1.CloseRequest\x1a\x16.bank.v1.CloseResponse\x12Q\n" +
+	"\x0eSetCreditLimit\x12\x1e.bank.v1.SetCreditLimitRequest\x1a\x1f.bank.v1.SetCreditLimitResponseB\x84\x01\n" +
 	"\vcom.bank.v1B\tBankProtoP\x01Z-github.com/bankrpc/bankrpc/gen/bank/v1;bankv1\xa2\x02\x03BXX\xaa\x02\aBank.V1\xca\x02\aBank\\V1\xe2\x02\x13Bank\\V1\\GPBMetadata\xea\x02\bBank::V1b\x06proto3"
 
 var (
@@ -687,20 +846,22 @@ func file_bank_v1_bank_proto_rawDescGZIP() []byte {
 	return file_bank_v1_bank_proto_rawDescData
 }
 
-var file_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_bank_v1_bank_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_bank_v1_bank_proto_goTypes = []any{
-	(*OpenRequest)(nil),      // 0: bank.v1.OpenRequest
-	(*OpenResponse)(nil),     // 1: bank.v1.OpenResponse
-	(*DepositRequest)(nil),   // 2: bank.v1.DepositRequest
-	(*DepositResponse)(nil),  // 3: bank.v1.DepositResponse
-	(*WithdrawRequest)(nil),  // 4: bank.v1.WithdrawRequest
-	(*WithdrawResponse)(nil), // 5: bank.v1.WithdrawResponse
-	(*TransferRequest)(nil),  // 6: bank.v1.TransferRequest
-	(*TransferResponse)(nil), // 7: bank.v1.TransferResponse
-	(*BalanceRequest)(nil),   // 8: bank.v1.BalanceRequest
-	(*BalanceResponse)(nil),  // 9: bank.v1.BalanceResponse
-	(*CloseRequest)(nil),     // 10: bank.v1.CloseRequest
-	(*CloseResponse)(nil),    // 11: bank.v1.CloseResponse
+	(*OpenRequest)(nil),            // 0: bank.v1.OpenRequest
+	(*OpenResponse)(nil),           // 1: bank.v1.OpenResponse
+	(*DepositRequest)(nil),         // 2: bank.v1.DepositRequest
+	(*DepositResponse)(nil),        // 3: bank.v1.DepositResponse
+	(*WithdrawRequest)(nil),        // 4: bank.v1.WithdrawRequest
+	(*WithdrawResponse)(nil),       // 5: bank.v1.WithdrawResponse
+	(*TransferRequest)(nil),        // 6: bank.v1.TransferRequest
+	(*TransferResponse)(nil),       // 7: bank.v1.TransferResponse
+	(*BalanceRequest)(nil),         // 8: bank.v1.BalanceRequest
+	(*BalanceResponse)(nil),        // 9: bank.v1.BalanceResponse
+	(*CloseRequest)(nil),           // 10: bank.v1.CloseRequest
+	(*CloseResponse)(nil),          // 11: bank.v1.CloseResponse
+	(*SetCreditLimitRequest)(nil),  // 12: bank.v1.SetCreditLimitRequest
+	(*SetCreditLimitResponse)(nil), // 13: bank.v1.SetCreditLimitResponse
 }
 var file_bank_v1_bank_proto_depIdxs = []int32{
 	0,  // 0: bank.v1.Bank.Open:input_type -> bank.v1.OpenRequest
@@ -709,14 +870,16 @@ var file_bank_v1_bank_proto_depIdxs = []int32{
 	6,  // 3: bank.v1.Bank.Transfer:input_type -> bank.v1.TransferRequest
 	8,  // 4: bank.v1.Bank.Balance:input_type -> bank.v1.BalanceRequest
 	10, // 5: bank.v1.Bank.Close:input_type -> bank.v1.CloseRequest
-	1,  // 6: bank.v1.Bank.Open:output_type -> bank.v1.OpenResponse
-	3,  // 7: bank.v1.Bank.Deposit:output_type -> bank.v1.DepositResponse
-	5,  // 8: bank.v1.Bank.Withdraw:output_type -> bank.v1.WithdrawResponse
-	7,  // 9: bank.v1.Bank.Transfer:output_type -> bank.v1.TransferResponse
-	9,  // 10: bank.v1.Bank.Balance:output_type -> bank.v1.BalanceResponse
-	11, // 11: bank.v1.Bank.Close:output_type -> bank.v1.CloseResponse
-	6,  // [6:12] is the sub-list for method output_type
-	0,  // [0:6] is the sub-list for method input_type
+	12, // 6: bank.v1.Bank.SetCreditLimit:input_type -> bank.v1.SetCreditLimitRequest
+	1,  // 7: bank.v1.Bank.Open:output_type -> bank.v1.OpenResponse
+	3,  // 8: bank.v1.Bank.Deposit:output_type -> bank.v1.DepositResponse
+	5,  // 9: bank.v1.Bank.Withdraw:output_type -> bank.v1.WithdrawResponse
+	7,  // 10: bank.v1.Bank.Transfer:output_type -> bank.v1.TransferResponse
+	9,  // 11: bank.v1.Bank.Balance:output_type -> bank.v1.BalanceResponse
+	11, // 12: bank.v1.Bank.Close:output_type -> bank.v1.CloseResponse
+	13, // 13: bank.v1.Bank.SetCreditLimit:output_type -> bank.v1.SetCreditLimitResponse
+	7,  // [7:14] is the sub-list for method output_type
+	0,  // [0:7] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -733,7 +896,7 @@ func file_bank_v1_bank_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bank_v1_bank_proto_rawDesc), len(file_bank_v1_bank_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

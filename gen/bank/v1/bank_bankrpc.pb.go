@@ -5,20 +5,21 @@ package bankv1
 
 import (
 	context "context"
-	transport "github.com/bankrpc/bankrpc/transport"
+	bankrpc "github.com/bankrpc/bankrpc"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the bankrpc runtime it is compiled against.
-const _ = transport.SupportPackageIsVersion1
+const _ = bankrpc.SupportPackageIsVersion1
 
 const (
-	Bank_Open_FullMethodName     = "/bank.v1.Bank/Open"
-	Bank_Deposit_FullMethodName  = "/bank.v1.Bank/Deposit"
-	Bank_Withdraw_FullMethodName = "/bank.v1.Bank/Withdraw"
-	Bank_Transfer_FullMethodName = "/bank.v1.Bank/Transfer"
-	Bank_Balance_FullMethodName  = "/bank.v1.Bank/Balance"
-	Bank_Close_FullMethodName    = "/bank.v1.Bank/Close"
+	Bank_Open_FullMethodName           = "/bank.v1.Bank/Open"
+	Bank_Deposit_FullMethodName        = "/bank.v1.Bank/Deposit"
+	Bank_Withdraw_FullMethodName       = "/bank.v1.Bank/Withdraw"
+	Bank_Transfer_FullMethodName       = "/bank.v1.Bank/Transfer"
+	Bank_Balance_FullMethodName        = "/bank.v1.Bank/Balance"
+	Bank_Close_FullMethodName          = "/bank.v1.Bank/Close"
+	Bank_SetCreditLimit_FullMethodName = "/bank.v1.Bank/SetCreditLimit"
 )
 
 // BankClient is the client API for the bank.v1.Bank service.
@@ -27,33 +28,39 @@ const (
 type BankClient interface {
 	// Open registers the account on first contact and returns its balance.
 	// Opening an account that is already open is not an error.
-	Open(ctx context.Context, in *OpenRequest, opts ...transport.CallOption) (*OpenResponse, error)
+	Open(ctx context.Context, in *OpenRequest, opts ...bankrpc.CallOption) (*OpenResponse, error)
 	// Deposit adds a strictly positive amount to the account.
-	Deposit(ctx context.Context, in *DepositRequest, opts ...transport.CallOption) (*DepositResponse, error)
-	// Withdraw takes a strictly positive amount from the account. It is refused
-	// with FAILED_PRECONDITION when the balance is smaller than the amount.
-	Withdraw(ctx context.Context, in *WithdrawRequest, opts ...transport.CallOption) (*WithdrawResponse, error)
+	Deposit(ctx context.Context, in *DepositRequest, opts ...bankrpc.CallOption) (*DepositResponse, error)
+	// Withdraw takes a strictly positive amount from the account. What the
+	// balance lacks comes from the account's credit, up to its credit limit;
+	// beyond that the withdrawal is refused with FAILED_PRECONDITION.
+	Withdraw(ctx context.Context, in *WithdrawRequest, opts ...bankrpc.CallOption) (*WithdrawResponse, error)
 	// Transfer moves a strictly positive amount to another account of the same
-	// bank, atomically. An unknown receiver is NOT_FOUND; a transfer to oneself
+	// bank, atomically; what the sender's balance lacks comes from its credit,
+	// as for Withdraw. An unknown receiver is NOT_FOUND; a transfer to oneself
 	// is INVALID_ARGUMENT.
-	Transfer(ctx context.Context, in *TransferRequest, opts ...transport.CallOption) (*TransferResponse, error)
+	Transfer(ctx context.Context, in *TransferRequest, opts ...bankrpc.CallOption) (*TransferResponse, error)
 	// Balance returns the current balance of the account.
-	Balance(ctx context.Context, in *BalanceRequest, opts ...transport.CallOption) (*BalanceResponse, error)
+	Balance(ctx context.Context, in *BalanceRequest, opts ...bankrpc.CallOption) (*BalanceResponse, error)
 	// Close logs the client off. The account and its money stay.
-	Close(ctx context.Context, in *CloseRequest, opts ...transport.CallOption) (*CloseResponse, error)
+	Close(ctx context.Context, in *CloseRequest, opts ...bankrpc.CallOption) (*CloseResponse, error)
+	// SetCreditLimit sets how far the account's balance may go below zero. It
+	// is an administrator's method: other callers get PERMISSION_DENIED. A
+	// limit below what the account already owes is FAILED_PRECONDITION.
+	SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error)
 }
 
 type bankClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewBankClient returns the client of the bank.v1.Bank service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
-func NewBankClient(cc transport.ClientConnInterface) BankClient {
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
+func NewBankClient(cc bankrpc.ClientConnInterface) BankClient {
 	return &bankClient{cc}
 }
 
-func (c *bankClient) Open(ctx context.Context, in *OpenRequest, opts ...transport.CallOption) (*OpenResponse, error) {
+func (c *bankClient) Open(ctx context.Context, in *OpenRequest, opts ...bankrpc.CallOption) (*OpenResponse, error) {
 	out := new(OpenResponse)
 	if err := c.cc.Invoke(ctx, Bank_Open_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -61,7 +68,7 @@ func (c *bankClient) Open(ctx context.Context, in *OpenRequest, opts ...transpor
 	return out, nil
 }
 
-func (c *bankClient) Deposit(ctx context.Context, in *DepositRequest, opts ...transport.CallOption) (*DepositResponse, error) {
+func (c *bankClient) Deposit(ctx context.Context, in *DepositRequest, opts ...bankrpc.CallOption) (*DepositResponse, error) {
 	out := new(DepositResponse)
 	if err := c.cc.Invoke(ctx, Bank_Deposit_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -69,7 +76,7 @@ func (c *bankClient) Deposit(ctx context.Context, in *DepositRequest, opts ...tr
 	return out, nil
 }
 
-func (c *bankClient) Withdraw(ctx context.Context, in *WithdrawRequest, opts ...transport.CallOption) (*WithdrawResponse, error) {
+func (c *bankClient) Withdraw(ctx context.Context, in *WithdrawRequest, opts ...bankrpc.CallOption) (*WithdrawResponse, error) {
 	out := new(WithdrawResponse)
 	if err := c.cc.Invoke(ctx, Bank_Withdraw_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -77,7 +84,7 @@ func (c *bankClient) Withdraw(ctx context.Context, in *WithdrawRequest, opts ...
 	return out, nil
 }
 
-func (c *bankClient) Transfer(ctx context.Context, in *TransferRequest, opts ...transport.CallOption) (*TransferResponse, error) {
+func (c *bankClient) Transfer(ctx context.Context, in *TransferRequest, opts ...bankrpc.CallOption) (*TransferResponse, error) {
 	out := new(TransferResponse)
 	if err := c.cc.Invoke(ctx, Bank_Transfer_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -85,7 +92,7 @@ func (c *bankClient) Transfer(ctx context.Context, in *TransferRequest, opts ...
 	return out, nil
 }
 
-func (c *bankClient) Balance(ctx context.Context, in *BalanceRequest, opts ...transport.CallOption) (*BalanceResponse, error) {
+func (c *bankClient) Balance(ctx context.Context, in *BalanceRequest, opts ...bankrpc.CallOption) (*BalanceResponse, error) {
 	out := new(BalanceResponse)
 	if err := c.cc.Invoke(ctx, Bank_Balance_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -93,9 +100,17 @@ func (c *bankClient) Balance(ctx context.Context, in *BalanceRequest, opts ...tr
 	return out, nil
 }
 
-func (c *bankClient) Close(ctx context.Context, in *CloseRequest, opts ...transport.CallOption) (*CloseResponse, error) {
+func (c *bankClient) Close(ctx context.Context, in *CloseRequest, opts ...bankrpc.CallOption) (*CloseResponse, error) {
 	out := new(CloseResponse)
 	if err := c.cc.Invoke(ctx, Bank_Close_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error) {
+	out := new(SetCreditLimitResponse)
+	if err := c.cc.Invoke(ctx, Bank_SetCreditLimit_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -112,17 +127,23 @@ type BankServer interface {
 	Open(context.Context, *OpenRequest) (*OpenResponse, error)
 	// Deposit adds a strictly positive amount to the account.
 	Deposit(context.Context, *DepositRequest) (*DepositResponse, error)
-	// Withdraw takes a strictly positive amount from the account. It is refused
-	// with FAILED_PRECONDITION when the balance is smaller than the amount.
+	// Withdraw takes a strictly positive amount from the account. What the
+	// balance lacks comes from the account's credit, up to its credit limit;
+	// beyond that the withdrawal is refused with FAILED_PRECONDITION.
 	Withdraw(context.Context, *WithdrawRequest) (*WithdrawResponse, error)
 	// Transfer moves a strictly positive amount to another account of the same
-	// bank, atomically. An unknown receiver is NOT_FOUND; a transfer to oneself
+	// bank, atomically; what the sender's balance lacks comes from its credit,
+	// as for Withdraw. An unknown receiver is NOT_FOUND; a transfer to oneself
 	// is INVALID_ARGUMENT.
 	Transfer(context.Context, *TransferRequest) (*TransferResponse, error)
 	// Balance returns the current balance of the account.
 	Balance(context.Context, *BalanceRequest) (*BalanceResponse, error)
 	// Close logs the client off. The account and its money stay.
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
+	// SetCreditLimit sets how far the account's balance may go below zero. It
+	// is an administrator's method: other callers get PERMISSION_DENIED. A
+	// limit below what the account already owes is FAILED_PRECONDITION.
+	SetCreditLimit(context.Context, *SetCreditLimitRequest) (*SetCreditLimitResponse, error)
 	mustEmbedUnimplementedBankServer()
 }
 
@@ -131,22 +152,25 @@ type BankServer interface {
 type UnimplementedBankServer struct{}
 
 func (UnimplementedBankServer) Open(context.Context, *OpenRequest) (*OpenResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Open not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Open not implemented")
 }
 func (UnimplementedBankServer) Deposit(context.Context, *DepositRequest) (*DepositResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Deposit not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Deposit not implemented")
 }
 func (UnimplementedBankServer) Withdraw(context.Context, *WithdrawRequest) (*WithdrawResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Withdraw not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Withdraw not implemented")
 }
 func (UnimplementedBankServer) Transfer(context.Context, *TransferRequest) (*TransferResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Transfer not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Transfer not implemented")
 }
 func (UnimplementedBankServer) Balance(context.Context, *BalanceRequest) (*BalanceResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Balance not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Balance not implemented")
 }
 func (UnimplementedBankServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Close not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedBankServer) SetCreditLimit(context.Context, *SetCreditLimitRequest) (*SetCreditLimitResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method SetCreditLimit not implemented")
 }
 func (UnimplementedBankServer) mustEmbedUnimplementedBankServer()           {}
 func (UnimplementedBankServer) testEmbeddedUnimplementedBankServerByValue() {}
@@ -157,16 +181,16 @@ type UnsafeBankServer interface {
 	mustEmbedUnimplementedBankServer()
 }
 
-// RegisterBankServer registers srv with r, usually a *transport.Server.
+// RegisterBankServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedBankServer by nil pointer.
-func RegisterBankServer(r transport.ServiceRegistrar, srv BankServer) {
+func RegisterBankServer(r bankrpc.ServiceRegistrar, srv BankServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedBankServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("bank.v1.Bank", srv, t.testEmbeddedUnimplementedBankServerByValue)
+		bankrpc.CheckEmbeddedByValue("bank.v1.Bank", srv, t.testEmbeddedUnimplementedBankServerByValue)
 	}
 	r.RegisterService(&Bank_ServiceDesc, srv)
 }
 
-func _Bank_Open_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Open_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(OpenRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -174,7 +198,7 @@ func _Bank_Open_Handler(srv any, ctx context.Context, dec func(any) error, inter
 	if interceptor == nil {
 		return srv.(BankServer).Open(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Open_FullMethodName,
 	}
@@ -184,7 +208,7 @@ func _Bank_Open_Handler(srv any, ctx context.Context, dec func(any) error, inter
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Bank_Deposit_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Deposit_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(DepositRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -192,7 +216,7 @@ func _Bank_Deposit_Handler(srv any, ctx context.Context, dec func(any) error, in
 	if interceptor == nil {
 		return srv.(BankServer).Deposit(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Deposit_FullMethodName,
 	}
@@ -202,7 +226,7 @@ func _Bank_Deposit_Handler(srv any, ctx context.Context, dec func(any) error, in
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Bank_Withdraw_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Withdraw_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(WithdrawRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -210,7 +234,7 @@ func _Bank_Withdraw_Handler(srv any, ctx context.Context, dec func(any) error, i
 	if interceptor == nil {
 		return srv.(BankServer).Withdraw(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Withdraw_FullMethodName,
 	}
@@ -220,7 +244,7 @@ func _Bank_Withdraw_Handler(srv any, ctx context.Context, dec func(any) error, i
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Bank_Transfer_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Transfer_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(TransferRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -228,7 +252,7 @@ func _Bank_Transfer_Handler(srv any, ctx context.Context, dec func(any) error, i
 	if interceptor == nil {
 		return srv.(BankServer).Transfer(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Transfer_FullMethodName,
 	}
@@ -238,7 +262,7 @@ func _Bank_Transfer_Handler(srv any, ctx context.Context, dec func(any) error, i
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Bank_Balance_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Balance_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(BalanceRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -246,7 +270,7 @@ func _Bank_Balance_Handler(srv any, ctx context.Context, dec func(any) error, in
 	if interceptor == nil {
 		return srv.(BankServer).Balance(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Balance_FullMethodName,
 	}
@@ -256,7 +280,7 @@ func _Bank_Balance_Handler(srv any, ctx context.Context, dec func(any) error, in
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Bank_Close_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _Bank_Close_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(CloseRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -264,7 +288,7 @@ func _Bank_Close_Handler(srv any, ctx context.Context, dec func(any) error, inte
 	if interceptor == nil {
 		return srv.(BankServer).Close(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: Bank_Close_FullMethodName,
 	}
@@ -274,12 +298,30 @@ func _Bank_Close_Handler(srv any, ctx context.Context, dec func(any) error, inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Bank_SetCreditLimit_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(SetCreditLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BankServer).SetCreditLimit(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Bank_SetCreditLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(BankServer).SetCreditLimit(ctx, req.(*SetCreditLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Bank_ServiceDesc describes the bank.v1.Bank service for RegisterBankServer.
 // It is not meant to be used directly or changed.
-var Bank_ServiceDesc = transport.ServiceDesc{
+var Bank_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "bank.v1.Bank",
 	HandlerType: (*BankServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "Open",
 			Handler:    _Bank_Open_Handler,
@@ -303,6 +345,10 @@ var Bank_ServiceDesc = transport.ServiceDesc{
 		{
 			MethodName: "Close",
 			Handler:    _Bank_Close_Handler,
+		},
+		{
+			MethodName: "SetCreditLimit",
+			Handler:    _Bank_SetCreditLimit_Handler,
 		},
 	},
 	Metadata: "bank/v1/bank.proto",

@@ -32,9 +32,9 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/internal/loadgen"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 )
 
@@ -237,7 +237,7 @@ type bankrpcPair struct {
 	service string
 	client  string
 	stub    testv1.TestServiceClient
-	conn    *transport.Conn
+	conn    *bankrpc.Conn
 	srv     *amqp.Server
 	served  chan error
 }
@@ -249,14 +249,14 @@ func startBankrpc(url string) (*bankrpcPair, error) {
 		return nil, err
 	}
 	p.srv = srv
-	handler := transport.NewServer()
+	handler := bankrpc.NewServer()
 	testv1.RegisterTestServiceServer(handler, echo{})
-	go func() { p.served <- srv.Serve(context.Background(), handler) }()
+	go func() { p.served <- srv.Serve(handler) }()
 	cl, err := amqp.Dial(url, amqp.ClientConfig{Service: p.service, ClientName: p.client})
 	if err != nil {
 		return nil, errors.Join(err, p.stopServer(), deleteQueues(url, amqp.ServiceQueue(p.service), amqp.DeadLetterQueue(p.service)))
 	}
-	p.conn = transport.NewConn(cl, transport.WithDefaultTimeout(time.Minute))
+	p.conn = bankrpc.NewConn(cl, bankrpc.WithDefaultTimeout(time.Minute))
 	p.stub = testv1.NewTestServiceClient(p.conn)
 	return p, nil
 }

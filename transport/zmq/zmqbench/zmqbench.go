@@ -20,9 +20,9 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
+	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
 	"github.com/bankrpc/bankrpc/internal/loadgen"
-	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -157,15 +157,15 @@ func RunBankrpc(ctx context.Context, callers int, d time.Duration) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	srv := transport.NewServer()
+	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, &bank{balances: make(map[int32]int64)})
 	served := make(chan error, 1)
-	go func() { served <- ln.Serve(context.WithoutCancel(ctx), srv) }()
+	go func() { served <- ln.Serve(srv) }()
 	cl, err := zmq.Dial(ln.Addr(), zmq.ClientConfig{})
 	if err != nil {
 		return Result{}, errors.Join(err, ln.Close(), <-served)
 	}
-	conn := transport.NewConn(cl, transport.WithDefaultTimeout(30*time.Second))
+	conn := bankrpc.NewConn(cl, bankrpc.WithDefaultTimeout(30*time.Second))
 	stub := bankv1.NewBankClient(conn)
 	res, runErr := loadgen.ClosedLoop(ctx, callers, d, func(ctx context.Context, i int) error {
 		_, err := stub.Deposit(ctx, &bankv1.DepositRequest{AccountId: int32(i + 1), Amount: 100})

@@ -25,6 +25,126 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WorkRequest names a counter and how long to work.
+type WorkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The counter this run increments.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// How long the handler works, in nanoseconds.
+	Nanos int64 `protobuf:"varint,2,opt,name=nanos,proto3" json:"nanos,omitempty"`
+	// When true the handler ignores its ctx and works the whole duration (or
+	// until the test releases it): a stuck handler.
+	IgnoreCancel  bool `protobuf:"varint,3,opt,name=ignore_cancel,json=ignoreCancel,proto3" json:"ignore_cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkRequest) Reset() {
+	*x = WorkRequest{}
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkRequest) ProtoMessage() {}
+
+func (x *WorkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkRequest.ProtoReflect.Descriptor instead.
+func (*WorkRequest) Descriptor() ([]byte, []int) {
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WorkRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WorkRequest) GetNanos() int64 {
+	if x != nil {
+		return x.Nanos
+	}
+	return 0
+}
+
+func (x *WorkRequest) GetIgnoreCancel() bool {
+	if x != nil {
+		return x.IgnoreCancel
+	}
+	return false
+}
+
+// WorkResponse tells which run this was.
+type WorkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run number of this key, from 1.
+	Run int64 `protobuf:"varint,1,opt,name=run,proto3" json:"run,omitempty"`
+	// Whether the handler's ctx ended before the work was done.
+	Interrupted   bool `protobuf:"varint,2,opt,name=interrupted,proto3" json:"interrupted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkResponse) Reset() {
+	*x = WorkResponse{}
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkResponse) ProtoMessage() {}
+
+func (x *WorkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkResponse.ProtoReflect.Descriptor instead.
+func (*WorkResponse) Descriptor() ([]byte, []int) {
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkResponse) GetRun() int64 {
+	if x != nil {
+		return x.Run
+	}
+	return 0
+}
+
+func (x *WorkResponse) GetInterrupted() bool {
+	if x != nil {
+		return x.Interrupted
+	}
+	return false
+}
+
 // EchoRequest carries an opaque payload.
 type EchoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +158,7 @@ type EchoRequest struct {
 
 func (x *EchoRequest) Reset() {
 	*x = EchoRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +170,7 @@ func (x *EchoRequest) String() string {
 func (*EchoRequest) ProtoMessage() {}
 
 func (x *EchoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +183,7 @@ func (x *EchoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoRequest.ProtoReflect.Descriptor instead.
 func (*EchoRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{0}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EchoRequest) GetPayload() []byte {
@@ -91,8 +211,8 @@ type EchoResponse struct {
 	CallId string `protobuf:"bytes,3,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	// The handler ctx's deadline in Unix nanoseconds; 0 when it had none.
 	DeadlineUnixNano int64 `protobuf:"varint,4,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
-	// The request metadata the handler saw.
-	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The request metadata the handler saw, one "key=value" per value, sorted.
+	Metadata []string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty"`
 	// The caller identity the backend established, if any.
 	PeerIdentity  string `protobuf:"bytes,6,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -101,7 +221,7 @@ type EchoResponse struct {
 
 func (x *EchoResponse) Reset() {
 	*x = EchoResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +233,7 @@ func (x *EchoResponse) String() string {
 func (*EchoResponse) ProtoMessage() {}
 
 func (x *EchoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +246,7 @@ func (x *EchoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
 func (*EchoResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{1}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EchoResponse) GetPayload() []byte {
@@ -157,7 +277,7 @@ func (x *EchoResponse) GetDeadlineUnixNano() int64 {
 	return 0
 }
 
-func (x *EchoResponse) GetMetadata() map[string]string {
+func (x *EchoResponse) GetMetadata() []string {
 	if x != nil {
 		return x.Metadata
 	}
@@ -182,7 +302,7 @@ type SleepRequest struct {
 
 func (x *SleepRequest) Reset() {
 	*x = SleepRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +314,7 @@ func (x *SleepRequest) String() string {
 func (*SleepRequest) ProtoMessage() {}
 
 func (x *SleepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +327,7 @@ func (x *SleepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepRequest.ProtoReflect.Descriptor instead.
 func (*SleepRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{2}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SleepRequest) GetNanos() int64 {
@@ -228,7 +348,7 @@ type SleepResponse struct {
 
 func (x *SleepResponse) Reset() {
 	*x = SleepResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +360,7 @@ func (x *SleepResponse) String() string {
 func (*SleepResponse) ProtoMessage() {}
 
 func (x *SleepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +373,7 @@ func (x *SleepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepResponse.ProtoReflect.Descriptor instead.
 func (*SleepResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{3}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SleepResponse) GetInterrupted() bool {
@@ -276,7 +396,7 @@ type FailRequest struct {
 
 func (x *FailRequest) Reset() {
 	*x = FailRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +408,7 @@ func (x *FailRequest) String() string {
 func (*FailRequest) ProtoMessage() {}
 
 func (x *FailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +421,7 @@ func (x *FailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailRequest.ProtoReflect.Descriptor instead.
 func (*FailRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{4}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FailRequest) GetCode() uint32 {
@@ -327,7 +447,7 @@ type FailResponse struct {
 
 func (x *FailResponse) Reset() {
 	*x = FailResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +459,7 @@ func (x *FailResponse) String() string {
 func (*FailResponse) ProtoMessage() {}
 
 func (x *FailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +472,7 @@ func (x *FailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailResponse.ProtoReflect.Descriptor instead.
 func (*FailResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{5}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{7}
 }
 
 // PanicRequest gives the panic value.
@@ -366,7 +486,7 @@ type PanicRequest struct {
 
 func (x *PanicRequest) Reset() {
 	*x = PanicRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +498,7 @@ func (x *PanicRequest) String() string {
 func (*PanicRequest) ProtoMessage() {}
 
 func (x *PanicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +511,7 @@ func (x *PanicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PanicRequest.ProtoReflect.Descriptor instead.
 func (*PanicRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{6}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PanicRequest) GetMessage() string {
@@ -410,7 +530,7 @@ type PanicResponse struct {
 
 func (x *PanicResponse) Reset() {
 	*x = PanicResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +542,7 @@ func (x *PanicResponse) String() string {
 func (*PanicResponse) ProtoMessage() {}
 
 func (x *PanicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +555,7 @@ func (x *PanicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PanicResponse.ProtoReflect.Descriptor instead.
 func (*PanicResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{7}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{9}
 }
 
 // ProgressRequest says how many statuses to send.
@@ -449,7 +569,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +581,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +594,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{8}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProgressRequest) GetSteps() int32 {
@@ -495,7 +615,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +627,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +640,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{9}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProgressResponse) GetSent() int32 {
@@ -534,20 +654,24 @@ var File_bankrpc_test_v1_test_proto protoreflect.FileDescriptor
 
 const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\n" +
-	"\x1abankrpc/test/v1/test.proto\x12\x0fbankrpc.test.v1\"9\n" +
+	"\x1abankrpc/test/v1/test.proto\x12\x0fbankrpc.test.v1\"Z\n" +
+	"\vWorkRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05nanos\x18\x02 \x01(\x03R\x05nanos\x12#\n" +
+	"\rignore_cancel\x18\x03 \x01(\bR\fignoreCancel\"B\n" +
+	"\fWorkResponse\x12\x10\n" +
+	"\x03run\x18\x01 \x01(\x03R\x03run\x12 \n" +
+	"\vinterrupted\x18\x02 \x01(\bR\vinterrupted\"9\n" +
 	"\vEchoRequest\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x10\n" +
-	"\x03tag\x18\x02 \x01(\tR\x03tag\"\xac\x02\n" +
+	"\x03tag\x18\x02 \x01(\tR\x03tag\"\xc2\x01\n" +
 	"\fEchoResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x17\n" +
 	"\acall_id\x18\x03 \x01(\tR\x06callId\x12,\n" +
-	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12G\n" +
-	"\bmetadata\x18\x05 \x03(\v2+.bankrpc.test.v1.EchoResponse.MetadataEntryR\bmetadata\x12#\n" +
-	"\rpeer_identity\x18\x06 \x01(\tR\fpeerIdentity\x1a;\n" +
-	"\rMetadataEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
+	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12\x1a\n" +
+	"\bmetadata\x18\x05 \x03(\tR\bmetadata\x12#\n" +
+	"\rpeer_identity\x18\x06 \x01(\tR\fpeerIdentity\"$\n" +
 	"\fSleepRequest\x12\x14\n" +
 	"\x05nanos\x18\x01 \x01(\x03R\x05nanos\"1\n" +
 	"\rSleepResponse\x12 \n" +
@@ -562,13 +686,14 @@ const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\x0fProgressRequest\x12\x14\n" +
 	"\x05steps\x18\x01 \x01(\x05R\x05steps\"&\n" +
 	"\x10ProgressResponse\x12\x12\n" +
-	"\x04sent\x18\x01 \x01(\x05R\x04sent2\xf8\x02\n" +
+	"\x04sent\x18\x01 \x01(\x05R\x04sent2\xbd\x03\n" +
 	"\vTestService\x12C\n" +
 	"\x04Echo\x12\x1c.bankrpc.test.v1.EchoRequest\x1a\x1d.bankrpc.test.v1.EchoResponse\x12F\n" +
 	"\x05Sleep\x12\x1d.bankrpc.test.v1.SleepRequest\x1a\x1e.bankrpc.test.v1.SleepResponse\x12C\n" +
 	"\x04Fail\x12\x1c.bankrpc.test.v1.FailRequest\x1a\x1d.bankrpc.test.v1.FailResponse\x12F\n" +
 	"\x05Panic\x12\x1d.bankrpc.test.v1.PanicRequest\x1a\x1e.bankrpc.test.v1.PanicResponse\x12O\n" +
-	"\bProgress\x12 .bankrpc.test.v1.ProgressRequest\x1a!.bankrpc.test.v1.ProgressResponseB\xb5\x01\n" +
+	"\bProgress\x12 .bankrpc.test.v1.ProgressRequest\x1a!.bankrpc.test.v1.ProgressResponse\x12C\n" +
+	"\x04Work\x12\x1c.bankrpc.test.v1.WorkRequest\x1a\x1d.bankrpc.test.v1.WorkResponseB\xb5\x01\n" +
 	"\x13com.bankrpc.test.v1B\tTestProtoP\x01Z5github.com/bankrpc/bankrpc/gen/bankrpc/test/v1;testv1\xa2\x02\x03BTX\xaa\x02\x0fBankrpc.Test.V1\xca\x02\x0fBankrpc\\Test\\V1\xe2\x02\x1bBankrpc\\Test\\V1\\GPBMetadata\xea\x02\x11Bankrpc::Test::V1b\x06proto3"
 
 var (
@@ -583,37 +708,39 @@ func file_bankrpc_test_v1_test_proto_rawDescGZIP() []byte {
 	return file_bankrpc_test_v1_test_proto_rawDescData
 }
 
-var file_bankrpc_test_v1_test_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_bankrpc_test_v1_test_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_bankrpc_test_v1_test_proto_goTypes = []any{
-	(*EchoRequest)(nil),      // 0: bankrpc.test.v1.EchoRequest
-	(*EchoResponse)(nil),     // 1: bankrpc.test.v1.EchoResponse
-	(*SleepRequest)(nil),     // 2: bankrpc.test.v1.SleepRequest
-	(*SleepResponse)(nil),    // 3: bankrpc.test.v1.SleepResponse
-	(*FailRequest)(nil),      // 4: bankrpc.test.v1.FailRequest
-	(*FailResponse)(nil),     // 5: bankrpc.test.v1.FailResponse
-	(*PanicRequest)(nil),     // 6: bankrpc.test.v1.PanicRequest
-	(*PanicResponse)(nil),    // 7: bankrpc.test.v1.PanicResponse
-	(*ProgressRequest)(nil),  // 8: bankrpc.test.v1.ProgressRequest
-	(*ProgressResponse)(nil), // 9: bankrpc.test.v1.ProgressResponse
-	nil,                      // 10: bankrpc.test.v1.EchoResponse.MetadataEntry
+	(*WorkRequest)(nil),      // 0: bankrpc.test.v1.WorkRequest
+	(*WorkResponse)(nil),     // 1: bankrpc.test.v1.WorkResponse
+	(*EchoRequest)(nil),      // 2: bankrpc.test.v1.EchoRequest
+	(*EchoResponse)(nil),     // 3: bankrpc.test.v1.EchoResponse
+	(*SleepRequest)(nil),     // 4: bankrpc.test.v1.SleepRequest
+	(*SleepResponse)(nil),    // 5: bankrpc.test.v1.SleepResponse
+	(*FailRequest)(nil),      // 6: bankrpc.test.v1.FailRequest
+	(*FailResponse)(nil),     // 7: bankrpc.test.v1.FailResponse
+	(*PanicRequest)(nil),     // 8: bankrpc.test.v1.PanicRequest
+	(*PanicResponse)(nil),    // 9: bankrpc.test.v1.PanicResponse
+	(*ProgressRequest)(nil),  // 10: bankrpc.test.v1.ProgressRequest
+	(*ProgressResponse)(nil), // 11: bankrpc.test.v1.ProgressResponse
 }
 var file_bankrpc_test_v1_test_proto_depIdxs = []int32{
-	10, // 0: bankrpc.test.v1.EchoResponse.metadata:type_name -> bankrpc.test.v1.EchoResponse.MetadataEntry
-	0,  // 1: bankrpc.test.v1.TestService.Echo:input_type -> bankrpc.test.v1.EchoRequest
-	2,  // 2: bankrpc.test.v1.TestService.Sleep:input_type -> bankrpc.test.v1.SleepRequest
-	4,  // 3: bankrpc.test.v1.TestService.Fail:input_type -> bankrpc.test.v1.FailRequest
-	6,  // 4: bankrpc.test.v1.TestService.Panic:input_type -> bankrpc.test.v1.PanicRequest
-	8,  // 5: bankrpc.test.v1.TestService.Progress:input_type -> bankrpc.test.v1.ProgressRequest
-	1,  // 6: bankrpc.test.v1.TestService.Echo:output_type -> bankrpc.test.v1.EchoResponse
-	3,  // 7: bankrpc.test.v1.TestService.Sleep:output_type -> bankrpc.test.v1.SleepResponse
-	5,  // 8: bankrpc.test.v1.TestService.Fail:output_type -> bankrpc.test.v1.FailResponse
-	7,  // 9: bankrpc.test.v1.TestService.Panic:output_type -> bankrpc.test.v1.PanicResponse
-	9,  // 10: bankrpc.test.v1.TestService.Progress:output_type -> bankrpc.test.v1.ProgressResponse
-	6,  // [6:11] is the sub-list for method output_type
-	1,  // [1:6] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	2,  // 0: bankrpc.test.v1.TestService.Echo:input_type -> bankrpc.test.v1.EchoRequest
+	4,  // 1: bankrpc.test.v1.TestService.Sleep:input_type -> bankrpc.test.v1.SleepRequest
+	6,  // 2: bankrpc.test.v1.TestService.Fail:input_type -> bankrpc.test.v1.FailRequest
+	8,  // 3: bankrpc.test.v1.TestService.Panic:input_type -> bankrpc.test.v1.PanicRequest
+	10, // 4: bankrpc.test.v1.TestService.Progress:input_type -> bankrpc.test.v1.ProgressRequest
+	0,  // 5: bankrpc.test.v1.TestService.Work:input_type -> bankrpc.test.v1.WorkRequest
+	3,  // 6: bankrpc.test.v1.TestService.Echo:output_type -> bankrpc.test.v1.EchoResponse
+	5,  // 7: bankrpc.test.v1.TestService.Sleep:output_type -> bankrpc.test.v1.SleepResponse
+	7,  // 8: bankrpc.test.v1.TestService.Fail:output_type -> bankrpc.test.v1.FailResponse
+	9,  // 9: bankrpc.test.v1.TestService.Panic:output_type -> bankrpc.test.v1.PanicResponse
+	11, // 10: bankrpc.test.v1.TestService.Progress:output_type -> bankrpc.test.v1.ProgressResponse
+	1,  // 11: bankrpc.test.v1.TestService.Work:output_type -> bankrpc.test.v1.WorkResponse
+	6,  // [6:12] is the sub-list for method output_type
+	0,  // [0:6] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_bankrpc_test_v1_test_proto_init() }
@@ -627,7 +754,7 @@ func file_bankrpc_test_v1_test_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bankrpc_test_v1_test_proto_rawDesc), len(file_bankrpc_test_v1_test_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

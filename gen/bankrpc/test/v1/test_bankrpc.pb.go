@@ -5,12 +5,12 @@ package testv1
 
 import (
 	context "context"
-	transport "github.com/bankrpc/bankrpc/transport"
+	bankrpc "github.com/bankrpc/bankrpc"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the bankrpc runtime it is compiled against.
-const _ = transport.SupportPackageIsVersion1
+const _ = bankrpc.SupportPackageIsVersion1
 
 const (
 	TestService_Echo_FullMethodName     = "/bankrpc.test.v1.TestService/Echo"
@@ -18,6 +18,7 @@ const (
 	TestService_Fail_FullMethodName     = "/bankrpc.test.v1.TestService/Fail"
 	TestService_Panic_FullMethodName    = "/bankrpc.test.v1.TestService/Panic"
 	TestService_Progress_FullMethodName = "/bankrpc.test.v1.TestService/Progress"
+	TestService_Work_FullMethodName     = "/bankrpc.test.v1.TestService/Work"
 )
 
 // TestServiceClient is the client API for the bankrpc.test.v1.TestService service.
@@ -25,28 +26,32 @@ const (
 // TestService has one method per behaviour the suite checks.
 type TestServiceClient interface {
 	// Echo returns the request's payload and what the server saw of the call.
-	Echo(ctx context.Context, in *EchoRequest, opts ...transport.CallOption) (*EchoResponse, error)
+	Echo(ctx context.Context, in *EchoRequest, opts ...bankrpc.CallOption) (*EchoResponse, error)
 	// Sleep waits for the given duration or until the call's ctx ends.
-	Sleep(ctx context.Context, in *SleepRequest, opts ...transport.CallOption) (*SleepResponse, error)
+	Sleep(ctx context.Context, in *SleepRequest, opts ...bankrpc.CallOption) (*SleepResponse, error)
 	// Fail returns an error with the given code and message.
-	Fail(ctx context.Context, in *FailRequest, opts ...transport.CallOption) (*FailResponse, error)
+	Fail(ctx context.Context, in *FailRequest, opts ...bankrpc.CallOption) (*FailResponse, error)
 	// Panic panics in the handler.
-	Panic(ctx context.Context, in *PanicRequest, opts ...transport.CallOption) (*PanicResponse, error)
+	Panic(ctx context.Context, in *PanicRequest, opts ...bankrpc.CallOption) (*PanicResponse, error)
 	// Progress sends the given number of status messages, then returns.
-	Progress(ctx context.Context, in *ProgressRequest, opts ...transport.CallOption) (*ProgressResponse, error)
+	Progress(ctx context.Context, in *ProgressRequest, opts ...bankrpc.CallOption) (*ProgressResponse, error)
+	// Work is a slow, non-idempotent handler: it counts its runs per key, then
+	// waits for the given duration or until its ctx ends (unless told to
+	// ignore it: a stuck handler).
+	Work(ctx context.Context, in *WorkRequest, opts ...bankrpc.CallOption) (*WorkResponse, error)
 }
 
 type testServiceClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewTestServiceClient returns the client of the bankrpc.test.v1.TestService service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
-func NewTestServiceClient(cc transport.ClientConnInterface) TestServiceClient {
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
+func NewTestServiceClient(cc bankrpc.ClientConnInterface) TestServiceClient {
 	return &testServiceClient{cc}
 }
 
-func (c *testServiceClient) Echo(ctx context.Context, in *EchoRequest, opts ...transport.CallOption) (*EchoResponse, error) {
+func (c *testServiceClient) Echo(ctx context.Context, in *EchoRequest, opts ...bankrpc.CallOption) (*EchoResponse, error) {
 	out := new(EchoResponse)
 	if err := c.cc.Invoke(ctx, TestService_Echo_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -54,7 +59,7 @@ func (c *testServiceClient) Echo(ctx context.Context, in *EchoRequest, opts ...t
 	return out, nil
 }
 
-func (c *testServiceClient) Sleep(ctx context.Context, in *SleepRequest, opts ...transport.CallOption) (*SleepResponse, error) {
+func (c *testServiceClient) Sleep(ctx context.Context, in *SleepRequest, opts ...bankrpc.CallOption) (*SleepResponse, error) {
 	out := new(SleepResponse)
 	if err := c.cc.Invoke(ctx, TestService_Sleep_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -62,7 +67,7 @@ func (c *testServiceClient) Sleep(ctx context.Context, in *SleepRequest, opts ..
 	return out, nil
 }
 
-func (c *testServiceClient) Fail(ctx context.Context, in *FailRequest, opts ...transport.CallOption) (*FailResponse, error) {
+func (c *testServiceClient) Fail(ctx context.Context, in *FailRequest, opts ...bankrpc.CallOption) (*FailResponse, error) {
 	out := new(FailResponse)
 	if err := c.cc.Invoke(ctx, TestService_Fail_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -70,7 +75,7 @@ func (c *testServiceClient) Fail(ctx context.Context, in *FailRequest, opts ...t
 	return out, nil
 }
 
-func (c *testServiceClient) Panic(ctx context.Context, in *PanicRequest, opts ...transport.CallOption) (*PanicResponse, error) {
+func (c *testServiceClient) Panic(ctx context.Context, in *PanicRequest, opts ...bankrpc.CallOption) (*PanicResponse, error) {
 	out := new(PanicResponse)
 	if err := c.cc.Invoke(ctx, TestService_Panic_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -78,9 +83,17 @@ func (c *testServiceClient) Panic(ctx context.Context, in *PanicRequest, opts ..
 	return out, nil
 }
 
-func (c *testServiceClient) Progress(ctx context.Context, in *ProgressRequest, opts ...transport.CallOption) (*ProgressResponse, error) {
+func (c *testServiceClient) Progress(ctx context.Context, in *ProgressRequest, opts ...bankrpc.CallOption) (*ProgressResponse, error) {
 	out := new(ProgressResponse)
 	if err := c.cc.Invoke(ctx, TestService_Progress_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) Work(ctx context.Context, in *WorkRequest, opts ...bankrpc.CallOption) (*WorkResponse, error) {
+	out := new(WorkResponse)
+	if err := c.cc.Invoke(ctx, TestService_Work_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -102,6 +115,10 @@ type TestServiceServer interface {
 	Panic(context.Context, *PanicRequest) (*PanicResponse, error)
 	// Progress sends the given number of status messages, then returns.
 	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
+	// Work is a slow, non-idempotent handler: it counts its runs per key, then
+	// waits for the given duration or until its ctx ends (unless told to
+	// ignore it: a stuck handler).
+	Work(context.Context, *WorkRequest) (*WorkResponse, error)
 	mustEmbedUnimplementedTestServiceServer()
 }
 
@@ -110,19 +127,22 @@ type TestServiceServer interface {
 type UnimplementedTestServiceServer struct{}
 
 func (UnimplementedTestServiceServer) Echo(context.Context, *EchoRequest) (*EchoResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Echo not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Echo not implemented")
 }
 func (UnimplementedTestServiceServer) Sleep(context.Context, *SleepRequest) (*SleepResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Sleep not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Sleep not implemented")
 }
 func (UnimplementedTestServiceServer) Fail(context.Context, *FailRequest) (*FailResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Fail not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Fail not implemented")
 }
 func (UnimplementedTestServiceServer) Panic(context.Context, *PanicRequest) (*PanicResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Panic not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Panic not implemented")
 }
 func (UnimplementedTestServiceServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Progress not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Progress not implemented")
+}
+func (UnimplementedTestServiceServer) Work(context.Context, *WorkRequest) (*WorkResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Work not implemented")
 }
 func (UnimplementedTestServiceServer) mustEmbedUnimplementedTestServiceServer()           {}
 func (UnimplementedTestServiceServer) testEmbeddedUnimplementedTestServiceServerByValue() {}
@@ -133,16 +153,16 @@ type UnsafeTestServiceServer interface {
 	mustEmbedUnimplementedTestServiceServer()
 }
 
-// RegisterTestServiceServer registers srv with r, usually a *transport.Server.
+// RegisterTestServiceServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedTestServiceServer by nil pointer.
-func RegisterTestServiceServer(r transport.ServiceRegistrar, srv TestServiceServer) {
+func RegisterTestServiceServer(r bankrpc.ServiceRegistrar, srv TestServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedTestServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("bankrpc.test.v1.TestService", srv, t.testEmbeddedUnimplementedTestServiceServerByValue)
+		bankrpc.CheckEmbeddedByValue("bankrpc.test.v1.TestService", srv, t.testEmbeddedUnimplementedTestServiceServerByValue)
 	}
 	r.RegisterService(&TestService_ServiceDesc, srv)
 }
 
-func _TestService_Echo_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _TestService_Echo_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(EchoRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -150,7 +170,7 @@ func _TestService_Echo_Handler(srv any, ctx context.Context, dec func(any) error
 	if interceptor == nil {
 		return srv.(TestServiceServer).Echo(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: TestService_Echo_FullMethodName,
 	}
@@ -160,7 +180,7 @@ func _TestService_Echo_Handler(srv any, ctx context.Context, dec func(any) error
 	return interceptor(ctx, in, info, handler)
 }
 
-func _TestService_Sleep_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _TestService_Sleep_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(SleepRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -168,7 +188,7 @@ func _TestService_Sleep_Handler(srv any, ctx context.Context, dec func(any) erro
 	if interceptor == nil {
 		return srv.(TestServiceServer).Sleep(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: TestService_Sleep_FullMethodName,
 	}
@@ -178,7 +198,7 @@ func _TestService_Sleep_Handler(srv any, ctx context.Context, dec func(any) erro
 	return interceptor(ctx, in, info, handler)
 }
 
-func _TestService_Fail_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _TestService_Fail_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(FailRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -186,7 +206,7 @@ func _TestService_Fail_Handler(srv any, ctx context.Context, dec func(any) error
 	if interceptor == nil {
 		return srv.(TestServiceServer).Fail(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: TestService_Fail_FullMethodName,
 	}
@@ -196,7 +216,7 @@ func _TestService_Fail_Handler(srv any, ctx context.Context, dec func(any) error
 	return interceptor(ctx, in, info, handler)
 }
 
-func _TestService_Panic_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _TestService_Panic_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(PanicRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -204,7 +224,7 @@ func _TestService_Panic_Handler(srv any, ctx context.Context, dec func(any) erro
 	if interceptor == nil {
 		return srv.(TestServiceServer).Panic(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: TestService_Panic_FullMethodName,
 	}
@@ -214,7 +234,7 @@ func _TestService_Panic_Handler(srv any, ctx context.Context, dec func(any) erro
 	return interceptor(ctx, in, info, handler)
 }
 
-func _TestService_Progress_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _TestService_Progress_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(ProgressRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -222,7 +242,7 @@ func _TestService_Progress_Handler(srv any, ctx context.Context, dec func(any) e
 	if interceptor == nil {
 		return srv.(TestServiceServer).Progress(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: TestService_Progress_FullMethodName,
 	}
@@ -232,12 +252,30 @@ func _TestService_Progress_Handler(srv any, ctx context.Context, dec func(any) e
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TestService_Work_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(WorkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TestServiceServer).Work(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TestService_Work_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(TestServiceServer).Work(ctx, req.(*WorkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TestService_ServiceDesc describes the bankrpc.test.v1.TestService service for RegisterTestServiceServer.
 // It is not meant to be used directly or changed.
-var TestService_ServiceDesc = transport.ServiceDesc{
+var TestService_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "bankrpc.test.v1.TestService",
 	HandlerType: (*TestServiceServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "Echo",
 			Handler:    _TestService_Echo_Handler,
@@ -257,6 +295,10 @@ var TestService_ServiceDesc = transport.ServiceDesc{
 		{
 			MethodName: "Progress",
 			Handler:    _TestService_Progress_Handler,
+		},
+		{
+			MethodName: "Work",
+			Handler:    _TestService_Work_Handler,
 		},
 	},
 	Metadata: "bankrpc/test/v1/test.proto",

@@ -14,6 +14,7 @@ package wirev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -40,10 +41,23 @@ type Request struct {
 	// Absolute deadline in nanoseconds since the Unix epoch (UTC); 0 means none.
 	// A server does not execute a request whose deadline has passed.
 	DeadlineUnixNano int64 `protobuf:"varint,4,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
-	// Free-form call metadata (ASCII keys, lower case by convention).
-	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Call metadata: one entry per value, so a key may have several values.
+	// Keys are lower-case ASCII; keys starting with "bankrpc-" are reserved.
+	// Encoded like a map<string, string> (entries with key = 1, value = 2), so
+	// a reader that treats it as a map sees the last value of each key.
+	Metadata []*MetadataEntry `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	// When true this is not a call but a cancel message: the server cancels
+	// the handler of the call with this call_id, if it runs there, and answers
+	// nothing. method and payload may be empty.
+	Cancel bool `protobuf:"varint,6,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// For a call id of the session form "<session>-<seq>" (PROTOCOL.md 2.1):
+	// the lowest sequence number of that session whose reply the client has
+	// not received yet (this call's own, or an earlier one still pending). A
+	// server may forget the replies of the session's lower sequence numbers.
+	// 0 means unknown: forget nothing.
+	FirstUnanswered uint64 `protobuf:"varint,7,opt,name=first_unanswered,json=firstUnanswered,proto3" json:"first_unanswered,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
@@ -104,11 +118,78 @@ func (x *Request) GetDeadlineUnixNano() int64 {
 	return 0
 }
 
-func (x *Request) GetMetadata() map[string]string {
+func (x *Request) GetMetadata() []*MetadataEntry {
 	if x != nil {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Request) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+func (x *Request) GetFirstUnanswered() uint64 {
+	if x != nil {
+		return x.FirstUnanswered
+	}
+	return 0
+}
+
+// MetadataEntry is one value of one metadata key.
+type MetadataEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataEntry) Reset() {
+	*x = MetadataEntry{}
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataEntry) ProtoMessage() {}
+
+func (x *MetadataEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataEntry.ProtoReflect.Descriptor instead.
+func (*MetadataEntry) Descriptor() ([]byte, []int) {
+	return file_bankrpc_wire_v1_envelope_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MetadataEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *MetadataEntry) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
 }
 
 // Result is the final answer to one Request.
@@ -124,14 +205,16 @@ type Result struct {
 	// The response message (protobuf binary) when code is 0; empty otherwise.
 	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Diagnostic log lines from the server (the thesis's Result.log).
-	Log           []string `protobuf:"bytes,5,rep,name=log,proto3" json:"log,omitempty"`
+	Log []string `protobuf:"bytes,5,rep,name=log,proto3" json:"log,omitempty"`
+	// Typed error details attached by the handler; empty when code is 0.
+	Details       []*anypb.Any `protobuf:"bytes,6,rep,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[1]
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +226,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[1]
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +239,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_bankrpc_wire_v1_envelope_proto_rawDescGZIP(), []int{1}
+	return file_bankrpc_wire_v1_envelope_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Result) GetCallId() string {
@@ -194,6 +277,13 @@ func (x *Result) GetLog() []string {
 	return nil
 }
 
+func (x *Result) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 // Status is an intermediate, best-effort progress message for a call in flight.
 // Only the latest one matters; stale ones may be dropped. Never persisted.
 type Status struct {
@@ -212,7 +302,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[2]
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -224,7 +314,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[2]
+	mi := &file_bankrpc_wire_v1_envelope_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -237,7 +327,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_bankrpc_wire_v1_envelope_proto_rawDescGZIP(), []int{2}
+	return file_bankrpc_wire_v1_envelope_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Status) GetCallId() string {
@@ -272,22 +362,25 @@ var File_bankrpc_wire_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_bankrpc_wire_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\"\x83\x02\n" +
+	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\x1a\x19google/protobuf/any.proto\"\x81\x02\n" +
 	"\aRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12,\n" +
-	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12B\n" +
-	"\bmetadata\x18\x05 \x03(\v2&.bankrpc.wire.v1.Request.MetadataEntryR\bmetadata\x1a;\n" +
+	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12:\n" +
+	"\bmetadata\x18\x05 \x03(\v2\x1e.bankrpc.wire.v1.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06cancel\x18\x06 \x01(\bR\x06cancel\x12)\n" +
+	"\x10first_unanswered\x18\a \x01(\x04R\x0ffirstUnanswered\"7\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"y\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\x01\n" +
 	"\x06Result\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x10\n" +
-	"\x03log\x18\x05 \x03(\tR\x03log\"a\n" +
+	"\x03log\x18\x05 \x03(\tR\x03log\x12.\n" +
+	"\adetails\x18\x06 \x03(\v2\x14.google.protobuf.AnyR\adetails\"a\n" +
 	"\x06Status\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x16\n" +
@@ -309,18 +402,20 @@ func file_bankrpc_wire_v1_envelope_proto_rawDescGZIP() []byte {
 
 var file_bankrpc_wire_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_bankrpc_wire_v1_envelope_proto_goTypes = []any{
-	(*Request)(nil), // 0: bankrpc.wire.v1.Request
-	(*Result)(nil),  // 1: bankrpc.wire.v1.Result
-	(*Status)(nil),  // 2: bankrpc.wire.v1.Status
-	nil,             // 3: bankrpc.wire.v1.Request.MetadataEntry
+	(*Request)(nil),       // 0: bankrpc.wire.v1.Request
+	(*MetadataEntry)(nil), // 1: bankrpc.wire.v1.MetadataEntry
+	(*Result)(nil),        // 2: bankrpc.wire.v1.Result
+	(*Status)(nil),        // 3: bankrpc.wire.v1.Status
+	(*anypb.Any)(nil),     // 4: google.protobuf.Any
 }
 var file_bankrpc_wire_v1_envelope_proto_depIdxs = []int32{
-	3, // 0: bankrpc.wire.v1.Request.metadata:type_name -> bankrpc.wire.v1.Request.MetadataEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 0: bankrpc.wire.v1.Request.metadata:type_name -> bankrpc.wire.v1.MetadataEntry
+	4, // 1: bankrpc.wire.v1.Result.details:type_name -> google.protobuf.Any
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_bankrpc_wire_v1_envelope_proto_init() }

@@ -5,12 +5,12 @@ package greeterv1
 
 import (
 	context "context"
-	transport "github.com/bankrpc/bankrpc/transport"
+	bankrpc "github.com/bankrpc/bankrpc"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the bankrpc runtime it is compiled against.
-const _ = transport.SupportPackageIsVersion1
+const _ = bankrpc.SupportPackageIsVersion1
 
 const (
 	GreeterService_SayHello_FullMethodName = "/quickstart.greeter.v1.GreeterService/SayHello"
@@ -21,20 +21,20 @@ const (
 // Greeter says hello.
 type GreeterServiceClient interface {
 	// SayHello greets the caller by name.
-	SayHello(ctx context.Context, in *SayHelloRequest, opts ...transport.CallOption) (*SayHelloResponse, error)
+	SayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (*SayHelloResponse, error)
 }
 
 type greeterServiceClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewGreeterServiceClient returns the client of the quickstart.greeter.v1.GreeterService service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
-func NewGreeterServiceClient(cc transport.ClientConnInterface) GreeterServiceClient {
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
+func NewGreeterServiceClient(cc bankrpc.ClientConnInterface) GreeterServiceClient {
 	return &greeterServiceClient{cc}
 }
 
-func (c *greeterServiceClient) SayHello(ctx context.Context, in *SayHelloRequest, opts ...transport.CallOption) (*SayHelloResponse, error) {
+func (c *greeterServiceClient) SayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (*SayHelloResponse, error) {
 	out := new(SayHelloResponse)
 	if err := c.cc.Invoke(ctx, GreeterService_SayHello_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ type GreeterServiceServer interface {
 type UnimplementedGreeterServiceServer struct{}
 
 func (UnimplementedGreeterServiceServer) SayHello(context.Context, *SayHelloRequest) (*SayHelloResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method SayHello not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method SayHello not implemented")
 }
 func (UnimplementedGreeterServiceServer) mustEmbedUnimplementedGreeterServiceServer()           {}
 func (UnimplementedGreeterServiceServer) testEmbeddedUnimplementedGreeterServiceServerByValue() {}
@@ -69,16 +69,16 @@ type UnsafeGreeterServiceServer interface {
 	mustEmbedUnimplementedGreeterServiceServer()
 }
 
-// RegisterGreeterServiceServer registers srv with r, usually a *transport.Server.
+// RegisterGreeterServiceServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedGreeterServiceServer by nil pointer.
-func RegisterGreeterServiceServer(r transport.ServiceRegistrar, srv GreeterServiceServer) {
+func RegisterGreeterServiceServer(r bankrpc.ServiceRegistrar, srv GreeterServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedGreeterServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("quickstart.greeter.v1.GreeterService", srv, t.testEmbeddedUnimplementedGreeterServiceServerByValue)
+		bankrpc.CheckEmbeddedByValue("quickstart.greeter.v1.GreeterService", srv, t.testEmbeddedUnimplementedGreeterServiceServerByValue)
 	}
 	r.RegisterService(&GreeterService_ServiceDesc, srv)
 }
 
-func _GreeterService_SayHello_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _GreeterService_SayHello_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(SayHelloRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func _GreeterService_SayHello_Handler(srv any, ctx context.Context, dec func(any
 	if interceptor == nil {
 		return srv.(GreeterServiceServer).SayHello(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: GreeterService_SayHello_FullMethodName,
 	}
@@ -98,10 +98,10 @@ func _GreeterService_SayHello_Handler(srv any, ctx context.Context, dec func(any
 
 // GreeterService_ServiceDesc describes the quickstart.greeter.v1.GreeterService service for RegisterGreeterServiceServer.
 // It is not meant to be used directly or changed.
-var GreeterService_ServiceDesc = transport.ServiceDesc{
+var GreeterService_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "quickstart.greeter.v1.GreeterService",
 	HandlerType: (*GreeterServiceServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "SayHello",
 			Handler:    _GreeterService_SayHello_Handler,

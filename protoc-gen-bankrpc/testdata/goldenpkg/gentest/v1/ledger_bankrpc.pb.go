@@ -5,15 +5,15 @@ package gentestv1
 
 import (
 	context "context"
+	bankrpc "github.com/bankrpc/bankrpc"
 	v1 "github.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/types/v1"
-	transport "github.com/bankrpc/bankrpc/transport"
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the bankrpc runtime it is compiled against.
-const _ = transport.SupportPackageIsVersion1
+const _ = bankrpc.SupportPackageIsVersion1
 
 const (
 	LedgerService_Append_FullMethodName       = "/gentest.v1.LedgerService/Append"
@@ -32,33 +32,33 @@ const (
 // so that the whole of it must reach the Go declarations.
 type LedgerServiceClient interface {
 	// Append records an entry and returns it as stored.
-	Append(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*v1.Entry, error)
+	Append(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error)
 	// Since lists the entries recorded after a time. A block comment,
 	// written over two lines.
-	Since(ctx context.Context, in *timestamppb.Timestamp, opts ...transport.CallOption) (*v1.EntryList, error)
+	Since(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (*v1.EntryList, error)
 	// Ping takes and returns nothing: the well-known Empty both ways.
-	Ping(ctx context.Context, in *emptypb.Empty, opts ...transport.CallOption) (*emptypb.Empty, error)
-	Uncommented(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*emptypb.Empty, error)
+	Ping(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
+	Uncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
 	// AppendLegacy is the old name of Append.
 	//
 	// Deprecated: Do not use.
-	AppendLegacy(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*v1.Entry, error)
+	AppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error)
 	// list_entries has a snake_case name: the wire name keeps it, the Go name
 	// is ListEntries.
-	ListEntries(ctx context.Context, in *emptypb.Empty, opts ...transport.CallOption) (*v1.EntryList, error)
+	ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error)
 }
 
 type ledgerServiceClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewLedgerServiceClient returns the client of the gentest.v1.LedgerService service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
-func NewLedgerServiceClient(cc transport.ClientConnInterface) LedgerServiceClient {
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
+func NewLedgerServiceClient(cc bankrpc.ClientConnInterface) LedgerServiceClient {
 	return &ledgerServiceClient{cc}
 }
 
-func (c *ledgerServiceClient) Append(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*v1.Entry, error) {
+func (c *ledgerServiceClient) Append(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error) {
 	out := new(v1.Entry)
 	if err := c.cc.Invoke(ctx, LedgerService_Append_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func (c *ledgerServiceClient) Append(ctx context.Context, in *AppendRequest, opt
 	return out, nil
 }
 
-func (c *ledgerServiceClient) Since(ctx context.Context, in *timestamppb.Timestamp, opts ...transport.CallOption) (*v1.EntryList, error) {
+func (c *ledgerServiceClient) Since(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
 	out := new(v1.EntryList)
 	if err := c.cc.Invoke(ctx, LedgerService_Since_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func (c *ledgerServiceClient) Since(ctx context.Context, in *timestamppb.Timesta
 	return out, nil
 }
 
-func (c *ledgerServiceClient) Ping(ctx context.Context, in *emptypb.Empty, opts ...transport.CallOption) (*emptypb.Empty, error) {
+func (c *ledgerServiceClient) Ping(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
 	out := new(emptypb.Empty)
 	if err := c.cc.Invoke(ctx, LedgerService_Ping_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func (c *ledgerServiceClient) Ping(ctx context.Context, in *emptypb.Empty, opts 
 	return out, nil
 }
 
-func (c *ledgerServiceClient) Uncommented(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*emptypb.Empty, error) {
+func (c *ledgerServiceClient) Uncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
 	out := new(emptypb.Empty)
 	if err := c.cc.Invoke(ctx, LedgerService_Uncommented_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (c *ledgerServiceClient) Uncommented(ctx context.Context, in *AppendRequest
 }
 
 // Deprecated: Do not use.
-func (c *ledgerServiceClient) AppendLegacy(ctx context.Context, in *AppendRequest, opts ...transport.CallOption) (*v1.Entry, error) {
+func (c *ledgerServiceClient) AppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error) {
 	out := new(v1.Entry)
 	if err := c.cc.Invoke(ctx, LedgerService_AppendLegacy_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func (c *ledgerServiceClient) AppendLegacy(ctx context.Context, in *AppendReques
 	return out, nil
 }
 
-func (c *ledgerServiceClient) ListEntries(ctx context.Context, in *emptypb.Empty, opts ...transport.CallOption) (*v1.EntryList, error) {
+func (c *ledgerServiceClient) ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
 	out := new(v1.EntryList)
 	if err := c.cc.Invoke(ctx, LedgerService_ListEntries_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -139,22 +139,22 @@ type LedgerServiceServer interface {
 type UnimplementedLedgerServiceServer struct{}
 
 func (UnimplementedLedgerServiceServer) Append(context.Context, *AppendRequest) (*v1.Entry, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Append not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Append not implemented")
 }
 func (UnimplementedLedgerServiceServer) Since(context.Context, *timestamppb.Timestamp) (*v1.EntryList, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Since not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Since not implemented")
 }
 func (UnimplementedLedgerServiceServer) Ping(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Ping not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Ping not implemented")
 }
 func (UnimplementedLedgerServiceServer) Uncommented(context.Context, *AppendRequest) (*emptypb.Empty, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Uncommented not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Uncommented not implemented")
 }
 func (UnimplementedLedgerServiceServer) AppendLegacy(context.Context, *AppendRequest) (*v1.Entry, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method AppendLegacy not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method AppendLegacy not implemented")
 }
 func (UnimplementedLedgerServiceServer) ListEntries(context.Context, *emptypb.Empty) (*v1.EntryList, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method list_entries not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method list_entries not implemented")
 }
 func (UnimplementedLedgerServiceServer) mustEmbedUnimplementedLedgerServiceServer()           {}
 func (UnimplementedLedgerServiceServer) testEmbeddedUnimplementedLedgerServiceServerByValue() {}
@@ -165,16 +165,16 @@ type UnsafeLedgerServiceServer interface {
 	mustEmbedUnimplementedLedgerServiceServer()
 }
 
-// RegisterLedgerServiceServer registers srv with r, usually a *transport.Server.
+// RegisterLedgerServiceServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedLedgerServiceServer by nil pointer.
-func RegisterLedgerServiceServer(r transport.ServiceRegistrar, srv LedgerServiceServer) {
+func RegisterLedgerServiceServer(r bankrpc.ServiceRegistrar, srv LedgerServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedLedgerServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.v1.LedgerService", srv, t.testEmbeddedUnimplementedLedgerServiceServerByValue)
+		bankrpc.CheckEmbeddedByValue("gentest.v1.LedgerService", srv, t.testEmbeddedUnimplementedLedgerServiceServerByValue)
 	}
 	r.RegisterService(&LedgerService_ServiceDesc, srv)
 }
 
-func _LedgerService_Append_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_Append_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(AppendRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -182,7 +182,7 @@ func _LedgerService_Append_Handler(srv any, ctx context.Context, dec func(any) e
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).Append(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_Append_FullMethodName,
 	}
@@ -192,7 +192,7 @@ func _LedgerService_Append_Handler(srv any, ctx context.Context, dec func(any) e
 	return interceptor(ctx, in, info, handler)
 }
 
-func _LedgerService_Since_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_Since_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(timestamppb.Timestamp)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func _LedgerService_Since_Handler(srv any, ctx context.Context, dec func(any) er
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).Since(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_Since_FullMethodName,
 	}
@@ -210,7 +210,7 @@ func _LedgerService_Since_Handler(srv any, ctx context.Context, dec func(any) er
 	return interceptor(ctx, in, info, handler)
 }
 
-func _LedgerService_Ping_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_Ping_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(emptypb.Empty)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -218,7 +218,7 @@ func _LedgerService_Ping_Handler(srv any, ctx context.Context, dec func(any) err
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).Ping(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_Ping_FullMethodName,
 	}
@@ -228,7 +228,7 @@ func _LedgerService_Ping_Handler(srv any, ctx context.Context, dec func(any) err
 	return interceptor(ctx, in, info, handler)
 }
 
-func _LedgerService_Uncommented_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_Uncommented_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(AppendRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -236,7 +236,7 @@ func _LedgerService_Uncommented_Handler(srv any, ctx context.Context, dec func(a
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).Uncommented(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_Uncommented_FullMethodName,
 	}
@@ -246,7 +246,7 @@ func _LedgerService_Uncommented_Handler(srv any, ctx context.Context, dec func(a
 	return interceptor(ctx, in, info, handler)
 }
 
-func _LedgerService_AppendLegacy_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_AppendLegacy_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(AppendRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -254,7 +254,7 @@ func _LedgerService_AppendLegacy_Handler(srv any, ctx context.Context, dec func(
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).AppendLegacy(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_AppendLegacy_FullMethodName,
 	}
@@ -264,7 +264,7 @@ func _LedgerService_AppendLegacy_Handler(srv any, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
-func _LedgerService_ListEntries_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _LedgerService_ListEntries_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(emptypb.Empty)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -272,7 +272,7 @@ func _LedgerService_ListEntries_Handler(srv any, ctx context.Context, dec func(a
 	if interceptor == nil {
 		return srv.(LedgerServiceServer).ListEntries(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: LedgerService_ListEntries_FullMethodName,
 	}
@@ -284,10 +284,10 @@ func _LedgerService_ListEntries_Handler(srv any, ctx context.Context, dec func(a
 
 // LedgerService_ServiceDesc describes the gentest.v1.LedgerService service for RegisterLedgerServiceServer.
 // It is not meant to be used directly or changed.
-var LedgerService_ServiceDesc = transport.ServiceDesc{
+var LedgerService_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "gentest.v1.LedgerService",
 	HandlerType: (*LedgerServiceServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "Append",
 			Handler:    _LedgerService_Append_Handler,
@@ -328,22 +328,22 @@ const (
 // Deprecated: Do not use.
 type AuditServiceClient interface {
 	// Count returns how many entries the ledger holds.
-	Count(ctx context.Context, in *CountRequest, opts ...transport.CallOption) (*CountResponse, error)
+	Count(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error)
 }
 
 type auditServiceClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewAuditServiceClient returns the client of the gentest.v1.AuditService service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
 //
 // Deprecated: Do not use.
-func NewAuditServiceClient(cc transport.ClientConnInterface) AuditServiceClient {
+func NewAuditServiceClient(cc bankrpc.ClientConnInterface) AuditServiceClient {
 	return &auditServiceClient{cc}
 }
 
-func (c *auditServiceClient) Count(ctx context.Context, in *CountRequest, opts ...transport.CallOption) (*CountResponse, error) {
+func (c *auditServiceClient) Count(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error) {
 	out := new(CountResponse)
 	if err := c.cc.Invoke(ctx, AuditService_Count_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -370,7 +370,7 @@ type AuditServiceServer interface {
 type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Count not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Count not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer()           {}
 func (UnimplementedAuditServiceServer) testEmbeddedUnimplementedAuditServiceServerByValue() {}
@@ -381,18 +381,18 @@ type UnsafeAuditServiceServer interface {
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
-// RegisterAuditServiceServer registers srv with r, usually a *transport.Server.
+// RegisterAuditServiceServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedAuditServiceServer by nil pointer.
 //
 // Deprecated: Do not use.
-func RegisterAuditServiceServer(r transport.ServiceRegistrar, srv AuditServiceServer) {
+func RegisterAuditServiceServer(r bankrpc.ServiceRegistrar, srv AuditServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedAuditServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.v1.AuditService", srv, t.testEmbeddedUnimplementedAuditServiceServerByValue)
+		bankrpc.CheckEmbeddedByValue("gentest.v1.AuditService", srv, t.testEmbeddedUnimplementedAuditServiceServerByValue)
 	}
 	r.RegisterService(&AuditService_ServiceDesc, srv)
 }
 
-func _AuditService_Count_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _AuditService_Count_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(CountRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -400,7 +400,7 @@ func _AuditService_Count_Handler(srv any, ctx context.Context, dec func(any) err
 	if interceptor == nil {
 		return srv.(AuditServiceServer).Count(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: AuditService_Count_FullMethodName,
 	}
@@ -412,10 +412,10 @@ func _AuditService_Count_Handler(srv any, ctx context.Context, dec func(any) err
 
 // AuditService_ServiceDesc describes the gentest.v1.AuditService service for RegisterAuditServiceServer.
 // It is not meant to be used directly or changed.
-var AuditService_ServiceDesc = transport.ServiceDesc{
+var AuditService_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "gentest.v1.AuditService",
 	HandlerType: (*AuditServiceServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "Count",
 			Handler:    _AuditService_Count_Handler,

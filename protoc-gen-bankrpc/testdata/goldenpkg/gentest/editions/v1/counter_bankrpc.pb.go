@@ -5,12 +5,12 @@ package editionsv1
 
 import (
 	context "context"
-	transport "github.com/bankrpc/bankrpc/transport"
+	bankrpc "github.com/bankrpc/bankrpc"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the bankrpc runtime it is compiled against.
-const _ = transport.SupportPackageIsVersion1
+const _ = bankrpc.SupportPackageIsVersion1
 
 const (
 	CounterService_Add_FullMethodName = "/gentest.editions.v1.CounterService/Add"
@@ -21,20 +21,20 @@ const (
 // CounterService keeps named counters.
 type CounterServiceClient interface {
 	// Add adds delta to the counter named key and returns its new value.
-	Add(ctx context.Context, in *AddRequest, opts ...transport.CallOption) (*AddResponse, error)
+	Add(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (*AddResponse, error)
 }
 
 type counterServiceClient struct {
-	cc transport.ClientConnInterface
+	cc bankrpc.ClientConnInterface
 }
 
 // NewCounterServiceClient returns the client of the gentest.editions.v1.CounterService service. It sends its
-// calls through cc, usually a *transport.Conn over one of the bankrpc backends.
-func NewCounterServiceClient(cc transport.ClientConnInterface) CounterServiceClient {
+// calls through cc, usually a *bankrpc.Conn over one of the bankrpc backends.
+func NewCounterServiceClient(cc bankrpc.ClientConnInterface) CounterServiceClient {
 	return &counterServiceClient{cc}
 }
 
-func (c *counterServiceClient) Add(ctx context.Context, in *AddRequest, opts ...transport.CallOption) (*AddResponse, error) {
+func (c *counterServiceClient) Add(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (*AddResponse, error) {
 	out := new(AddResponse)
 	if err := c.cc.Invoke(ctx, CounterService_Add_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ type CounterServiceServer interface {
 type UnimplementedCounterServiceServer struct{}
 
 func (UnimplementedCounterServiceServer) Add(context.Context, *AddRequest) (*AddResponse, error) {
-	return nil, transport.Errorf(transport.Unimplemented, "method Add not implemented")
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Add not implemented")
 }
 func (UnimplementedCounterServiceServer) mustEmbedUnimplementedCounterServiceServer()           {}
 func (UnimplementedCounterServiceServer) testEmbeddedUnimplementedCounterServiceServerByValue() {}
@@ -69,16 +69,16 @@ type UnsafeCounterServiceServer interface {
 	mustEmbedUnimplementedCounterServiceServer()
 }
 
-// RegisterCounterServiceServer registers srv with r, usually a *transport.Server.
+// RegisterCounterServiceServer registers srv with r, usually a *bankrpc.Server.
 // It panics when srv is nil or embeds UnimplementedCounterServiceServer by nil pointer.
-func RegisterCounterServiceServer(r transport.ServiceRegistrar, srv CounterServiceServer) {
+func RegisterCounterServiceServer(r bankrpc.ServiceRegistrar, srv CounterServiceServer) {
 	if t, ok := srv.(interface{ testEmbeddedUnimplementedCounterServiceServerByValue() }); ok {
-		transport.CheckEmbeddedByValue("gentest.editions.v1.CounterService", srv, t.testEmbeddedUnimplementedCounterServiceServerByValue)
+		bankrpc.CheckEmbeddedByValue("gentest.editions.v1.CounterService", srv, t.testEmbeddedUnimplementedCounterServiceServerByValue)
 	}
 	r.RegisterService(&CounterService_ServiceDesc, srv)
 }
 
-func _CounterService_Add_Handler(srv any, ctx context.Context, dec func(any) error, interceptor transport.UnaryServerInterceptor) (any, error) {
+func _CounterService_Add_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
 	in := new(AddRequest)
 	if err := dec(in); err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func _CounterService_Add_Handler(srv any, ctx context.Context, dec func(any) err
 	if interceptor == nil {
 		return srv.(CounterServiceServer).Add(ctx, in)
 	}
-	info := &transport.UnaryServerInfo{
+	info := &bankrpc.UnaryServerInfo{
 		Server:     srv,
 		FullMethod: CounterService_Add_FullMethodName,
 	}
@@ -98,10 +98,10 @@ func _CounterService_Add_Handler(srv any, ctx context.Context, dec func(any) err
 
 // CounterService_ServiceDesc describes the gentest.editions.v1.CounterService service for RegisterCounterServiceServer.
 // It is not meant to be used directly or changed.
-var CounterService_ServiceDesc = transport.ServiceDesc{
+var CounterService_ServiceDesc = bankrpc.ServiceDesc{
 	ServiceName: "gentest.editions.v1.CounterService",
 	HandlerType: (*CounterServiceServer)(nil),
-	Methods: []transport.MethodDesc{
+	Methods: []bankrpc.MethodDesc{
 		{
 			MethodName: "Add",
 			Handler:    _CounterService_Add_Handler,

@@ -115,6 +115,7 @@ func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, er
 		orphans:   newOrphans(cfg.OrphanReplies, cfg.OrphanTTL),
 		done:      make(chan struct{}),
 	}
+	c.connector.events = cfg.Events
 	if !cfg.NoUserID {
 		c.userID = uri.Username
 	}
@@ -252,6 +253,7 @@ func (c *Client) deliver(id string, o outcome) {
 	}
 	if calls == nil {
 		c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
+		c.connector.emit(transport.EventDroppedReply, reasonNoCall)
 	}
 }
 
@@ -513,6 +515,9 @@ func (c *Client) attach(s *clientSession) {
 	s.signal()
 	if resend > 0 {
 		c.connector.logger.Info("amqp: publishing unconfirmed requests again", "count", resend)
+		for range resend {
+			c.connector.emit(transport.EventResend, reasonUnconfirmed)
+		}
 	}
 }
 

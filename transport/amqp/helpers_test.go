@@ -297,3 +297,26 @@ func (k *connTracker) cut() int {
 	}
 	return len(conns)
 }
+
+// events records what a backend reports to its transport.EventSink.
+type events struct {
+	mu  sync.Mutex
+	got map[transport.Event]int
+}
+
+func (e *events) sink() transport.EventSink {
+	return func(ev transport.Event) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.got == nil {
+			e.got = make(map[transport.Event]int)
+		}
+		e.got[ev]++
+	}
+}
+
+func (e *events) count(kind transport.EventKind, reason string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.got[transport.Event{Transport: "amqp", Kind: kind, Reason: reason}]
+}

@@ -28,7 +28,7 @@ const FrameHeadroom = 64 << 10
 // refuses a larger publish (the publisher's channel is closed with
 // PRECONDITION_FAILED) instead of delivering up to its default 128 MiB to a
 // server, which the AMQP client library assembles in memory whole before
-// the server can look at it (docs/protocol-amqp.md, section 12).
+// the server can look at it (docs/protocol-amqp.md, section 12, Message size and memory).
 func BrokerMaxMessageSize(maxFrame int) int { return maxFrame + FrameHeadroom }
 
 // headerBodyBytes, on a dead letter whose body was dropped, is the size in
@@ -89,7 +89,7 @@ func (ss *serverSession) refuseOversized(d amqp091.Delivery, size, limit int) {
 	caller := identity(d, s.user)
 	if g.warned.CompareAndSwap(false, true) {
 		s.logger.Warn("amqp: the broker admits messages above the protocol's limit: set its max_message_size to "+
-			fmt.Sprint(BrokerMaxMessageSize(limit))+" (docs/protocol-amqp.md, section 12); until then this server's memory is bounded only by prefetch × the broker's max_message_size, and such requests are dead-lettered without their body",
+			fmt.Sprint(BrokerMaxMessageSize(limit))+" (docs/protocol-amqp.md, section 12, Message size and memory); until then this server's memory is bounded only by prefetch × the broker's max_message_size, and such requests are dead-lettered without their body",
 			"bytes", size, "limit", limit, "max_message_size", BrokerMaxMessageSize(limit), "prefetch", s.cfg.Prefetch,
 			"call_id", d.CorrelationId, "caller", caller)
 	}

@@ -143,6 +143,7 @@ type promiseLedger struct {
 	unknown   []*unknownCall
 	repeating int // repeats handed out, not recorded yet
 	draining  bool
+	stopped   bool // the test gave up: no more operations
 	problems  []string
 
 	sent, answered, refused, unknowns, kills             int
@@ -168,6 +169,9 @@ func (l *promiseLedger) next() *promiseOp {
 			op.repeat = true
 			return &op
 		}
+	}
+	if l.stopped {
+		return nil
 	}
 	l.nextTag++
 	op := &promiseOp{tag: l.nextTag}
@@ -526,7 +530,9 @@ func runPromise(t *testing.T, b bankRef) {
 			if time.Now().After(drainBy) {
 				l.mu.Lock()
 				left := len(l.unknown)
+				l.stopped = true
 				l.mu.Unlock()
+				<-finished
 				t.Fatalf("%d calls still of unknown outcome %v after the run", left, promiseDrain)
 			}
 			continue

@@ -9,6 +9,12 @@
 #   rabbitmq-node.sh restart DIR                         stop, then start on the same ports and data
 #   rabbitmq-node.sh ctl DIR ARGS...                     rabbitmqctl -n <that node> ARGS...
 #
+# The node's max_message_size is bankrpc's frame limit plus its headroom,
+# 4259840 bytes, as scripts/broker.sh sets on the shared broker; the
+# environment variable BANKRPC_NODE_MAX_MESSAGE_SIZE, read by start, sets
+# another number of bytes, or "default" to leave RabbitMQ's own (128 MiB):
+# a broker configured by someone else (docs/protocol-amqp.md, section 12).
+#
 # start prints the node's settings as shell assignments (NODE=..., PORT=...,
 # URL=...), also written to DIR/node.env. Ports default to free ones. Every
 # wait is bounded (BANKRPC_NODE_WAIT seconds, default 60). stop only ever
@@ -28,7 +34,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -63,6 +69,8 @@ node_env() {
 	export RABBITMQ_LOG_BASE=$DIR/log
 	export RABBITMQ_PID_FILE=$DIR/node.pid
 	export RABBITMQ_CONFIG_FILE=$DIR/rabbitmq.conf
+	# Not the system's /etc/rabbitmq/conf.d/*.conf: this node's config is DIR's alone.
+	export RABBITMQ_CONFIG_FILES=$DIR/conf.d
 	export RABBITMQ_ADVANCED_CONFIG_FILE=$DIR/advanced.config
 	export RABBITMQ_CONF_ENV_FILE=$DIR/rabbitmq-env.conf
 	export RABBITMQ_ENABLED_PLUGINS_FILE=$DIR/enabled_plugins
@@ -75,7 +83,7 @@ ctl() {
 
 start_node() {
 	node_env
-	mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+	mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE" "$RABBITMQ_CONFIG_FILES"
 	if port_open "$PORT"; then
 		die "port $PORT is already taken; not starting a second node there"
 	fi
@@ -132,6 +140,14 @@ case $cmd in
 start)
 	[[ ! -e $DIR/node.env ]] || die "$DIR already holds a node; use restart or stop"
 	mkdir -p "$DIR"
+	max_message_size=${BANKRPC_NODE_MAX_MESSAGE_SIZE:-4259840}
+	if [[ $max_message_size == default ]]; then
+		max_message_size_line="# max_message_size: RabbitMQ's default (BANKRPC_NODE_MAX_MESSAGE_SIZE=default)"
+	elif [[ $max_message_size =~ ^[0-9]+$ ]] && ((max_message_size >= 1 && max_message_size <= 536870912)); then
+		max_message_size_line="max_message_size = $max_message_size"
+	else
+		die "BANKRPC_NODE_MAX_MESSAGE_SIZE=$max_message_size: give a number of bytes up to 536870912, or default"
+	fi
 	amqp_port=${1:-$(free_port)}
 	dist_port=${2:-$(free_port)}
 	cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -145,6 +161,7 @@ start)
 		loopback_users.guest = true
 		log.file.level = warning
 		log.console = false
+		$max_message_size_line
 	EOF
 	cat >"$DIR/node.env" <<-EOF
 		NODE=bankrpc-test-$$@localhost

@@ -43,6 +43,7 @@ type Server struct {
 	connector *connector
 	logger    *slog.Logger
 	user      string // the broker user of the URL: the user-id of the server's own copies
+	oversize  oversizeGuard
 
 	mu      sync.Mutex // guards serving, and orders it with drain and kill
 	serving bool
@@ -362,6 +363,8 @@ func (ss *serverSession) run(ctx context.Context) error {
 				return closedError("consumer (canceled by the broker)", nil)
 			case !consuming:
 				_ = d.Nack(false, true) // not taken: another server runs it
+			case ss.dropOversized(d):
+				// Above what the broker should admit: refused at once, without a handler slot.
 			default:
 				select {
 				case ss.l.sem <- struct{}{}:

@@ -201,8 +201,25 @@ func TestRefusedCallsAreLoggedAtDebugAndRateLimited(t *testing.T) {
 	for _, f := range [][]byte{expired, unknown, undecodable} {
 		_, _ = srv.HandleFrame(ctx, f)
 	}
-	for _, want := range []string{"kind=expired", "kind=\"unknown method\"", "kind=\"undecodable payload\""} {
+	// A call canceled before it came, a call id reused for another request,
+	// a call that comes while the server stops: refused, each with a line.
+	srv.CancelCall("early")
+	_, _ = srv.HandleFrame(ctx, request(t, "early", testv1.TestService_Echo_FullMethodName))
+	_, _ = srv.HandleFrame(ctx, request(t, "reused", testv1.TestService_Echo_FullMethodName))
+	_, _ = srv.HandleFrame(ctx, envelope.AppendRequest(nil, "reused", testv1.TestService_Echo_FullMethodName, []byte{8, 1}, 0, nil, 0))
+	for _, want := range []string{"kind=expired", "kind=\"unknown method\"", "kind=\"undecodable payload\"", "kind=\"canceled early\"", "kind=\"call id reused\""} {
 		assert.Contains(t, logs.String(), want)
+	}
+	stopping := bankrpc.NewServer(bankrpc.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	testv1.RegisterTestServiceServer(stopping, &counting{})
+	require.NoError(t, stopping.Shutdown(ctx))
+	_, err := stopping.HandleFrame(ctx, request(t, "late", testv1.TestService_Echo_FullMethodName))
+	require.ErrorIs(t, err, transport.ErrNotServed)
+	assert.Contains(t, logs.String(), "kind=\"not served\"")
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, "refused a call") {
+			assert.Contains(t, line, "level=DEBUG", "refused calls are logged at debug")
+		}
 	}
 
 	// 10,000 garbage frames write a burst of lines, not 10,000.

@@ -1,0 +1,384 @@
+"""The Python client against the Go bank, over ZeroMQ (REQ and DEALER) and
+RabbitMQ. Run by clients/python/python_test.go (make test), which starts the
+bank and generates the message classes; each test names the PROTOCOL.md
+section whose client rule it exercises.
+
+Environment: BANKRPC_ZMQ_ENDPOINT; BANKRPC_AMQP_URL with
+BANKRPC_AMQP_SERVICE (served) and BANKRPC_AMQP_IDLE_SERVICE (declared, not
+served until the collect phase); BANKRPC_PHASE=submit|collect with
+BANKRPC_STATE, a file the submit phase writes for the collect phase."""
+
+import json
+import os
+import random
+import time
+import unittest
+
+import pika
+import zmq
+
+from bank.v1 import bank_pb2
+from bankrpc.wire.v1 import envelope_pb2
+from bankrpc_client import AmqpClient, Code, DealerClient, ReqClient, RpcError
+
+BANK = "/bank.v1.Bank/"
+ZMQ = os.environ.get("BANKRPC_ZMQ_ENDPOINT")
+AMQP = os.environ.get("BANKRPC_AMQP_URL")
+SERVICE = os.environ.get("BANKRPC_AMQP_SERVICE")
+IDLE = os.environ.get("BANKRPC_AMQP_IDLE_SERVICE")
+PHASE = os.environ.get("BANKRPC_PHASE", "")
+T = 10.0  # seconds: every call here is bounded
+# The test clients' queues go away a minute after their last consumer.
+EXPIRES = 60_000
+
+
+def account():
+    return random.randrange(1000, 2**31 - 1)
+
+
+class BankCalls:
+    """The bank's protocol, over any of the clients: open an account before
+    anything else (bank.v1 Open; NOT_FOUND otherwise)."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def call(self, method, msg, resp, **kw):
+        kw.setdefault("timeout", T)
+        return self.c.call(BANK + method, msg, resp, **kw)
+
+    def open(self, acct):
+        return self.call("Open", bank_pb2.OpenRequest(account_id=acct), bank_pb2.OpenResponse)
+
+    def deposit(self, acct, amount, **kw):
+        return self.call("Deposit", bank_pb2.DepositRequest(account_id=acct, amount=amount), bank_pb2.DepositResponse, **kw).balance
+
+    def withdraw(self, acct, amount, **kw):
+        return self.call("Withdraw", bank_pb2.WithdrawRequest(account_id=acct, amount=amount), bank_pb2.WithdrawResponse, **kw).balance
+
+    def transfer(self, acct, to, amount, **kw):
+        return self.call("Transfer", bank_pb2.TransferRequest(account_id=acct, to_account_id=to, amount=amount), bank_pb2.TransferResponse, **kw).balance
+
+    def balance(self, acct):
+        return self.call("Balance", bank_pb2.BalanceRequest(account_id=acct), bank_pb2.BalanceResponse).balance
+
+
+class Scenario:
+    """The bank's story, run by each transport's test case. make_client()
+    returns a client with call(method, msg, response_type, timeout=...,
+    call_id=..., deadline_ns=...)."""
+
+    def client(self):
+        c = self.make_client()
+        self.addCleanup(c.close)
+        return BankCalls(c)
+
+    def test_deposit_refused_withdrawal_transfer_balances(self):
+        """PROTOCOL.md §2.3, §2.4: codes; a refusal is not applied."""
+        b = self.client()
+        a1, a2 = account(), account()
+        self.assertTrue(b.open(a1).created)
+        b.open(a2)
+        self.assertEqual(b.deposit(a1, 100), 100)
+        with self.assertRaises(RpcError) as e:
+            b.withdraw(a1, 500)
+        self.assertEqual(e.exception.code, Code.FAILED_PRECONDITION)
+        self.assertIn("insufficient funds", e.exception.reason)
+        self.assertFalse(e.exception.applied_unknown, "FAILED_PRECONDITION is 'not applied'")
+        self.assertEqual(b.transfer(a1, a2, 30), 70)
+        self.assertEqual(b.balance(a1), 70)
+        self.assertEqual(b.balance(a2), 30)
+
+    def test_bank_account_must_be_opened_first(self):
+        """PROTOCOL.md §4 (the bank's protocol): Open before anything else."""
+        b = self.client()
+        with self.assertRaises(RpcError) as e:
+            b.deposit(account(), 5)
+        self.assertEqual(e.exception.code, Code.NOT_FOUND)
+
+    def test_repeat_with_same_call_id_applied_once(self):
+        """PROTOCOL.md §2.1: a repeat under the same call id is answered with
+        the recorded result, never applied twice."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        call_id, _ = b.c.session.next()
+        self.assertEqual(b.deposit(a, 40, call_id=call_id), 40)
+        self.assertEqual(b.deposit(a, 40, call_id=call_id), 40, "the recorded reply")
+        self.assertEqual(b.balance(a), 40, "applied once")
+
+    def test_call_id_reused_for_another_request(self):
+        """PROTOCOL.md §2.1: the same call id with another payload is
+        INVALID_ARGUMENT, nothing applied."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        call_id, _ = b.c.session.next()
+        b.deposit(a, 10, call_id=call_id)
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 11, call_id=call_id)
+        self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT)
+        self.assertEqual(b.balance(a), 10)
+
+    def test_expired_deadline_not_applied(self):
+        """PROTOCOL.md §2.2: a request whose deadline has passed is answered
+        DEADLINE_EXCEEDED by the server and not run."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 7, **self.expired(time.time_ns() - 1_000_000_000))
+        self.assertEqual(e.exception.code, Code.DEADLINE_EXCEEDED)
+        self.assertFalse(e.exception.local, "the server said it: %s" % e.exception)
+        self.assertTrue(e.exception.applied_unknown, "DEADLINE_EXCEEDED: outcome unknown")
+        self.assertEqual(b.balance(a), 0, "not applied")
+
+    def test_negative_deadline_is_passed(self):
+        """PROTOCOL.md §2.2: a negative deadline is a time before 1970:
+        passed."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 7, **self.expired(-5))
+        self.assertEqual(e.exception.code, Code.DEADLINE_EXCEEDED)
+        self.assertFalse(e.exception.local, "the server said it: %s" % e.exception)
+        self.assertEqual(b.balance(a), 0)
+
+    def test_mutating_call_needs_session_call_id(self):
+        """PROTOCOL.md §2.1 (the bank): a mutating call whose call id is not
+        of the session form is refused with INVALID_ARGUMENT."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 5, call_id="not a session id")
+        self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT)
+        self.assertEqual(b.balance(a), 0)
+
+    def test_unknown_session_without_first_unanswered_is_aborted(self):
+        """PROTOCOL.md §2.1: a session the bank does not know is accepted
+        only with first_unanswered == seq; else ABORTED, not applied, and a
+        new call id is the way out."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 5, call_id="%016x-3" % random.getrandbits(64))  # first_unanswered 0: not said
+        self.assertEqual(e.exception.code, Code.ABORTED)
+        self.assertFalse(e.exception.applied_unknown, "ABORTED: not applied now")
+        self.assertEqual(b.deposit(a, 5), 5, "a new call id goes through")
+
+    def test_unknown_method(self):
+        """PROTOCOL.md §2.3: UNIMPLEMENTED for a method the server lacks."""
+        c = self.client().c
+        with self.assertRaises(RpcError) as e:
+            c.call("/bank.v1.Bank/Steal", bank_pb2.BalanceRequest(account_id=1), bank_pb2.BalanceResponse, timeout=T)
+        self.assertEqual(e.exception.code, Code.UNIMPLEMENTED)
+
+    def test_bad_method_refused_before_sending(self):
+        """PROTOCOL.md §1.1: the grammar of method, checked by the client."""
+        c = self.client().c
+        with self.assertRaises(RpcError) as e:
+            c.call("bank.v1.Bank/Deposit", bank_pb2.DepositRequest(), bank_pb2.DepositResponse, timeout=T)
+        self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT)
+        self.assertTrue(e.exception.local)
+
+
+@unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
+@unittest.skipUnless(ZMQ, "BANKRPC_ZMQ_ENDPOINT not set")
+class ZmqDealer(Scenario, unittest.TestCase):
+    def make_client(self):
+        return DealerClient(ZMQ)
+
+    def expired(self, deadline_ns):
+        return {"deadline_ns": deadline_ns, "grace": T}
+
+    def test_garbage_answered_with_empty_call_id(self):
+        """PROTOCOL.md §1.3, docs/protocol-zmq.md §4: an unreadable request
+        gets a Result INVALID_ARGUMENT with an empty call id, matched by the
+        correlation frame."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        res = c.wait(c.start_frame("junk-1", b"\xff\xfe not an envelope"))
+        self.assertEqual(res.code, Code.INVALID_ARGUMENT)
+        self.assertEqual(res.call_id, "")
+        bad = envelope_pb2.Request(call_id="bad-method-1", method="nope").SerializeToString()
+        res = c.wait(c.start_frame("junk-2", bad))
+        self.assertEqual(res.code, Code.INVALID_ARGUMENT, "a readable envelope with a bad method: a Result too")
+        self.assertEqual(res.call_id, "bad-method-1")
+        self.assertEqual(BankCalls(c).open(account()).balance, 0, "the server goes on")
+
+    def test_calls_in_flight_at_once(self):
+        """docs/protocol-zmq.md §2.2: replies matched by correlation frame."""
+        b = self.client()
+        accts = [account() for _ in range(5)]
+        for a in accts:
+            b.open(a)
+        ids = [b.c.start(BANK + "Deposit", bank_pb2.DepositRequest(account_id=a, amount=i + 1), timeout=T) for i, a in enumerate(accts)]
+        for i, cid in enumerate(reversed(ids)):
+            self.assertEqual(b.c.wait(cid, bank_pb2.DepositResponse).balance, len(ids) - i)
+
+    def test_cancel_before_the_call(self):
+        """PROTOCOL.md §2.5: a cancel that comes before its call makes the
+        server answer that call CANCELED without running it."""
+        b = self.client()
+        a = account()
+        b.open(a)
+        call_id, _ = b.c.session.next()
+        b.c.start_frame("warmup", b"")  # nothing: just make sure the connection is up
+        b.c._pump(0.2)
+        b.c._calls.pop("warmup", None)
+        b.c._sock.send_multipart([call_id.encode(), envelope_pb2.Request(call_id=call_id, cancel=True).SerializeToString()])
+        with self.assertRaises(RpcError) as e:
+            b.deposit(a, 9, call_id=call_id)
+        self.assertEqual(e.exception.code, Code.CANCELED)
+        self.assertEqual(b.balance(a), 0)
+
+    def test_no_server_is_unavailable(self):
+        """PROTOCOL.md §2.3: no server reached for the dead window is
+        UNAVAILABLE (docs/protocol-zmq.md §3.2)."""
+        ctx = zmq.Context.instance()
+        s = ctx.socket(zmq.ROUTER)
+        port = s.bind_to_random_port("tcp://127.0.0.1")
+        s.close(linger=0)
+        c = DealerClient("tcp://127.0.0.1:%d" % port, dead_after=0.5)
+        self.addCleanup(c.close)
+        with self.assertRaises(RpcError) as e:
+            BankCalls(c).balance(1)
+        self.assertEqual(e.exception.code, Code.UNAVAILABLE)
+
+
+@unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
+@unittest.skipUnless(ZMQ, "BANKRPC_ZMQ_ENDPOINT not set")
+class ZmqReq(Scenario, unittest.TestCase):
+    def make_client(self):
+        return ReqClient(ZMQ, attempt_timeout=T)
+
+    def expired(self, deadline_ns):
+        return {"deadline_ns": deadline_ns, "grace": T}
+
+    def test_garbage_answered(self):
+        """docs/protocol-zmq.md §4 with a REQ socket: one frame in, one out."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        res = c.exchange(b"\xff\xfe not an envelope")
+        self.assertEqual(res.code, Code.INVALID_ARGUMENT)
+        self.assertEqual(res.call_id, "")
+
+    def test_lazy_pirate_resend_same_call_id(self):
+        """docs/protocol-zmq.md §3.1: a REQ client resends on a new socket
+        under the same call id; the bank applies the call once."""
+        b = BankCalls(ReqClient(ZMQ, attempt_timeout=T))
+        self.addCleanup(b.c.close)
+        a = account()
+        b.open(a)
+        call_id, first = b.c.session.next()
+        frame = envelope_pb2.Request(call_id=call_id, method=BANK + "Deposit", first_unanswered=first,
+                                     payload=bank_pb2.DepositRequest(account_id=a, amount=3).SerializeToString()).SerializeToString()
+        b.c._sock.send(frame)  # the first copy: its reply is never read
+        b.c.close()
+        b.c._open()
+        res = b.c.exchange(frame)
+        self.assertEqual(res.code, 0)
+        self.assertEqual(bank_pb2.DepositResponse.FromString(res.payload).balance, 3)
+        self.assertEqual(b.balance(a), 3)
+
+
+@unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
+@unittest.skipUnless(AMQP and SERVICE, "BANKRPC_AMQP_URL and BANKRPC_AMQP_SERVICE not set")
+class Amqp(Scenario, unittest.TestCase):
+    def make_client(self):
+        return AmqpClient(AMQP, SERVICE, queue_expires_ms=EXPIRES)
+
+    def expired(self, deadline_ns):
+        # Without the expiration property the broker keeps it, so that the
+        # server meets it (with it, the broker may drop it: docs/protocol-amqp.md §5).
+        return {"deadline_ns": deadline_ns, "grace": T, "broker_expiration": False}
+
+    def raw(self):
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+        self.addCleanup(conn.close)
+        return conn.channel()
+
+    def test_garbage_answered_on_the_error_queue(self):
+        """PROTOCOL.md §1.3, docs/protocol-amqp.md §2.3: an unreadable
+        envelope, or a readable one without a call id or with a bad method,
+        is answered on the error queue as text with its bankrpc-code."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        for i, body in enumerate([b"\xff\xfe not an envelope",
+                                  envelope_pb2.Request(method=BANK + "Open").SerializeToString(),
+                                  envelope_pb2.Request(call_id="x", method="nope").SerializeToString()]):
+            c.publish(body, "garbage-%d" % i)
+            with self.assertRaises(RpcError) as e:
+                c.collect("garbage-%d" % i, timeout=T)
+            self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT, e.exception)
+        self.assertEqual(BankCalls(c).open(account()).balance, 0, "the server goes on")
+
+    def test_second_client_with_the_same_name_refused(self):
+        """docs/protocol-amqp.md §1: one live client per client name; a
+        second gets FAILED_PRECONDITION."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        with self.assertRaises(RpcError) as e:
+            AmqpClient(AMQP, SERVICE, client_name=c.client_name, queue_expires_ms=EXPIRES)
+        self.assertEqual(e.exception.code, Code.FAILED_PRECONDITION)
+
+    def test_unknown_service_refused(self):
+        """docs/protocol-amqp.md §1: the client checks that the service's
+        queue exists (FAILED_PRECONDITION: start a server once)."""
+        with self.assertRaises(RpcError) as e:
+            AmqpClient(AMQP, "no-such-service-%x" % random.getrandbits(32))
+        self.assertEqual(e.exception.code, Code.FAILED_PRECONDITION)
+
+    def test_submit_then_collect_in_order_of_choice(self):
+        """docs/protocol-amqp.md §3: submit several, collect in any order."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        b = BankCalls(c)
+        a = account()
+        b.open(a)
+        ids = [c.submit(BANK + "Deposit", bank_pb2.DepositRequest(account_id=a, amount=1), timeout=T)]
+        ids.append(c.submit(BANK + "Balance", bank_pb2.BalanceRequest(account_id=a), timeout=T))
+        self.assertGreaterEqual(c.collect(ids[1], bank_pb2.BalanceResponse, timeout=T).balance, 0)
+        self.assertEqual(c.collect(ids[0], bank_pb2.DepositResponse, timeout=T).balance, 1)
+
+
+@unittest.skipUnless(AMQP and IDLE and PHASE == "submit", "run by the submit phase")
+class AmqpSubmitWhileNoServer(unittest.TestCase):
+    def test_submit(self):
+        """docs/protocol-amqp.md §3 step 7: submit while no server runs; the
+        requests wait in the durable service queue."""
+        name = "py-%x" % random.getrandbits(48)
+        a = account()
+        opener = AmqpClient(AMQP, SERVICE, queue_expires_ms=EXPIRES)  # the same bank, served under another service name
+        BankCalls(opener).open(a)
+        opener.close()
+        c = AmqpClient(AMQP, IDLE, client_name=name, queue_expires_ms=EXPIRES)
+        # One mutating call: the first of its session (first_unanswered ==
+        # seq), so no ordering between calls of a new session is needed
+        # (PROTOCOL.md §2.1); a Balance changes nothing and may run first.
+        dep = c.submit(BANK + "Deposit", bank_pb2.DepositRequest(account_id=a, amount=25), timeout=120)
+        bal = c.submit(BANK + "Balance", bank_pb2.BalanceRequest(account_id=a), timeout=120)
+        c.close()
+        with open(os.environ["BANKRPC_STATE"], "w") as f:
+            json.dump({"name": name, "account": a, "deposit": dep, "balance": bal}, f)
+
+
+@unittest.skipUnless(AMQP and IDLE and PHASE == "collect", "run by the collect phase")
+class AmqpCollectLater(unittest.TestCase):
+    def test_collect(self):
+        """docs/protocol-amqp.md §3 step 7: a later process with the same
+        client name collects the results from the durable result queue."""
+        with open(os.environ["BANKRPC_STATE"]) as f:
+            st = json.load(f)
+        c = AmqpClient(AMQP, IDLE, client_name=st["name"], queue_expires_ms=EXPIRES)
+        self.addCleanup(c.close)
+        self.assertEqual(c.collect(st["deposit"], bank_pb2.DepositResponse, timeout=30).balance, 25)
+        self.assertIn(c.collect(st["balance"], bank_pb2.BalanceResponse, timeout=30).balance, (0, 25))
+        self.assertEqual(BankCalls(c).balance(st["account"]), 25)
+
+
+if __name__ == "__main__":
+    unittest.main()

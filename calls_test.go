@@ -282,3 +282,25 @@ func TestStatsHandlerSeesRefusedAndDuplicateCalls(t *testing.T) {
 	require.NoError(t, conn.Invoke(ctx, echo, &testv1.EchoRequest{}, &testv1.EchoResponse{}, bankrpc.WithCallID("x")))
 	assert.Equal(t, []string{echo + " x OK refused=false  dup=false client=true"}, client.ends)
 }
+
+// TestExpiredRequestIsNotTheCallsOutcome pins PROTOCOL.md §2.2: a request
+// refused because its deadline had passed did not run, so its
+// DEADLINE_EXCEEDED is not cached as the call's reply: a repeat of the call
+// id with a later deadline runs (once), and is then answered from the cache.
+func TestExpiredRequestIsNotTheCallsOutcome(t *testing.T) {
+	svc := &counting{}
+	srv := bankrpc.NewServer()
+	testv1.RegisterTestServiceServer(srv, svc)
+	ctx := context.Background()
+	echo := testv1.TestService_Echo_FullMethodName
+	reply, err := srv.HandleFrame(ctx, envelope.AppendRequest(nil, "late", echo, nil, time.Now().Add(-time.Second).UnixNano(), nil, 0))
+	require.NoError(t, err)
+	assert.Equal(t, bankrpc.DeadlineExceeded, resultCode(t, reply))
+	assert.Zero(t, svc.runs.Load())
+	for range 2 {
+		reply, err = srv.HandleFrame(ctx, envelope.AppendRequest(nil, "late", echo, nil, time.Now().Add(time.Minute).UnixNano(), nil, 0))
+		require.NoError(t, err)
+		assert.Equal(t, bankrpc.OK, resultCode(t, reply))
+	}
+	assert.Equal(t, int64(1), svc.runs.Load(), "the repeat ran once, then its reply was cached")
+}

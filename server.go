@@ -239,7 +239,10 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 	if e != nil {
 		end.Code, end.Err = e.Code(), e
 	}
-	s.calls.finish(c, reply, end.Code, e)
+	// A request refused because its deadline had passed did not run: its
+	// answer is not the call's outcome, and a repeat with a later deadline
+	// must reach the handler (the bank answers it from its record).
+	s.calls.finish(c, reply, end.Code, e, !(end.Refused && end.RefusedReason == "expired"))
 	return reply, nil
 }
 

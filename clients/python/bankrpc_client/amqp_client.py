@@ -18,7 +18,7 @@ CANCEL_EXCHANGE = "bankrpc.cancels"
 CONTENT_PROTO = "application/x-protobuf"
 HEADER_CODE = "bankrpc-code"
 HEADER_DEADLINE = "bankrpc-deadline"
-# PROTOCOL.md §3.4: results kept for call ids not (or no longer) waited for.
+# docs/protocol-amqp.md §3 step 4: results kept for call ids not (or no longer) waited for.
 MAX_KEPT = 1024
 
 

@@ -1,6 +1,6 @@
 """Status codes of the bankrpc protocol (PROTOCOL.md §2.3): gRPC's canonical
 names and numbers, and what each one tells a client about whether the call
-was applied (PROTOCOL.md §2.4)."""
+was applied (PROTOCOL.md §2.8)."""
 
 import enum
 
@@ -25,7 +25,7 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
-# PROTOCOL.md §2.4: the codes after which the call was certainly not applied
+# PROTOCOL.md §2.8: the codes after which the call was certainly not applied
 # (refused before or by the handler, which changed nothing). ABORTED is among
 # them: not applied now, but an earlier delivery may have been, so the caller
 # checks the state and decides, under a NEW call id.
@@ -35,7 +35,7 @@ NOT_APPLIED = frozenset({
     Code.OUT_OF_RANGE, Code.UNIMPLEMENTED, Code.UNAUTHENTICATED,
 })
 
-# PROTOCOL.md §2.4: outcome unknown. Repeating the same request under the
+# PROTOCOL.md §2.8: outcome unknown. Repeating the same request under the
 # same call id is safe and tells the outcome (the recorded reply, or a run).
 OUTCOME_UNKNOWN = frozenset({
     Code.CANCELED, Code.UNKNOWN, Code.DEADLINE_EXCEEDED,
@@ -70,5 +70,5 @@ class RpcError(Exception):
     @property
     def applied_unknown(self):
         """True when the call may have been applied: repeat it with the same
-        call id to learn its outcome (PROTOCOL.md §2.4)."""
+        call id to learn its outcome (PROTOCOL.md §2.8)."""
         return self.code not in NOT_APPLIED

@@ -8,6 +8,8 @@ BANKRPC_AMQP_SERVICE (served) and BANKRPC_AMQP_IDLE_SERVICE (declared, not
 served until the collect phase); BANKRPC_PHASE=submit|collect with
 BANKRPC_STATE, a file the submit phase writes for the collect phase."""
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -74,7 +76,7 @@ class Scenario:
         return BankCalls(c)
 
     def test_deposit_refused_withdrawal_transfer_balances(self):
-        """PROTOCOL.md §2.3, §2.4: codes; a refusal is not applied."""
+        """PROTOCOL.md §2.3, §2.8 (C8): codes; a refusal is not applied."""
         b = self.client()
         a1, a2 = account(), account()
         self.assertTrue(b.open(a1).created)
@@ -90,14 +92,14 @@ class Scenario:
         self.assertEqual(b.balance(a2), 30)
 
     def test_bank_account_must_be_opened_first(self):
-        """PROTOCOL.md §4 (the bank's protocol): Open before anything else."""
+        """PROTOCOL.md §4.1 (the bank): Open before anything else."""
         b = self.client()
         with self.assertRaises(RpcError) as e:
             b.deposit(account(), 5)
         self.assertEqual(e.exception.code, Code.NOT_FOUND)
 
     def test_repeat_with_same_call_id_applied_once(self):
-        """PROTOCOL.md §2.1: a repeat under the same call id is answered with
+        """PROTOCOL.md §2.1 (C1, C5): a repeat under the same call id is answered with
         the recorded result, never applied twice."""
         b = self.client()
         a = account()
@@ -108,7 +110,7 @@ class Scenario:
         self.assertEqual(b.balance(a), 40, "applied once")
 
     def test_call_id_reused_for_another_request(self):
-        """PROTOCOL.md §2.1: the same call id with another payload is
+        """PROTOCOL.md §2.1 (C1): the same call id with another payload is
         INVALID_ARGUMENT, nothing applied."""
         b = self.client()
         a = account()
@@ -121,7 +123,7 @@ class Scenario:
         self.assertEqual(b.balance(a), 10)
 
     def test_expired_deadline_not_applied(self):
-        """PROTOCOL.md §2.2: a request whose deadline has passed is answered
+        """PROTOCOL.md §2.2 (C6): a request whose deadline has passed is answered
         DEADLINE_EXCEEDED by the server and not run."""
         b = self.client()
         a = account()
@@ -134,7 +136,7 @@ class Scenario:
         self.assertEqual(b.balance(a), 0, "not applied")
 
     def test_negative_deadline_is_passed(self):
-        """PROTOCOL.md §2.2: a negative deadline is a time before 1970:
+        """PROTOCOL.md §2.2 (C6): a negative deadline is a time before 1970:
         passed."""
         b = self.client()
         a = account()
@@ -146,7 +148,7 @@ class Scenario:
         self.assertEqual(b.balance(a), 0)
 
     def test_mutating_call_needs_session_call_id(self):
-        """PROTOCOL.md §2.1 (the bank): a mutating call whose call id is not
+        """PROTOCOL.md §4.2 (the bank): a mutating call whose call id is not
         of the session form is refused with INVALID_ARGUMENT."""
         b = self.client()
         a = account()
@@ -157,7 +159,7 @@ class Scenario:
         self.assertEqual(b.balance(a), 0)
 
     def test_unknown_session_without_first_unanswered_is_aborted(self):
-        """PROTOCOL.md §2.1: a session the bank does not know is accepted
+        """PROTOCOL.md §2.1 (C2), §2.8: a session the bank does not know is accepted
         only with first_unanswered == seq; else ABORTED, not applied, and a
         new call id is the way out."""
         b = self.client()
@@ -195,7 +197,7 @@ class ZmqDealer(Scenario, unittest.TestCase):
         return {"deadline_ns": deadline_ns, "grace": T}
 
     def test_garbage_answered_with_empty_call_id(self):
-        """PROTOCOL.md §1.3, docs/protocol-zmq.md §4: an unreadable request
+        """PROTOCOL.md §1.4, docs/protocol-zmq.md §4: an unreadable request
         gets a Result INVALID_ARGUMENT with an empty call id, matched by the
         correlation frame."""
         c = self.make_client()
@@ -220,7 +222,7 @@ class ZmqDealer(Scenario, unittest.TestCase):
             self.assertEqual(b.c.wait(cid, bank_pb2.DepositResponse).balance, len(ids) - i)
 
     def test_cancel_before_the_call(self):
-        """PROTOCOL.md §2.5: a cancel that comes before its call makes the
+        """PROTOCOL.md §2.5 (C7): a cancel that comes before its call makes the
         server answer that call CANCELED without running it."""
         b = self.client()
         a = account()
@@ -236,7 +238,7 @@ class ZmqDealer(Scenario, unittest.TestCase):
         self.assertEqual(b.balance(a), 0)
 
     def test_no_server_is_unavailable(self):
-        """PROTOCOL.md §2.3: no server reached for the dead window is
+        """PROTOCOL.md §2.3, §3 (ZeroMQ): no server reached for the dead window is
         UNAVAILABLE (docs/protocol-zmq.md §3.2)."""
         ctx = zmq.Context.instance()
         s = ctx.socket(zmq.ROUTER)
@@ -285,6 +287,37 @@ class ZmqReq(Scenario, unittest.TestCase):
         self.assertEqual(b.balance(a), 3)
 
 
+def python_block(path, after):
+    """The first ```python block of path after the line that starts with after."""
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "..", path)).read()
+    text = text[text.index(after):]
+    start = text.index("```python\n") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+@unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
+@unittest.skipUnless(ZMQ, "BANKRPC_ZMQ_ENDPOINT not set")
+class DocExamples(unittest.TestCase):
+    """The examples of the documents work on a fresh account, as written
+    (only the endpoint and the account id are changed)."""
+
+    def run_example(self, code):
+        a = account()
+        code = code.replace("tcp://127.0.0.1:4040", ZMQ).replace("account_id=7", "account_id=%d" % a)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "example", "exec"), {})
+        return out.getvalue().split()
+
+    def test_protocol_zmq_req_example(self):
+        """docs/protocol-zmq.md §2.3: the REQ example (Open, then Deposit)."""
+        self.assertEqual(self.run_example(python_block("docs/protocol-zmq.md", "A minimal Python client")), ["100"])
+
+    def test_protocol_first_session_example(self):
+        """PROTOCOL.md §4.4: the first session, step by step."""
+        self.assertEqual(self.run_example(python_block("PROTOCOL.md", "### 4.4")), ["100"])
+
+
 @unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
 @unittest.skipUnless(AMQP and SERVICE, "BANKRPC_AMQP_URL and BANKRPC_AMQP_SERVICE not set")
 class Amqp(Scenario, unittest.TestCase):
@@ -302,7 +335,7 @@ class Amqp(Scenario, unittest.TestCase):
         return conn.channel()
 
     def test_garbage_answered_on_the_error_queue(self):
-        """PROTOCOL.md §1.3, docs/protocol-amqp.md §2.3: an unreadable
+        """PROTOCOL.md §1.4, docs/protocol-amqp.md §2.3: an unreadable
         envelope, or a readable one without a call id or with a bad method,
         is answered on the error queue as text with its bankrpc-code."""
         c = self.make_client()

@@ -237,6 +237,49 @@ class ZmqDealer(Scenario, unittest.TestCase):
         self.assertEqual(e.exception.code, Code.CANCELED)
         self.assertEqual(b.balance(a), 0)
 
+    def pump_until(self, c, srv):
+        """Let c run until srv has a message to read, for at most T seconds."""
+        end = time.monotonic() + T
+        while not srv.poll(10):
+            self.assertLess(time.monotonic(), end, "the client sent nothing")
+            c._pump(0.01)
+            c._write_pending()
+
+    def test_resend_on_reconnection(self):
+        """docs/protocol-zmq.md §3.1: a DEALER client resends a call in flight,
+        same call id and frame, when a connection comes back, and never on a
+        timer. A stand-in server takes the request, dies unanswered, comes
+        back on the same endpoint and answers the resend."""
+        ctx = zmq.Context.instance()
+        srv = ctx.socket(zmq.ROUTER)
+        srv.setsockopt(zmq.LINGER, 0)
+        port = srv.bind_to_random_port("tcp://127.0.0.1")
+        c = DealerClient("tcp://127.0.0.1:%d" % port, dead_after=T)
+        self.addCleanup(c.close)
+        call_id = c.start(BANK + "Balance", bank_pb2.BalanceRequest(account_id=1), timeout=T)
+        self.pump_until(c, srv)
+        first = srv.recv_multipart()
+        self.assertEqual(first[1], call_id.encode())
+        c._pump(0.5)
+        self.assertFalse(srv.poll(0), "no resend while the connection stays up")
+        srv.close(linger=0)  # the server dies with the call unanswered
+        srv = ctx.socket(zmq.ROUTER)
+        srv.setsockopt(zmq.LINGER, 0)
+        self.addCleanup(srv.close, 0)
+        for _ in range(100):  # libzmq releases the port in its I/O thread, a moment after close
+            try:
+                srv.bind("tcp://127.0.0.1:%d" % port)
+                break
+            except zmq.ZMQError:
+                time.sleep(0.02)
+        self.pump_until(c, srv)
+        again = srv.recv_multipart()
+        self.assertEqual(again[1:], first[1:], "the same correlation frame and request")
+        req = envelope_pb2.Request.FromString(again[2])
+        res = envelope_pb2.Result(call_id=req.call_id, payload=bank_pb2.BalanceResponse(balance=42).SerializeToString())
+        srv.send_multipart([again[0], again[1], res.SerializeToString()])
+        self.assertEqual(c.wait(call_id, bank_pb2.BalanceResponse).balance, 42)
+
     def test_no_server_is_unavailable(self):
         """PROTOCOL.md §2.3, §3 (ZeroMQ): no server reached for the dead window is
         UNAVAILABLE (docs/protocol-zmq.md §3.2)."""

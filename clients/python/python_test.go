@@ -14,10 +14,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,11 +29,25 @@ import (
 	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
+
+// timedUnittest runs python3 -m unittest -v on argv[1], printing each
+// test's duration, so that a slow test shows in the log.
+const timedUnittest = `import sys, time, unittest
+class Result(unittest.TextTestResult):
+    def startTest(self, test):
+        self._began = time.monotonic()
+        super().startTest(test)
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.stream.write("    (%.2fs)\n" % (time.monotonic() - self._began))
+unittest.main(module=None, argv=["unittest", "-v", sys.argv[1]], testRunner=unittest.TextTestRunner(resultclass=Result, verbosity=2))
+`
 
 // pythonModules are the Debian packages' modules the client imports.
 const pythonModules = "import zmq, pika, google.protobuf"
@@ -47,6 +63,7 @@ func TestPythonClient(t *testing.T) {
 	require.NoError(t, err)
 	srv := bankrpc.NewServer()
 	bankv1.RegisterBankServer(srv, b)
+	testv1.RegisterTestServiceServer(srv, anyService{}) // a service other than the bank
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer scancel()
@@ -142,7 +159,7 @@ func generate(t *testing.T, ctx context.Context, dir string) string {
 	require.NoError(t, err)
 	include := filepath.Join(filepath.Dir(real), "..", "include") // google/protobuf/any.proto, as protoc ships it
 	cmd := exec.CommandContext(ctx, protoc, "-I", protos, "-I", include, "--python_out="+out,
-		"bankrpc/wire/v1/envelope.proto", "bank/v1/bank.proto")
+		"bankrpc/wire/v1/envelope.proto", "bank/v1/bank.proto", "bankrpc/test/v1/test.proto")
 	cmd.Dir = protos
 	msg, err := cmd.CombinedOutput()
 	require.NoError(t, err, "protoc: %s", msg)
@@ -157,7 +174,7 @@ func runPython(t *testing.T, ctx context.Context, py, dir string, env []string, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "-m", "unittest", "-v", target)
+	cmd := exec.CommandContext(ctx, py, "-c", timedUnittest, target)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
@@ -192,4 +209,55 @@ func uniqueService(t *testing.T, url, prefix string) string {
 		}
 	})
 	return name
+}
+
+// anyService is the bankrpc.test.v1.TestService the Python client calls to
+// show that it works for any service: Echo tells what the handler saw,
+// Sleep ends early when the call is canceled, Fail returns the error asked
+// for, Panic panics, Progress sends statuses (over AMQP).
+type anyService struct {
+	testv1.UnimplementedTestServiceServer
+}
+
+func (anyService) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1.EchoResponse, error) {
+	out := &testv1.EchoResponse{Payload: in.GetPayload(), Tag: in.GetTag(), CallId: bankrpc.CallIDFromContext(ctx)}
+	if dl, ok := ctx.Deadline(); ok {
+		out.DeadlineUnixNano = dl.UnixNano()
+	}
+	md, _ := bankrpc.FromIncomingContext(ctx)
+	for k, vs := range md {
+		for _, v := range vs {
+			out.Metadata = append(out.Metadata, k+"="+v)
+		}
+	}
+	slices.Sort(out.Metadata)
+	return out, nil
+}
+
+func (anyService) Sleep(ctx context.Context, in *testv1.SleepRequest) (*testv1.SleepResponse, error) {
+	select {
+	case <-time.After(time.Duration(in.GetNanos())):
+		return &testv1.SleepResponse{}, nil
+	case <-ctx.Done():
+		return &testv1.SleepResponse{Interrupted: true}, nil
+	}
+}
+
+func (anyService) Fail(_ context.Context, in *testv1.FailRequest) (*testv1.FailResponse, error) {
+	return nil, bankrpc.NewError(bankrpc.Code(in.GetCode()), in.GetMessage())
+}
+
+func (anyService) Panic(_ context.Context, in *testv1.PanicRequest) (*testv1.PanicResponse, error) {
+	panic(in.GetMessage())
+}
+
+func (anyService) Progress(ctx context.Context, in *testv1.ProgressRequest) (*testv1.ProgressResponse, error) {
+	var sent int32
+	for i := range in.GetSteps() {
+		if err := bankrpc.SendStatus(ctx, bankrpc.Status{Reason: fmt.Sprintf("step %d", i+1)}); err != nil {
+			break // ZeroMQ carries no statuses
+		}
+		sent++
+	}
+	return &testv1.ProgressResponse{Sent: sent}, nil
 }

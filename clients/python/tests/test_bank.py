@@ -20,6 +20,7 @@ import pika
 import zmq
 
 from bank.v1 import bank_pb2
+from bankrpc.test.v1 import test_pb2
 from bankrpc.wire.v1 import envelope_pb2
 from bankrpc_client import AmqpClient, Code, DealerClient, ReqClient, RpcError
 
@@ -187,9 +188,57 @@ class Scenario:
         self.assertTrue(e.exception.local)
 
 
+TEST = "/bankrpc.test.v1.TestService/"
+
+
+class AnyService:
+    """Another service than the bank (bankrpc.test.v1.TestService, served by
+    the Go test): the client is not the bank's only."""
+
+    def test_echo_carries_call_id_deadline_and_metadata(self):
+        """PROTOCOL.md §1.1, §2.2, §2.6: the handler sees the call id, the
+        absolute deadline and every metadata value, in order."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        deadline = time.time_ns() + 20_000_000_000
+        cid, _ = c.session.next()
+        r = c.call(TEST + "Echo", test_pb2.EchoRequest(tag="hi", payload=b"\x00\xff"), test_pb2.EchoResponse,
+                   call_id=cid, deadline_ns=deadline, metadata={"trace-id": "abc", "k": ["1", "2"]})
+        self.assertEqual((r.tag, r.payload, r.call_id, r.deadline_unix_nano), ("hi", b"\x00\xff", cid, deadline))
+        self.assertEqual(list(r.metadata), ["k=1", "k=2", "trace-id=abc"])
+
+    def test_bad_metadata_key_refused_before_sending(self):
+        """PROTOCOL.md §2.6: keys lower-case 0-9 a-z - _ ., not bankrpc-."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        for key in ("Trace", "bankrpc-x", ""):
+            with self.assertRaises(RpcError) as e:
+                c.call(TEST + "Echo", test_pb2.EchoRequest(), test_pb2.EchoResponse, timeout=T, metadata={key: "v"})
+            self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT)
+            self.assertTrue(e.exception.local)
+
+    def test_handler_error_keeps_its_code(self):
+        """PROTOCOL.md §2.3: a handler's code and reason reach the caller."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        with self.assertRaises(RpcError) as e:
+            c.call(TEST + "Fail", test_pb2.FailRequest(code=Code.FAILED_PRECONDITION, message="no"), test_pb2.FailResponse, timeout=T)
+        self.assertEqual((e.exception.code, e.exception.reason), (Code.FAILED_PRECONDITION, "no"))
+
+    def test_panic_is_internal_and_outcome_unknown(self):
+        """PROTOCOL.md §2.3, §2.8: a panicking handler is INTERNAL, outcome unknown."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        with self.assertRaises(RpcError) as e:
+            c.call(TEST + "Panic", test_pb2.PanicRequest(message="boom"), test_pb2.PanicResponse, timeout=T)
+        self.assertEqual(e.exception.code, Code.INTERNAL)
+        self.assertTrue(e.exception.applied_unknown)
+        self.assertNotIn("boom", e.exception.reason, "the panic's value stays in the server's log")
+
+
 @unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
 @unittest.skipUnless(ZMQ, "BANKRPC_ZMQ_ENDPOINT not set")
-class ZmqDealer(Scenario, unittest.TestCase):
+class ZmqDealer(Scenario, AnyService, unittest.TestCase):
     def make_client(self):
         return DealerClient(ZMQ)
 
@@ -236,6 +285,28 @@ class ZmqDealer(Scenario, unittest.TestCase):
             b.deposit(a, 9, call_id=call_id)
         self.assertEqual(e.exception.code, Code.CANCELED)
         self.assertEqual(b.balance(a), 0)
+
+    def test_cancel_reaches_the_handler(self):
+        """PROTOCOL.md §2.5 (C7): a cancel on the same socket ends the call
+        on the server: the handler's run ends early (or, had the cancel come
+        before the run started, the call is answered CANCELED); nothing
+        answers the cancel itself."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        cid = c.start(TEST + "Sleep", test_pb2.SleepRequest(nanos=60_000_000_000), timeout=60)
+        end = time.monotonic() + T
+        while c._calls[cid].written_on is None:  # cancels go only for calls written on this connection
+            self.assertLess(time.monotonic(), end, "the call was never written")
+            c._pump(0.01)
+            c._write_pending()
+        c._pump(0.2)
+        c._sock.send_multipart([cid.encode(), envelope_pb2.Request(call_id=cid, cancel=True).SerializeToString()])
+        c._calls[cid].give_up = time.monotonic() + T  # wait T more, far less than the 60 s sleep
+        res = c.wait(cid)
+        if res.code == Code.CANCELED:
+            return  # the cancel came before the run: answered without running
+        self.assertEqual(res.code, 0, res.reason)
+        self.assertTrue(test_pb2.SleepResponse.FromString(res.payload).interrupted)
 
     def pump_until(self, c, srv):
         """Let c run until srv has a message to read, for at most T seconds."""
@@ -363,7 +434,7 @@ class DocExamples(unittest.TestCase):
 
 @unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
 @unittest.skipUnless(AMQP and SERVICE, "BANKRPC_AMQP_URL and BANKRPC_AMQP_SERVICE not set")
-class Amqp(Scenario, unittest.TestCase):
+class Amqp(Scenario, AnyService, unittest.TestCase):
     def make_client(self):
         return AmqpClient(AMQP, SERVICE, queue_expires_ms=EXPIRES)
 
@@ -391,6 +462,32 @@ class Amqp(Scenario, unittest.TestCase):
                 c.collect("garbage-%d" % i, timeout=T)
             self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT, e.exception)
         self.assertEqual(BankCalls(c).open(account()).balance, 0, "the server goes on")
+
+    def test_cancel_reaches_the_handler(self):
+        """PROTOCOL.md §2.5 (C7), docs/protocol-amqp.md §2.6: a cancel
+        through bankrpc.cancels ends the handler's run; the run's result is
+        the reply to the request, in the result queue."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        cid = c.submit(TEST + "Sleep", test_pb2.SleepRequest(nanos=60_000_000_000), timeout=60)
+        time.sleep(0.5)  # usually taken by the server by now
+        c.cancel(cid)
+        try:
+            self.assertTrue(c.collect(cid, test_pb2.SleepResponse, timeout=T).interrupted)
+        except RpcError as e:  # the cancel came before the run: answered without running
+            self.assertEqual(e.code, Code.CANCELED, e)
+
+    def test_progress_statuses(self):
+        """PROTOCOL.md §1.3, docs/protocol-amqp.md §2.4: statuses reach the
+        client's status queue, best-effort, latest wins."""
+        c = self.make_client()
+        self.addCleanup(c.close)
+        cid = c.submit(TEST + "Progress", test_pb2.ProgressRequest(steps=3), timeout=T)
+        self.assertEqual(c.collect(cid, test_pb2.ProgressResponse, timeout=T).sent, 3)
+        end = time.monotonic() + T
+        while (c.status(cid) is None or c.status(cid).reason != "step 3") and time.monotonic() < end:
+            time.sleep(0.01)
+        self.assertEqual(c.status(cid).reason, "step 3")
 
     def test_second_client_with_the_same_name_refused(self):
         """docs/protocol-amqp.md §1: one live client per client name; a

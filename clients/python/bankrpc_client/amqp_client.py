@@ -135,6 +135,12 @@ class AmqpClient:
         if call_id is None:
             call_id, first = self.session.next()
         else:
+            self._conn.process_data_events(0)
+            if call_id in self._kept:
+                # Its outcome is here already (a reply that waited in the
+                # queue, or came after its caller gave up): a repeat takes
+                # it without publishing (docs/protocol-amqp.md §3 step 4).
+                return call_id
             first = self.session.repeat(call_id)
         if deadline_ns is None:
             deadline_ns = envelope.deadline_after(timeout)

@@ -102,14 +102,17 @@ func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline
 }
 
 // finish records the reply of c, which its owner ran, and wakes its joiners.
-func (t *callTable) finish(c *call, reply []byte, code Code, e *Error) {
+// With keep false the reply answers them but is not cached: it was the
+// request's, not the call's (an expired request did not run), and a later
+// repeat of the call id must run (PROTOCOL.md 2.2).
+func (t *callTable) finish(c *call, reply []byte, code Code, e *Error, keep bool) {
 	now := time.Now()
 	t.mu.Lock()
 	c.reply, c.finishedAt, c.code, c.e = reply, now, code, e
 	c.cancel(nil)
 	c.cancel = nil
 	t.endLocked(c)
-	if t.size > 0 && t.age > 0 {
+	if keep && t.size > 0 && t.age > 0 {
 		t.finished = append(t.finished, c)
 		t.bytes += len(reply)
 	} else {

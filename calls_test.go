@@ -201,8 +201,25 @@ func TestRefusedCallsAreLoggedAtDebugAndRateLimited(t *testing.T) {
 	for _, f := range [][]byte{expired, unknown, undecodable} {
 		_, _ = srv.HandleFrame(ctx, f)
 	}
-	for _, want := range []string{"kind=expired", "kind=\"unknown method\"", "kind=\"undecodable payload\""} {
+	// A call canceled before it came, a call id reused for another request,
+	// a call that comes while the server stops: refused, each with a line.
+	srv.CancelCall("early")
+	_, _ = srv.HandleFrame(ctx, request(t, "early", testv1.TestService_Echo_FullMethodName))
+	_, _ = srv.HandleFrame(ctx, request(t, "reused", testv1.TestService_Echo_FullMethodName))
+	_, _ = srv.HandleFrame(ctx, envelope.AppendRequest(nil, "reused", testv1.TestService_Echo_FullMethodName, []byte{8, 1}, 0, nil, 0))
+	for _, want := range []string{"kind=expired", "kind=\"unknown method\"", "kind=\"undecodable payload\"", "kind=\"canceled early\"", "kind=\"call id reused\""} {
 		assert.Contains(t, logs.String(), want)
+	}
+	stopping := bankrpc.NewServer(bankrpc.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	testv1.RegisterTestServiceServer(stopping, &counting{})
+	require.NoError(t, stopping.Shutdown(ctx))
+	_, err := stopping.HandleFrame(ctx, request(t, "late", testv1.TestService_Echo_FullMethodName))
+	require.ErrorIs(t, err, transport.ErrNotServed)
+	assert.Contains(t, logs.String(), "kind=\"not served\"")
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, "refused a call") {
+			assert.Contains(t, line, "level=DEBUG", "refused calls are logged at debug")
+		}
 	}
 
 	// 10,000 garbage frames write a burst of lines, not 10,000.
@@ -264,4 +281,26 @@ func TestStatsHandlerSeesRefusedAndDuplicateCalls(t *testing.T) {
 	conn := bankrpc.NewConn(serving(srv), bankrpc.WithStatsHandler(&client))
 	require.NoError(t, conn.Invoke(ctx, echo, &testv1.EchoRequest{}, &testv1.EchoResponse{}, bankrpc.WithCallID("x")))
 	assert.Equal(t, []string{echo + " x OK refused=false  dup=false client=true"}, client.ends)
+}
+
+// TestExpiredRequestIsNotTheCallsOutcome pins PROTOCOL.md §2.2: a request
+// refused because its deadline had passed did not run, so its
+// DEADLINE_EXCEEDED is not cached as the call's reply: a repeat of the call
+// id with a later deadline runs (once), and is then answered from the cache.
+func TestExpiredRequestIsNotTheCallsOutcome(t *testing.T) {
+	svc := &counting{}
+	srv := bankrpc.NewServer()
+	testv1.RegisterTestServiceServer(srv, svc)
+	ctx := context.Background()
+	echo := testv1.TestService_Echo_FullMethodName
+	reply, err := srv.HandleFrame(ctx, envelope.AppendRequest(nil, "late", echo, nil, time.Now().Add(-time.Second).UnixNano(), nil, 0))
+	require.NoError(t, err)
+	assert.Equal(t, bankrpc.DeadlineExceeded, resultCode(t, reply))
+	assert.Zero(t, svc.runs.Load())
+	for range 2 {
+		reply, err = srv.HandleFrame(ctx, envelope.AppendRequest(nil, "late", echo, nil, time.Now().Add(time.Minute).UnixNano(), nil, 0))
+		require.NoError(t, err)
+		assert.Equal(t, bankrpc.OK, resultCode(t, reply))
+	}
+	assert.Equal(t, int64(1), svc.runs.Load(), "the repeat ran once, then its reply was cached")
 }

@@ -205,12 +205,18 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 	switch {
 	case errors.Is(err, transport.ErrNotServed):
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed, Refused: true, RefusedReason: "not served"}
+		s.refusals.Log(ctx, slog.LevelDebug, "not served", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", "the server is shutting down: the call is given back unanswered")
 		return resultFrame(req.CallID, transport.ErrNotServed, nil), transport.ErrNotServed
 	case err != nil:
 		e := status.Convert(err)
 		*end = CallEnd{Code: e.Code(), Err: e, Refused: true, RefusedReason: "call id reused"}
 		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", e.Message())
 		return resultFrame(req.CallID, e, nil), nil
+	case !owner && c.fp == 0:
+		// A cancel came before the request: answered CANCELED, not run.
+		*end = CallEnd{Code: Canceled, Err: Errorf(Canceled, "bankrpc: the caller canceled the call before it started"), Refused: true, RefusedReason: "canceled early"}
+		s.refusals.Log(ctx, slog.LevelDebug, "canceled early", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", "a cancel of this call id came before it")
+		return c.reply, nil
 	case !owner:
 		reply, err := s.join(ctx, c, wait, req.CallID)
 		if err != nil {
@@ -233,7 +239,10 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 	if e != nil {
 		end.Code, end.Err = e.Code(), e
 	}
-	s.calls.finish(c, reply, end.Code, e)
+	// A request refused because its deadline had passed did not run: its
+	// answer is not the call's outcome, and a repeat with a later deadline
+	// must reach the handler (the bank answers it from its record).
+	s.calls.finish(c, reply, end.Code, e, !(end.Refused && end.RefusedReason == "expired"))
 	return reply, nil
 }
 

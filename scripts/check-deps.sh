@@ -12,6 +12,8 @@
 #   proto imports of every .proto in the repo that no file of the repo provides
 #                 (google/protobuf/...), found where protoc finds them (../include
 #                 next to the protoc binary);
+#   Python imports of the repo's *.py files that are neither the standard library nor
+#                 the repo's own, as Debian's /usr/bin/python3 finds them;
 #   C headers     every header, transitively, of the #include <...> lines of the cgo
 #                 packages the module builds, tests included (`go list -deps -test`),
 #                 as the C compiler resolves them; their pkg-config modules; and the
@@ -217,6 +219,63 @@ while IFS= read -r f; do
 		done
 done <"$TMP/protos"
 
+# --- Python imports -----------------------------------------------------------------------
+
+# The modules the repo's *.py files import (clients/python), as Debian's python3 finds them:
+# apt installs python3-* modules for /usr/bin/python3, not for another interpreter first on
+# PATH. Left out: the standard library, relative imports, and the repo's own modules (the
+# name of a .py file of the repo or of its directory, or a proto package under proto/,
+# which protoc --python_out generates).
+PYTHON=/usr/bin/python3
+: >"$TMP/missing-py"
+grep '\.py$' "$TMP/files" | grep -v '^\.tools/' >"$TMP/pyfiles" || true
+if [[ -s $TMP/pyfiles ]]; then
+	if [[ ! -x $PYTHON ]]; then
+		printf 'python3\t%s\n' "$(head -n 1 "$TMP/pyfiles") (the repo's *.py files)" >>"$TMP/missing-commands"
+	else
+		need command python3 "the repo's *.py files" "$PYTHON"
+		"$PYTHON" - "$TMP/files" "$TMP/pyfiles" >"$TMP/pyimports" <<'PY' || die "$PYTHON could not read the repo's *.py files"
+import ast, importlib.util, os, sys
+own = set()  # the repo's modules: each .py file's name and directory, and the proto packages
+for f in open(sys.argv[1]).read().split():
+    parts = f.split("/")
+    if f.endswith(".py"):
+        own.add(parts[-1][:-3])
+        if len(parts) > 1:
+            own.add(parts[-2])
+    elif parts[0] == "proto" and len(parts) > 2:
+        own.add(parts[1])
+seen = set()
+for f in open(sys.argv[2]).read().split():
+    for node in ast.walk(ast.parse(open(f, "rb").read(), f)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top in own or name in seen:
+                continue
+            seen.add(name)
+            try:
+                spec = importlib.util.find_spec(name)
+            except Exception:
+                spec = None
+            origin = spec and (spec.origin if spec.has_location else next(iter(spec.submodule_search_locations or []), None))
+            print("%s\t%s:%d\t%s" % (name, f, node.lineno, origin or ""))
+PY
+		while IFS=$'\t' read -r mod where origin; do
+			if [[ -n $origin && -e $origin ]]; then
+				need python-module "$mod" "$where" "$origin"
+			else
+				printf '%s\t%s\n' "$mod" "$where" >>"$TMP/missing-py"
+			fi
+		done <"$TMP/pyimports"
+	fi
+fi
+
 # --- C headers ----------------------------------------------------------------------------
 
 : >"$TMP/missing-pc"
@@ -349,6 +408,12 @@ if [[ -s $TMP/missing-imports ]]; then
 		echo "check-deps: $where imports \"$imp\", which is in no file of the repo and not in protoc's include directory (${PROTOC_INCLUDE:-protoc not found}): add the package that provides it to scripts/setup.sh" >&2
 	done <"$TMP/missing-imports"
 fi
+if [[ -s $TMP/missing-py ]]; then
+	failed=1
+	while IFS=$'\t' read -r mod where; do
+		echo "check-deps: $where imports $mod, which $PYTHON cannot import: add the python3-* package that provides it to scripts/setup.sh" >&2
+	done <"$TMP/missing-py"
+fi
 if [[ -s $TMP/missing-pc ]]; then
 	failed=1
 	while IFS=$'\t' read -r pc where; do
@@ -370,4 +435,4 @@ if ((failed)); then
 fi
 
 count() { awk -F '\t' -v k="$1" '$1 == k { print $2 }' "$TMP/result" | sort -u | wc -l; }
-echo "check-deps: ok: $(count command) commands, $(count proto-import) proto imports, $(count c-header) C headers and $(count pkg-config-module) pkg-config modules come from packages scripts/setup.sh installs ($(wc -l <"$TMP/setup-packages") listed, with their dependencies), from Essential or required ones, or from no package (Go, buf in .tools/)"
+echo "check-deps: ok: $(count command) commands, $(count proto-import) proto imports, $(count python-module) Python modules, $(count c-header) C headers and $(count pkg-config-module) pkg-config modules come from packages scripts/setup.sh installs ($(wc -l <"$TMP/setup-packages") listed, with their dependencies), from Essential or required ones, or from no package (Go, buf in .tools/)"

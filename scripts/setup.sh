@@ -2,7 +2,8 @@
 # Installs what `make test` and `make demo` need, and only what is missing, so a second
 # run does nothing and returns in a moment:
 #
-#   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev libc6-dev rabbitmq-server
+#   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev libc6-dev python3
+#         python3-zmq python3-pika python3-protobuf rabbitmq-server
 #         (plus gcc, git, npm, make when their commands are absent)
 #   npm:  @bufbuild/buf, pinned, into the repo-local .tools/
 #   go:   the module's dependencies (go mod download)
@@ -75,6 +76,10 @@ want=(
 	libc6-dev         # cgo: the C library's headers
 	protobuf-compiler # protoc: regen.sh, the generator's and the user-module tests
 	libprotobuf-dev   # google/protobuf/*.proto, which protoc imports from /usr/include
+	python3           # clients/python and its test (clients/python/python_test.go)
+	python3-zmq       # clients/python: ZeroMQ (pyzmq)
+	python3-pika      # clients/python: RabbitMQ
+	python3-protobuf  # clients/python: the envelope's generated classes (3.21, as protoc)
 )
 broker=(rabbitmq-server) # the AMQP tests' broker (scripts/broker.sh starts it)
 # Commands that a stock Debian image may already have from elsewhere (gcc from

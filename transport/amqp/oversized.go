@@ -112,7 +112,7 @@ func (ss *serverSession) refuseOversized(d amqp091.Delivery, size, limit int) {
 		d.Headers = amqp091.Table{}
 	}
 	d.Headers[headerBodyBytes] = int64(size)
-	ss.deadLetter(d, why)
+	ss.deadLetter(d, why, failedDeliveries(d, ss.l.s.user))
 }
 
 // releaseSoon returns the memory of oversized bodies to the operating system

@@ -36,8 +36,7 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 		if !d.Redelivered {
 			return false
 		}
-		failed, _ = intHeader(d.Headers, headerFailed)
-		failed++
+		failed = failedDeliveries(d, ss.l.s.user) + 1
 		if failed < int64(cfg.DeliveryLimit) {
 			msg, live := countedCopy(d, failed, ss.l.s.user, time.Now())
 			if !live {
@@ -61,14 +60,30 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 	return true
 }
 
+// failedDeliveries returns the failed deliveries counted in d's
+// bankrpc-failed-deliveries header, when a server of the service made d (its
+// user-id is the servers' broker user, as on every counted copy), and 0 on
+// any other message: a client that sets the header itself cannot send its
+// request to the dead-letter queue early. The broker refuses a user-id other
+// than the publisher's, so only a client connected as the servers' own user
+// could, and it is as trusted as a server.
+func failedDeliveries(d amqp091.Delivery, serverUser string) int64 {
+	if serverUser == "" || d.UserId != serverUser {
+		return 0
+	}
+	n, _ := intHeader(d.Headers, headerFailed)
+	return max(n, 0)
+}
+
 // countedCopy returns the copy of a redelivered classic request that carries
 // its failed deliveries, for a server whose broker user is serverUser:
 // persistent, with d's properties, its headers but the broker's own (x-*),
 // and the expiration left until its bankrpc-deadline (d's expiration without
-// that header). live is false when the deadline has passed. The caller's
-// identity survives: a user-id other than the server's becomes the
-// bankrpc-user-id header and the copy's user-id is the server's (the broker
-// refuses any other).
+// that header). live is false when the deadline has passed. The copy's
+// user-id is always the server's (the broker refuses any other), which is
+// what makes its count trusted (failedDeliveries); the caller's identity
+// survives in the bankrpc-user-id header: the caller's user-id, or "" for a
+// caller without one, absent when the caller is the server's own user.
 func countedCopy(d amqp091.Delivery, failed int64, serverUser string, now time.Time) (msg amqp091.Publishing, live bool) {
 	headers := amqp091.Table{}
 	for k, v := range d.Headers {
@@ -101,13 +116,16 @@ func countedCopy(d amqp091.Delivery, failed int64, serverUser string, now time.T
 	}
 	caller := identity(d, serverUser)
 	switch {
-	case caller == "":
+	case serverUser == "":
+		// No user to publish as: the copy cannot be told from a client's
+		// message, and its count will not be trusted.
 		delete(headers, headerUserID)
+		delete(headers, headerFailed)
 	case caller == serverUser:
 		delete(headers, headerUserID)
 		msg.UserId = serverUser
 	default:
-		headers[headerUserID] = caller
+		headers[headerUserID] = caller // "" for a caller without a user-id
 		msg.UserId = serverUser
 	}
 	return msg, true
@@ -115,7 +133,7 @@ func countedCopy(d amqp091.Delivery, failed int64, serverUser string, now time.T
 
 // identity returns the broker-validated identity of the caller of d: its
 // user-id, or, on a copy a server made (user-id = the server's broker user),
-// the bankrpc-user-id header. A client cannot forge that header: the broker
+// the bankrpc-user-id header ("" for a caller that had none). A client cannot forge that header: the broker
 // refuses a user-id other than the publisher's, so only a client connected as
 // the server's own user could, and it is as trusted as the server.
 func identity(d amqp091.Delivery, serverUser string) string {
@@ -150,5 +168,7 @@ func (ss *serverSession) poison(d amqp091.Delivery, failed int64) {
 		_ = d.Reject(false)
 		return
 	}
-	ss.deadLetter(d, fmt.Sprintf("delivered %d times without an answer", failed))
+	// The dead-letter copy carries the count the error names, not the one
+	// the last copy was published with.
+	ss.deadLetter(d, fmt.Sprintf("delivered %d times without an answer", failed), failed)
 }

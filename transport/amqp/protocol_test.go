@@ -1,7 +1,11 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
+	"google.golang.org/protobuf/proto"
 )
 
 // rawChannel opens a plain amqp091 channel, closed at the end of the test.
@@ -82,6 +87,16 @@ func TestGarbageIntoRequestQueue(t *testing.T) {
 	assert.Equal(t, "garbage-2", d.CorrelationId)
 	assert.Equal(t, "no reply_to either", string(d.Body))
 	assert.Contains(t, d.Headers[headerDeadReason], "named no reply queue")
+
+	// A reply_to that does not end in .results names no error queue: the
+	// reason says so (it used to claim that there was no reply queue).
+	require.NoError(t, ch.PublishWithContext(ctx, RequestExchange, svc, true, false, amqp091.Publishing{
+		CorrelationId: "garbage-3", ReplyTo: "bankrpc.client." + name + ".replies", DeliveryMode: amqp091.Persistent, Body: []byte("\xff bad reply_to"),
+	}))
+	d = getOne(t, ch, DeadLetterQueue(svc))
+	assert.Equal(t, "garbage-3", d.CorrelationId)
+	assert.Contains(t, d.Headers[headerDeadReason], `does not end in ".results"`)
+	assert.NotContains(t, d.Headers[headerDeadReason], "named no reply queue")
 
 	c := dial(t, url, ClientConfig{Service: svc})
 	resp, err := testv1.NewTestServiceClient(bankrpc.NewConn(c)).Echo(ctx, &testv1.EchoRequest{Tag: "after garbage"})
@@ -187,6 +202,12 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 			assert.Equal(t, 1, ev.count(transport.EventDeadLetter, "delivery limit"), "the dead letter is reported")
 			assert.Equal(t, limit, ev.count(transport.EventReconnect, "connection lost"), "each crash is a reconnection")
 			assert.Positive(t, ev.count(transport.EventRedelivery, ""), "the request came back redelivered")
+			if qt == QueueClassic {
+				n, ok := intHeader(d.Headers, headerFailed)
+				assert.True(t, ok, "the dead letter carries its count")
+				assert.Equal(t, int64(limit), n, "the dead letter's count is the one the error names")
+				assert.Contains(t, bankrpc.MessageOf(err), fmt.Sprintf("delivered %d times", limit))
+			}
 
 			resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "healthy"})
 			require.NoError(t, err, "the server must keep serving")
@@ -402,4 +423,103 @@ func TestConfigErrors(t *testing.T) {
 	} {
 		assert.Equal(t, bankrpc.InvalidArgument, bankrpc.CodeOf(tc.err), "%s: %v", tc.name, tc.err)
 	}
+}
+
+// TestClientSetFailedDeliveriesIgnored: a client that sets
+// bankrpc-failed-deliveries on its own request cannot have it given up
+// early: only a copy a server made (user-id = the servers' broker user) is
+// trusted. The request here says 100 failures with a limit of 3, is
+// redelivered once (its server "crashes"), and still runs and is answered.
+func TestClientSetFailedDeliveriesIgnored(t *testing.T) {
+	t.Parallel()
+	url := amqptest.URL(t)
+	ctx := testCtx(t, 60*time.Second)
+	svc := uniqueName(t)
+	var conns connTracker
+	l := newLedger()
+	l.before = func(_ context.Context, id string, _ *testv1.EchoRequest) {
+		if id == "forged-1" && l.executionsOf(id) == 1 {
+			conns.cut()
+		}
+	}
+	srv := listen(t, url, ServerConfig{Service: svc, DeliveryLimit: 3, Dial: conns.dial})
+	serve(t, srv, restarted(l))
+
+	name := uniqueName(t)
+	ch := rawChannel(t, url)
+	for _, q := range []string{ResultQueue(name), ErrorQueue(name)} {
+		_, err := ch.QueueDeclare(q, true, false, false, false, nil)
+		require.NoError(t, err)
+	}
+	deleteQueues(t, url, ResultQueue(name), ErrorQueue(name))
+	payload, err := proto.Marshal(&testv1.EchoRequest{Tag: "forged"})
+	require.NoError(t, err)
+	require.NoError(t, ch.PublishWithContext(ctx, RequestExchange, svc, true, false, amqp091.Publishing{
+		Headers:       amqp091.Table{headerFailed: int64(100)},
+		ContentType:   contentProto,
+		Type:          typeRequest,
+		DeliveryMode:  amqp091.Persistent,
+		CorrelationId: "forged-1",
+		ReplyTo:       ResultQueue(name),
+		Body:          envelope.AppendRequest(nil, "forged-1", testv1.TestService_Echo_FullMethodName, payload, 0, nil, 0),
+	}))
+
+	d := getOne(t, ch, ResultQueue(name))
+	res, err := envelope.DecodeResult(d.Body, 0)
+	require.NoError(t, err)
+	assert.Zero(t, res.GetCode(), "the call is answered, not given up: %s", res.GetReason())
+	assert.Equal(t, 2, l.executionsOf("forged-1"), "it ran again after the crash")
+	assert.Zero(t, queueDepth(t, url, ErrorQueue(name)), "no give-up error")
+
+	assert.Zero(t, failedDeliveries(amqp091.Delivery{Headers: amqp091.Table{headerFailed: int64(100)}}, "guest"), "no user-id: not a server's copy")
+	assert.Zero(t, failedDeliveries(amqp091.Delivery{Headers: amqp091.Table{headerFailed: int64(100)}, UserId: "alice"}, "bank-north"))
+	assert.Equal(t, int64(4), failedDeliveries(amqp091.Delivery{Headers: amqp091.Table{headerFailed: int32(4)}, UserId: "bank-north"}, "bank-north"))
+}
+
+// TestRefusalsRateLimited: a flood of garbage leaves at most the burst of
+// log lines per kind (internal/ratelog), not one line per message.
+func TestRefusalsRateLimited(t *testing.T) {
+	t.Parallel()
+	url := amqptest.URL(t)
+	ctx := testCtx(t, 30*time.Second)
+	svc := uniqueName(t)
+	var buf syncBuffer
+	srv := listen(t, url, ServerConfig{Service: svc, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	serve(t, srv, handlerFor(newLedger()))
+
+	name := uniqueName(t)
+	ch := rawChannel(t, url)
+	_, err := ch.QueueDeclare(ErrorQueue(name), true, false, false, false, nil)
+	require.NoError(t, err)
+	deleteQueues(t, url, ErrorQueue(name))
+	const n = 25
+	for i := range n {
+		require.NoError(t, ch.PublishWithContext(ctx, RequestExchange, svc, true, false, amqp091.Publishing{
+			CorrelationId: fmt.Sprintf("flood-%d", i), ReplyTo: ResultQueue(name), Body: []byte("\xff garbage"),
+		}))
+	}
+	for range n {
+		getOne(t, ch, ErrorQueue(name))
+	}
+	lines := bytes.Count(buf.Bytes(), []byte("amqp: refused a request"))
+	assert.Positive(t, lines, "refusals are logged")
+	assert.LessOrEqual(t, lines, 10, "refusals are rate-limited: %d lines for %d refusals", lines, n)
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }

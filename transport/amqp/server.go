@@ -13,6 +13,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/bankrpc/bankrpc/internal/ratelog"
 	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
@@ -42,8 +43,9 @@ type Server struct {
 	cfg       ServerConfig
 	connector *connector
 	logger    *slog.Logger
-	user      string // the broker user of the URL: the user-id of the server's own copies
+	user      string          // the broker user of the URL: the user-id of the server's own copies
 	oversize  oversizeGuard
+	refused   *ratelog.Logger // what the server refuses, rate-limited: a client can publish it as fast as the broker takes it
 
 	mu      sync.Mutex // guards serving, and orders it with drain and kill
 	serving bool
@@ -86,6 +88,7 @@ func listenContext(ctx context.Context, url string, cfg ServerConfig) (*Server, 
 		cfg:       cfg,
 		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
 		logger:    logger,
+		refused:   ratelog.New(logger, ratelog.DefaultBurst, ratelog.DefaultInterval),
 		user:      uri.Username,
 		served:    make(chan struct{}),
 	}
@@ -462,9 +465,9 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 	s := ss.l.s
 	caller := identity(d, s.user)
 	if s.cfg.OwnQueuesOnly && !ownReplyQueue(caller, d.ReplyTo) {
-		s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
+		s.refused.Log(context.Background(), slog.LevelWarn, "amqp.reply_to", "amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
 		ss.l.s.connector.emit(transport.EventRefusedFrame, reasonForeignReplyTo)
-		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller))
+		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller), failedDeliveries(d, s.user))
 		return
 	}
 	if limit := s.cfg.MaxFrameSize; limit > 0 && len(d.Body) > limit {
@@ -488,7 +491,7 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 	case reply == nil:
 		_ = d.Ack(false)
 	case d.ReplyTo == "":
-		s.logger.Warn("amqp: request has no reply_to: its reply is dropped", "call_id", d.CorrelationId)
+		s.refused.Log(context.Background(), slog.LevelWarn, "amqp.no_reply_to", "amqp: request has no reply_to: its reply is dropped", "call_id", d.CorrelationId)
 		_ = d.Ack(false)
 	default:
 		ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
@@ -517,16 +520,26 @@ func (ss *serverSession) publishThenAck(d amqp091.Delivery, queue string, msg am
 }
 
 // refuse answers a request the handler could not decode: its error goes, as
-// plain text, to the caller's error queue.
+// plain text, to the caller's error queue; without one (no reply-to, or one
+// that does not end in .results), the request is dead-lettered with why.
 func (ss *serverSession) refuse(d amqp091.Delivery, err error) {
 	text := status.MessageOf(err)
-	ss.l.s.logger.Warn("amqp: refused a request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "error", text)
+	s := ss.l.s
+	s.refused.Log(context.Background(), slog.LevelWarn, "amqp.refused", "amqp: refused a request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "error", text)
 	errorQueue, _, ok := companionQueues(d.ReplyTo)
 	if !ok {
-		ss.deadLetter(d, "refused and the caller named no reply queue: "+text)
+		ss.deadLetter(d, noErrorQueue(d.ReplyTo)+": "+text, failedDeliveries(d, s.user))
 		return
 	}
 	ss.publishThenAck(d, errorQueue, errorMessage(d.CorrelationId, status.CodeOf(err), text))
+}
+
+// noErrorQueue says why replyTo names no error queue.
+func noErrorQueue(replyTo string) string {
+	if replyTo == "" {
+		return "refused and the caller named no reply queue"
+	}
+	return fmt.Sprintf("refused and the caller's reply_to %q does not end in %q, so it names no error queue", replyTo, resultSuffix)
 }
 
 // ownReplyQueue reports whether replyTo is the result queue of a client name
@@ -552,12 +565,18 @@ func errorMessage(callID string, code status.Code, text string) amqp091.Publishi
 	}
 }
 
-// deadLetter copies d into the dead-letter queue, with why, and acknowledges
-// it once the copy is confirmed.
-func (ss *serverSession) deadLetter(d amqp091.Delivery, why string) {
-	headers := amqp091.Table{headerDeadReason: why}
+// deadLetter copies d into the dead-letter queue, with why and the failed
+// deliveries counted (the header is left out when 0), and acknowledges it
+// once the copy is confirmed.
+func (ss *serverSession) deadLetter(d amqp091.Delivery, why string, failed int64) {
+	headers := amqp091.Table{}
 	for k, v := range d.Headers {
 		headers[k] = v
+	}
+	headers[headerDeadReason] = why
+	delete(headers, headerFailed)
+	if failed > 0 {
+		headers[headerFailed] = failed
 	}
 	if caller := identity(d, ss.l.s.user); caller != "" {
 		headers[headerUserID] = caller

@@ -43,7 +43,7 @@ type Server struct {
 	cfg       ServerConfig
 	connector *connector
 	logger    *slog.Logger
-	user      string          // the broker user of the URL: the user-id of the server's own copies
+	user      string // the broker user of the URL: the user-id of the server's own copies
 	oversize  oversizeGuard
 	refused   *ratelog.Logger // what the server refuses, rate-limited: a client can publish it as fast as the broker takes it
 

@@ -5,7 +5,7 @@
 #   apt:  libzmq3-dev pkg-config protobuf-compiler libprotobuf-dev libc6-dev rabbitmq-server
 #         (plus gcc, git, npm, make when their commands are absent)
 #   npm:  @bufbuild/buf, pinned, into the repo-local .tools/
-#   go:   the module's dependencies (go mod download)
+#   go:   the module's dependencies, and the bench/ module's (go mod download)
 #
 # scripts/check-deps.sh (run by make test) fails when a command, proto import or C header
 # the build uses comes from a Debian package this list does not install.
@@ -142,6 +142,8 @@ fi
 # --- Go modules ---------------------------------------------------------------------------
 
 go mod download
-log "go modules downloaded"
+# bench/ is a module of its own (it adds grpc-go, which the SDK never depends on).
+(cd bench && go mod download)
+log "go modules downloaded (the SDK's and bench/'s)"
 
 log "done"

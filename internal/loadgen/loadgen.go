@@ -1,5 +1,5 @@
 // Package loadgen drives closed-loop load and summarises latencies, for the
-// benchmark harnesses and the bankrpc-bench command: each caller sends its
+// benchmark harnesses and the bankrpc-bench command (bench/): each caller sends its
 // next request when the previous reply arrives, as in BASELINE.md.
 package loadgen
 

@@ -55,6 +55,7 @@ func TestRunIsWellFormed(t *testing.T) {
 	cfg.Progress = &progress
 	rep, err := harness.Run(ctx, cfg)
 	require.NoError(t, err)
+	require.Empty(t, rep.Failed)
 
 	want := []string{harness.TCP, harness.GRPC, harness.ZMQRaw, harness.ZMQ, harness.ZMQBank}
 	if url != "" {

@@ -58,6 +58,13 @@ type ZMQMemory struct {
 	Clients int
 	Idle    ProcStats
 	Loaded  ProcStats
+	Resent  int // calls the idle clients had to send again (no reply in time)
+	// Answered is how many clients had their call answered (all, unless
+	// connections kept dropping).
+	Answered int
+	// IdleCPU and LoadedCPU are the server's CPU use, in cores, over
+	// cpuWindow with no client and with the idle clients connected.
+	IdleCPU, LoadedCPU float64
 }
 
 // PerClient is the resident bytes the server grew by per client.
@@ -241,6 +248,9 @@ func idleZMQClients(addr string, n int, out io.Writer, serve func(map[string]fun
 		return errors.Join(err, zctx.Term())
 	}
 	socks := make([]*zmq4.Socket, 0, n)
+	requests := make([][2][]byte, 0, n)
+	var missing []int
+	resent := 0
 	closeAll := func() error {
 		var errs []error
 		for _, s := range socks {
@@ -252,42 +262,128 @@ func idleZMQClients(addr string, n int, out io.Writer, serve func(map[string]fun
 	if err != nil {
 		return err
 	}
-	for i := range n {
-		s, err := zctx.NewSocket(zmq4.DEALER)
-		if err != nil {
-			return errors.Join(fmt.Errorf("socket %d: %w", i, err), closeAll())
+	// In batches, each waiting for its replies: a burst of thousands of
+	// connects overflows the server's listen backlog (libzmq's default is
+	// 100), and the connections the kernel then leaves half-open stall for
+	// a minute.
+	for first := 0; first < n; first += connectBatch {
+		for i := first; i < min(n, first+connectBatch); i++ {
+			s, err := zctx.NewSocket(zmq4.DEALER)
+			if err != nil {
+				return errors.Join(fmt.Errorf("socket %d: %w", i, err), closeAll())
+			}
+			socks = append(socks, s)
+			callID := randomHex(8) + "-1"
+			env, err := proto.Marshal(&wirev1.Request{CallId: callID, Method: bankv1.Bank_Deposit_FullMethodName, Payload: payload, FirstUnanswered: 1})
+			if err != nil {
+				return errors.Join(err, closeAll())
+			}
+			// A dropped client reconnects after 1 s, backing off to 10 s, so
+			// that drops on a loaded machine do not become a storm of
+			// connects.
+			if err := errors.Join(s.SetLinger(0), s.SetRcvtimeo(resendAfter), s.SetReconnectIvl(time.Second), s.SetReconnectIvlMax(10*time.Second), s.Connect(addr)); err != nil {
+				return errors.Join(fmt.Errorf("socket %d: %w", i, err), closeAll())
+			}
+			if _, err := s.SendMessage(callID, env); err != nil {
+				return errors.Join(fmt.Errorf("socket %d: send: %w", i, err), closeAll())
+			}
+			requests = append(requests, [2][]byte{[]byte(callID), env})
 		}
-		socks = append(socks, s)
-		callID := randomHex(8) + "-1"
-		env, err := proto.Marshal(&wirev1.Request{CallId: callID, Method: bankv1.Bank_Deposit_FullMethodName, Payload: payload, FirstUnanswered: 1})
+		batch := make([]int, 0, connectBatch)
+		for i := first; i < len(socks); i++ {
+			batch = append(batch, i)
+		}
+		left, err := awaitReplies(socks, requests, batch, 2*time.Second, &resent)
 		if err != nil {
 			return errors.Join(err, closeAll())
 		}
-		if err := errors.Join(s.SetLinger(0), s.SetRcvtimeo(time.Minute), s.Connect(addr)); err != nil {
-			return errors.Join(fmt.Errorf("socket %d: %w", i, err), closeAll())
-		}
-		if _, err := s.SendMessage(callID, env); err != nil {
-			return errors.Join(fmt.Errorf("socket %d: send: %w", i, err), closeAll())
-		}
+		missing = append(missing, left...)
 	}
-	for i, s := range socks {
-		reply, err := s.RecvMessageBytes(0)
-		if err != nil {
-			return errors.Join(fmt.Errorf("socket %d: reply: %w", i, err), closeAll())
-		}
-		var res wirev1.Result
-		if len(reply) != 2 || proto.Unmarshal(reply[1], &res) != nil {
-			// The raw echo server returns the request: fine too.
-			var req wirev1.Request
-			if len(reply) != 2 || proto.Unmarshal(reply[1], &req) != nil {
-				return errors.Join(fmt.Errorf("socket %d: reply of %d frames is neither a result nor an echo", i, len(reply)), closeAll())
-			}
-		} else if res.GetCode() != 0 {
-			return errors.Join(fmt.Errorf("socket %d: call failed: code %d: %s", i, res.GetCode(), res.GetReason()), closeAll())
-		}
+	// The clients the server did not answer in time get a last chance.
+	missing, err = awaitReplies(socks, requests, missing, time.Minute, &resent)
+	if err != nil {
+		return errors.Join(err, closeAll())
 	}
-	fmt.Fprintln(out, "ready")
+	fmt.Fprintf(out, "ready %d %d\n", n-len(missing), resent)
 	return errors.Join(serve(nil), closeAll())
+}
+
+// connectBatch is how many idle clients connect at once.
+const connectBatch = 50
+
+// An idle client's call is sent again, with the same call id, after
+// resendAfter without a reply: a connection can drop before its reply
+// (the server's heartbeat timeout on a loaded machine, a connection the
+// kernel dropped from a full accept queue).
+const resendAfter = 5 * time.Second
+
+// awaitReplies waits up to d for the reply of each socket of idx, sending
+// its request again every resendAfter, and returns those still unanswered.
+func awaitReplies(socks []*zmq4.Socket, requests [][2][]byte, idx []int, d time.Duration, resent *int) ([]int, error) {
+	pending := make(map[int]bool, len(idx))
+	for _, i := range idx {
+		pending[i] = true
+	}
+	deadline, sent := time.Now().Add(d), time.Now()
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		if time.Since(sent) >= resendAfter {
+			for i := range pending {
+				if _, err := socks[i].SendMessage(requests[i][0], requests[i][1]); err != nil {
+					return nil, fmt.Errorf("socket %d: send again: %w", i, err)
+				}
+				*resent++
+			}
+			sent = time.Now()
+		}
+		poller := zmq4.NewPoller()
+		order := make([]int, 0, len(pending))
+		for i := range pending {
+			poller.Add(socks[i], zmq4.POLLIN)
+			order = append(order, i)
+		}
+		polled, err := poller.PollAll(200 * time.Millisecond)
+		if err != nil {
+			return nil, err
+		}
+		for k, item := range polled {
+			if item.Events&zmq4.POLLIN == 0 {
+				continue
+			}
+			if err := checkReply(socks[order[k]]); err != nil {
+				return nil, fmt.Errorf("socket %d: %w", order[k], err)
+			}
+			delete(pending, order[k])
+		}
+	}
+	var left []int
+	for i := range pending {
+		left = append(left, i)
+	}
+	return left, nil
+}
+
+// checkReply receives one reply on s: a successful result from bankrpc, or
+// the request echoed by the raw server.
+func checkReply(s *zmq4.Socket) error {
+	reply, err := s.RecvMessageBytes(0)
+	if err != nil {
+		return fmt.Errorf("reply: %w", err)
+	}
+	if len(reply) != 2 {
+		return fmt.Errorf("reply of %d frames, want 2", len(reply))
+	}
+	var res wirev1.Result
+	if proto.Unmarshal(reply[1], &res) == nil && res.GetCallId() != "" {
+		if res.GetCode() != 0 {
+			return fmt.Errorf("call failed: code %d: %s", res.GetCode(), res.GetReason())
+		}
+		return nil
+	}
+	var req wirev1.Request
+	if err := proto.Unmarshal(reply[1], &req); err != nil {
+		return fmt.Errorf("reply is neither a result nor an echo: %w", err)
+	}
+	return nil
 }
 
 // gate is the TestService of the AMQP measurement: Echo waits until the
@@ -434,30 +530,23 @@ func measureZMQMemory(ctx context.Context, raw bool, n int) (ZMQMemory, error) {
 	if m.Idle, err = srv.stats(ctx); err != nil {
 		return fail(err, nil)
 	}
-	var (
-		clients []*child
-		mu      sync.Mutex
-		wg      sync.WaitGroup
-		errs    []error
-	)
+	m.IdleCPU = cpuOver(srv.cmd.Process.Pid, cpuWindow)
+	// One child after the other, for the listen backlog (connectBatch).
+	var clients []*child
 	for left := n; left > 0; left -= clientsPerProcess {
-		share := min(left, clientsPerProcess)
-		wg.Go(func() {
-			c, _, err := startChild(ctx, fmt.Sprintf("zmq-clients %s %d", addr, share))
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			clients = append(clients, c)
-		})
+		c, said, err := startChild(ctx, fmt.Sprintf("zmq-clients %s %d", addr, min(left, clientsPerProcess)))
+		if err != nil {
+			return fail(err, clients)
+		}
+		clients = append(clients, c)
+		var answered, resent int
+		if _, err := fmt.Sscan(said, &answered, &resent); err != nil {
+			return fail(fmt.Errorf("clients said %q: %w", said, err), clients)
+		}
+		m.Answered += answered
+		m.Resent += resent
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return fail(errors.Join(errs...), clients)
-	}
-	time.Sleep(time.Second)
+	m.LoadedCPU = cpuOver(srv.cmd.Process.Pid, cpuWindow)
 	if m.Loaded, err = srv.stats(ctx); err != nil {
 		return fail(err, clients)
 	}
@@ -523,6 +612,40 @@ func measureAMQPMemory(ctx context.Context, url string, n int) (AMQPMemory, erro
 		return fail(err)
 	}
 	return m, errors.Join(conn.Close(), srv.stop())
+}
+
+// cpuWindow is how long the server's CPU use is watched.
+const cpuWindow = 3 * time.Second
+
+// cpuOver returns the CPU a process used over d, in cores.
+func cpuOver(pid int, d time.Duration) float64 {
+	t0, c0 := time.Now(), processTicks(pid)
+	time.Sleep(d)
+	return float64(processTicks(pid)-c0) / clockTicks / time.Since(t0).Seconds()
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on
+// every Linux architecture Go runs on.
+const clockTicks = 100
+
+// processTicks is a process's user and system CPU time in clock ticks.
+func processTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest) // f[0] is field 3, state
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
 }
 
 func heapInuse() uint64 {

@@ -216,7 +216,7 @@ func (r *Report) Targets() []Target {
 	t = Target{Number: 5, Goal: "memory: server RSS with 10,000 idle zmq clients and with 10,000 requests waiting in an amqp queue; bytes allocated per call per backend", Met: "not measured"}
 	parts = nil
 	for _, m := range r.ZMQMemory {
-		parts = append(parts, fmt.Sprintf("%s: %s idle → %s with %d clients (%s per client)", m.Server, fmtBytes(float64(m.Idle.RSS)), fmtBytes(float64(m.Loaded.RSS)), m.Clients, fmtBytes(m.PerClient())))
+		parts = append(parts, fmt.Sprintf("%s: %s idle → %s with %d clients (%s per client; CPU %.0f%% of a core while they are silent)", m.Server, fmtBytes(float64(m.Idle.RSS)), fmtBytes(float64(m.Loaded.RSS)), m.Clients, fmtBytes(m.PerClient()), 100*m.LoadedCPU))
 	}
 	if m := r.AMQPMem; m != nil {
 		parts = append(parts, fmt.Sprintf("amqp server: %s idle → %s with %d requests queued", fmtBytes(float64(m.Idle.RSS)), fmtBytes(float64(m.Waiting.RSS)), m.Queued))
@@ -240,6 +240,9 @@ func (r *Report) Markdown(charts bool) string {
 	fmt.Fprintf(&b, "Closed-loop callers; each cell %v after a %v warm-up; %d paired rounds per callers level; medians.\n\n", c.Duration, c.WarmUp, c.Rounds)
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "**SKIPPED: %s.**\n\n", s)
+	}
+	for _, s := range r.Failed {
+		fmt.Fprintf(&b, "**FAILED: %s.**\n\n", s)
 	}
 
 	b.WriteString("### Throughput and latency (median of the rounds)\n\n")
@@ -334,7 +337,15 @@ func (r *Report) Markdown(charts bool) string {
 		}
 		b.WriteString("\n")
 		for _, m := range r.ZMQMemory {
-			fmt.Fprintf(&b, "- %s: %s more resident per idle client.\n", m.Server, fmtBytes(m.PerClient()))
+			fmt.Fprintf(&b, "- %s: %s more resident per idle client; CPU %.0f%% of a core idle, %.0f%% with the %d clients connected and silent",
+				m.Server, fmtBytes(m.PerClient()), 100*m.IdleCPU, 100*m.LoadedCPU, m.Clients)
+			if m.Answered < m.Clients {
+				fmt.Fprintf(&b, "; only %d of the %d clients got their call answered (connections dropped and did not come back in time)", m.Answered, m.Clients)
+			}
+			if m.Resent > 0 {
+				fmt.Fprintf(&b, "; %d calls were sent again after %v without a reply", m.Resent, 5*time.Second)
+			}
+			b.WriteString(".\n")
 		}
 		if m := r.AMQPMem; m != nil {
 			fmt.Fprintf(&b, "- bankrpc amqp.Client with %d calls in flight: Go heap +%s (%s per call); the server drained them in %v.\n",

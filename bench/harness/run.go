@@ -83,6 +83,9 @@ type Report struct {
 	Machine   Machine
 	Scenarios []Scenario // those measured, in order
 	Skipped   []string   // why rows or parts were skipped
+	// Failed holds the memory figures that could not be taken, and why:
+	// the run goes on without them, and the report says so loudly.
+	Failed    []string
 	Cells     []Cell
 	Fsync     FsyncResult
 	Inproc    []InprocResult
@@ -211,7 +214,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			prog.step(fmt.Sprintf("memory: %d idle zmq clients (raw %v)", cfg.MemClients, raw))
 			m, err := measureZMQMemory(ctx, raw, cfg.MemClients)
 			if err != nil {
-				return rep, fmt.Errorf("memory with %d idle zmq clients: %w", cfg.MemClients, err)
+				rep.Failed = append(rep.Failed, fmt.Sprintf("memory of the %s with %d idle zmq clients: %v", m.Server, cfg.MemClients, err))
+				continue
 			}
 			rep.ZMQMemory = append(rep.ZMQMemory, m)
 		}
@@ -220,9 +224,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		prog.step(fmt.Sprintf("memory: %d requests waiting in an amqp queue", cfg.MemQueued))
 		m, err := measureAMQPMemory(ctx, cfg.AMQPURL, cfg.MemQueued)
 		if err != nil {
-			return rep, fmt.Errorf("memory with %d queued amqp requests: %w", cfg.MemQueued, err)
+			rep.Failed = append(rep.Failed, fmt.Sprintf("memory with %d requests queued in amqp: %v", cfg.MemQueued, err))
+		} else {
+			rep.AMQPMem = &m
 		}
-		rep.AMQPMem = &m
 	}
 	return rep, nil
 }

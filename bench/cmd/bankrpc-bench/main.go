@@ -134,6 +134,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		abs, _ := filepath.Abs(*out)
 		fmt.Fprintf(stdout, "\nReport and charts written to %s\n", abs)
 	}
+	if len(rep.Failed) > 0 {
+		fmt.Fprintf(stderr, "bankrpc-bench: %d figures could not be taken: %s\n", len(rep.Failed), strings.Join(rep.Failed, "; "))
+		return 1
+	}
 	return 0
 }
 

@@ -19,7 +19,10 @@
 //
 // The amqp rows need a RabbitMQ broker at BANKRPC_AMQP_URL (or -amqp-url);
 // without one they are skipped, and the report says so. A progress bar goes
-// to stderr, the tables to stdout.
+// to stderr, the tables to stdout. To see where a row's time goes:
+//
+//	go run ./cmd/bankrpc-bench -only zmq-raw,zmq -callers 1 -cpuprofile cpu.out
+//	go tool pprof -top cpu.out
 package main
 
 import (
@@ -30,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		out        = fs.String("out", "", "directory for report.md and the SVG charts (default none; -full: results)")
 		amqpURL    = fs.String("amqp-url", os.Getenv("BANKRPC_AMQP_URL"), "RabbitMQ broker for the amqp rows (default $BANKRPC_AMQP_URL; empty skips them)")
 		quiet      = fs.Bool("quiet", false, "no progress bar")
+		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run (callers and servers; with -only, of those rows) to this file, for go tool pprof")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -120,6 +125,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer os.RemoveAll(tmp)
 	cfg.TempDir = tmp
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bankrpc-bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "bankrpc-bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := harness.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "bankrpc-bench: %v\n", err)

@@ -6,7 +6,7 @@
 #         python3-zmq python3-pika python3-protobuf rabbitmq-server
 #         (plus gcc, git, npm, make when their commands are absent)
 #   npm:  @bufbuild/buf, pinned, into the repo-local .tools/
-#   go:   the module's dependencies (go mod download)
+#   go:   the module's dependencies, and the bench/ module's (go mod download)
 #
 # scripts/check-deps.sh (run by make test) fails when a command, proto import or C header
 # the build uses comes from a Debian package this list does not install.
@@ -147,6 +147,8 @@ fi
 # --- Go modules ---------------------------------------------------------------------------
 
 go mod download
-log "go modules downloaded"
+# bench/ is a module of its own (it adds grpc-go, which the SDK never depends on).
+(cd bench && go mod download)
+log "go modules downloaded (the SDK's and bench/'s)"
 
 log "done"

@@ -1,0 +1,52 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// FsyncResult is the latency of one fdatasync(2) after appending a
+// record-sized write to a file, as the bank's log writer does for each
+// group commit, in the directory the durable bank uses.
+type FsyncResult struct {
+	Samples []time.Duration // sorted
+}
+
+func (f FsyncResult) P50() time.Duration { return quantile(f.Samples, 0.5) }
+func (f FsyncResult) P99() time.Duration { return quantile(f.Samples, 0.99) }
+
+// measureFsync appends 64 bytes and fdatasyncs, n times, in a new file in
+// dir (deleted afterwards), and adds the latencies to f.
+func (f *FsyncResult) measure(dir string, n int) error {
+	file, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(file.Name())
+	defer file.Close()
+	rec := make([]byte, 64)
+	for range n {
+		t0 := time.Now()
+		if _, err := file.Write(rec); err != nil {
+			return err
+		}
+		if err := syscall.Fdatasync(int(file.Fd())); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", filepath.Base(file.Name()), err)
+		}
+		f.Samples = append(f.Samples, time.Since(t0))
+	}
+	slices.Sort(f.Samples)
+	return nil
+}
+
+// quantile returns the q-quantile of sorted durations (0 for none).
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+}

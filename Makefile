@@ -23,7 +23,7 @@ comma := ,
 banner = @printf '\n==> %s\n' '$(1)'
 need_buf = @[[ -x $(TOOLS_BIN)/buf ]] || { echo "buf not found in .tools/: run make setup" >&2; exit 1; }
 
-.PHONY: setup broker check-deps generate check-generate lint build test demo bench clean
+.PHONY: setup broker check-deps generate check-generate lint build test demo bench chaos clean
 
 setup:
 	$(call banner,setup: system packages$(comma) buf$(comma) Go modules)
@@ -99,6 +99,13 @@ demo:
 bench:
 	$(call banner,bench: raw baselines and bankrpc in one run; medians of paired ratios)
 	go run ./cmd/bankrpc-bench
+
+# The fault suite as real processes, ~40s of faults per scenario (docs/RELIABILITY.md);
+# its short variant runs in make test (cmd/bankrpc-chaos TestChaosShort).
+# CHAOS_FLAGS: e.g. -run 'zmq' or -duration 2m or -work DIR.
+chaos:
+	$(call banner,chaos: the fault suite (bank-server/bank-client processes, a private RabbitMQ node))
+	go run ./cmd/bankrpc-chaos $(CHAOS_FLAGS)
 
 clean:
 	rm -rf bin/

@@ -42,7 +42,7 @@ func main() {
 type Options struct {
 	Short    bool
 	Run      *regexp.Regexp
-	Duration time.Duration // 0: 40s, or 6s with Short
+	Duration time.Duration // 0: 40s, or 5s with Short
 	Work     string        // "" : a temporary directory, removed after a run without violations
 	Root     string        // the module root; "": found from the working directory
 }
@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	fs.BoolVar(&o.Short, "short", false, "the short variant: a few seconds of faults per scenario")
 	fs.StringVar(&pattern, "run", "", "run only the scenarios whose name matches this `regexp`")
-	fs.DurationVar(&o.Duration, "duration", 0, "how long the faults of each scenario last (default 40s, 6s with -short)")
+	fs.DurationVar(&o.Duration, "duration", 0, "how long the faults of each scenario last (default 40s, 5s with -short)")
 	fs.StringVar(&o.Work, "work", "", "keep the servers' data and logs in this `directory` (default: a temporary one, removed when every scenario passes)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -103,7 +103,7 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]*Result, error) {
 	if e.Duration == 0 {
 		e.Duration = 40 * time.Second
 		if o.Short {
-			e.Duration = 6 * time.Second
+			e.Duration = 5 * time.Second
 		}
 	}
 	fmt.Fprintf(out, "bankrpc-chaos: building bank-server and bank-client; work in %s\n", work)

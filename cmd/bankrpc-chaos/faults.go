@@ -23,6 +23,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	zmq4 "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/rs/zerolog"
 
 	"github.com/bankrpc/bankrpc"
@@ -465,11 +466,6 @@ func garbage(ctx context.Context, e *Env, r *Result) error {
 }
 
 func sendGarbage(zctx *zmq4.Context, addr string, kind int) error {
-	junk := func(n int) []byte {
-		b := make([]byte, n)
-		_, _ = rand.Read(b)
-		return b
-	}
 	if kind == 0 {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -535,4 +531,84 @@ func appendVarint(b []byte, v uint64) []byte {
 		v >>= 7
 	}
 	return append(b, byte(v))
+}
+
+// amqpGarbage publishes malformed requests to an amqp bank-server's queue
+// under load: junk bodies without properties, junk with a correlation id
+// and a reply-to, envelopes with junk payloads or unknown methods, and
+// bodies over the 4 MiB frame limit. The server must keep serving the load
+// correctly (it answers what it can on the error queue, drops the rest).
+func amqpGarbage(ctx context.Context, e *Env, r *Result) error {
+	srv, n, err := e.amqpServer(ctx, "amqp-garbage")
+	if err != nil {
+		return err
+	}
+	var sent [4]atomic.Int64
+	faults := func(ctx context.Context, stop <-chan struct{}) (int, error) {
+		conn, err := amqp091.Dial(n.url)
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			return 0, err
+		}
+		k := 0
+		for {
+			sleep(stop, 20*time.Millisecond+time.Duration(mrand.Int64N(int64(80*time.Millisecond))))
+			select {
+			case <-stop:
+				if !srv.alive() {
+					return k, errors.New("bank-server died under garbage input")
+				}
+				return k, nil
+			default:
+			}
+			kind := k % len(sent)
+			id := newSessionCallID()
+			p := amqp091.Publishing{DeliveryMode: amqp091.Persistent}
+			switch kind {
+			case 0:
+				p.Body = junk(1 + mrand.IntN(500))
+			case 1:
+				p.Body, p.CorrelationId, p.ReplyTo = junk(1+mrand.IntN(500)), id, "bankrpc.client.chaos-nobody.results"
+			case 2:
+				method := "/bank.v1.Bank/Deposit"
+				if mrand.IntN(2) == 0 {
+					method = "/bank.v1.Bank/Steal"
+				}
+				var env []byte
+				env = appendField(env, 1, []byte(id))
+				env = appendField(env, 2, []byte(method))
+				env = appendField(env, 3, junk(1+mrand.IntN(200)))
+				p.Body, p.CorrelationId, p.ReplyTo = env, id, "bankrpc.client.chaos-nobody.results"
+			case 3:
+				// Over the server's 4 MiB frame limit, under the broker's
+				// max message size (4 MiB + 64 KiB here; larger ones are
+				// refused by the broker, closing the publisher's channel).
+				p.Body, p.CorrelationId, p.ReplyTo = junk(4<<20+1024), id, "bankrpc.client.chaos-nobody.results"
+			}
+			if err := ch.PublishWithContext(ctx, "bankrpc.requests", srv.bank, false, false, p); err != nil {
+				return k, err
+			}
+			sent[kind].Add(1)
+			k++
+			if !srv.alive() {
+				return k, errors.New("bank-server died under garbage input")
+			}
+		}
+	}
+	if err := e.run(ctx, &bankRun{srv: srv, data: srv.data, load: e.newLoad(amqpDial(n.url, srv.bank)), faults: faults}, r); err != nil {
+		return err
+	}
+	r.Extra = append(r.Extra, fmt.Sprintf("garbage published: junk without properties %d, junk with a reply-to %d, junk payloads/unknown methods %d, bodies over 4 MiB %d",
+		sent[0].Load(), sent[1].Load(), sent[2].Load(), sent[3].Load()))
+	return nil
+}
+
+func junk(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }

@@ -72,7 +72,8 @@ func Scenarios() []Scenario {
 		{"client-kill", "bank-client processes killed with SIGKILL mid-call, their calls re-sent late by new processes", clientKill},
 		{"disk-full", "the bank's data on a small tmpfs that fills up; space freed and the server restarted", diskFull},
 		{"zmq-network", "zmq through toxiproxy: latency, connection resets, bandwidth limits, cycled", zmqNetwork},
-		{"garbage", "garbage and oversized frames to the zmq server and the amqp queue, under load", garbage},
+		{"zmq-garbage", "garbage and oversized frames to the zmq server, under load", garbage},
+		{"amqp-garbage", "garbage and oversized requests published to the amqp bank's queue, under load", amqpGarbage},
 	}
 }
 

@@ -232,10 +232,11 @@ func parseCode(name string) (bankrpc.Code, bool) {
 	return 0, false
 }
 
-// diskFull keeps the bank's data on a small tmpfs and fills it with a
-// ballast file: the bank's log write fails, the bank stops (every call
-// UNAVAILABLE), the server is killed, the ballast removed and the server
-// started again, which cuts the log's torn tail; and again.
+// diskFull keeps the bank's data on a tmpfs and shrinks it, again and
+// again, to a few KiB above what it holds: the bank's log write fails, the
+// bank stops (every call UNAVAILABLE), the server is killed, the tmpfs
+// grown back and the server started again, which cuts the log's torn tail
+// (keeping a copy); the calls re-sent then apply once.
 func diskFull(ctx context.Context, e *Env, r *Result) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("mounting a tmpfs needs root: %w", errSkip)
@@ -248,7 +249,7 @@ func diskFull(ctx context.Context, e *Env, r *Result) error {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return err
 	}
-	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		return fmt.Errorf("mount a tmpfs: %v: %s: %w", err, strings.TrimSpace(string(out)), errSkip)
 	}
 	defer func() {
@@ -262,22 +263,21 @@ func diskFull(ctx context.Context, e *Env, r *Result) error {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	srv := &server{bin: e.Bin, transport: "zmq", addr: "tcp://" + addr, bank: "chaos-disk-full", data: filepath.Join(mnt, "data"), logDir: d}
-	ballast := filepath.Join(mnt, "ballast")
 	var refused atomic.Int64
-	faults := func(ctx context.Context, stop <-chan struct{}) (int, error) {
-		n := 0
-		defer os.Remove(ballast)
+	faults := func(ctx context.Context, stop <-chan struct{}) (n int, err error) {
+		defer func() {
+			if gerr := resize(ctx, mnt, 64<<20); err == nil {
+				err = gerr
+			}
+		}()
 		for {
 			// Leave 32 KiB: a few hundred records.
-			if err := fill(ballast, mnt, 32<<10); err != nil {
+			if err := resize(ctx, mnt, 32<<10); err != nil {
 				return n, err
 			}
 			full := waitFull(srv, stop, 15*time.Second)
 			select {
 			case <-stop:
-				if err := os.Remove(ballast); err != nil {
-					return n, err
-				}
 				return n, nil
 			default:
 			}
@@ -286,7 +286,7 @@ func diskFull(ctx context.Context, e *Env, r *Result) error {
 			}
 			srv.kill()
 			n++
-			if err := os.Remove(ballast); err != nil {
+			if err := resize(ctx, mnt, 8<<20); err != nil {
 				return n, err
 			}
 			if err := srv.start(ctx); err != nil {
@@ -302,37 +302,30 @@ func diskFull(ctx context.Context, e *Env, r *Result) error {
 	return nil
 }
 
+// resize remounts the tmpfs at mnt with free bytes above what it holds.
+// The bank writes meanwhile: a size below the use by then is refused, and
+// tried again from the new use.
+func resize(ctx context.Context, mnt string, free int64) error {
+	var last error
+	for range 20 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(mnt, &st); err != nil {
+			return err
+		}
+		used := int64(st.Blocks-st.Bfree) * st.Bsize
+		size := (used + free + 4095) / 4096 * 4096
+		out, err := exec.CommandContext(ctx, "mount", "-o", fmt.Sprintf("remount,size=%d", size), mnt).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		last = fmt.Errorf("resize the tmpfs to %d bytes: %v: %s", size, err, strings.TrimSpace(string(out)))
+	}
+	return last
+}
+
 func countGlob(pattern string) int {
 	m, _ := filepath.Glob(pattern)
 	return len(m)
-}
-
-// fill writes a ballast file that leaves about leave bytes free on the
-// filesystem of dir.
-func fill(ballast, dir string, leave int64) error {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return err
-	}
-	free := int64(st.Bavail) * st.Bsize
-	if free <= leave {
-		return nil
-	}
-	f, err := os.OpenFile(ballast, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for left := free - leave; left > 0; left -= int64(len(chunk)) {
-		if left < int64(len(chunk)) {
-			chunk = chunk[:left]
-		}
-		if _, err := f.Write(chunk); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // waitFull waits until the bank logs that it cannot write (its stderr
@@ -371,6 +364,8 @@ func zmqNetwork(ctx context.Context, e *Env, r *Result) error {
 		return err
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	// The toxics log through zerolog's global logger, at trace level.
+	zerolog.SetGlobalLevel(zerolog.Disabled)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	proxy := toxiproxy.NewProxy(api, "bank", listen, upstream)
 	toxics := []string{

@@ -287,7 +287,7 @@ func amqpBrokerRestart(ctx context.Context, e *Env, r *Result) error {
 	if err != nil {
 		return err
 	}
-	every := 10 * time.Second
+	every := 6 * time.Second
 	if e.Short {
 		every = e.Duration / 2
 	}

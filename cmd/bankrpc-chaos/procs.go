@@ -188,10 +188,15 @@ type node struct {
 }
 
 func (n *node) run(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{n.script}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
+	// A loaded machine may take more than the script's default minute to
+	// boot a node.
+	if os.Getenv("BANKRPC_NODE_WAIT") == "" {
+		cmd.Env = append(os.Environ(), "BANKRPC_NODE_WAIT=150")
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -205,6 +210,10 @@ func startNode(ctx context.Context, script, dir string) (*node, error) {
 	n := &node{script: script, dir: dir}
 	out, err := n.run(ctx, "start", dir)
 	if err != nil {
+		// The node may have come up after the script gave up: stop it.
+		if _, serr := n.run(context.WithoutCancel(ctx), "stop", dir); serr != nil {
+			err = fmt.Errorf("%w; and stopping it: %v", err, serr)
+		}
 		return nil, err
 	}
 	sc := bufio.NewScanner(strings.NewReader(out))

@@ -201,7 +201,7 @@ func (n *node) run(ctx context.Context, args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", filepath.Base(n.script), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return string(out), fmt.Errorf("%s %s: %v: %s", filepath.Base(n.script), strings.Join(args, " "), err, lastLines(stderr.Bytes(), 3))
 	}
 	return string(out), nil
 }

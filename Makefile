@@ -26,7 +26,7 @@ comma := ,
 banner = @printf '\n==> %s\n' '$(1)'
 need_buf = @[[ -x $(TOOLS_BIN)/buf ]] || { echo "buf not found in .tools/: run make setup" >&2; exit 1; }
 
-.PHONY: setup broker check-deps generate check-generate lint build test demo bench bench-full clean
+.PHONY: setup broker check-deps generate check-generate lint build test demo bench bench-full chaos clean
 
 setup:
 	$(call banner,setup: system packages$(comma) buf$(comma) Go modules)
@@ -115,6 +115,13 @@ bench-full:
 	$(call banner,bench-full: the full run; tables and SVG charts into bench/results/)
 	@$(MAKE) broker
 	cd bench && BANKRPC_AMQP_URL=$${BANKRPC_AMQP_URL-$(AMQP_URL_DEFAULT)} go run ./cmd/bankrpc-bench -full -out results
+
+# The fault suite as real processes, ~40s of faults per scenario (docs/RELIABILITY.md);
+# its short variant runs in make test (cmd/bankrpc-chaos TestChaosShort).
+# CHAOS_FLAGS: e.g. -run 'zmq' or -duration 2m or -work DIR.
+chaos:
+	$(call banner,chaos: the fault suite (bank-server/bank-client processes, a private RabbitMQ node))
+	go run ./cmd/bankrpc-chaos $(CHAOS_FLAGS)
 
 clean:
 	rm -rf bin/

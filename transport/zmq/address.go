@@ -28,11 +28,18 @@ func dialURL(_ context.Context, u *url.URL, o transport.Options) (transport.Clie
 	if err != nil {
 		return nil, err
 	}
+	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
+	// zmq://host1:port1,host2:port2 lists replicas of one service.
+	if endpoints, multi, err := endpointsOf(u); multi {
+		if err != nil {
+			return nil, err
+		}
+		return DialMulti(endpoints, cfg)
+	}
 	endpoint, err := endpointOf(u, false)
 	if err != nil {
 		return nil, err
 	}
-	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
 	return Dial(endpoint, cfg)
 }
 
@@ -52,7 +59,8 @@ func listenURL(_ context.Context, u *url.URL, o transport.Options) (transport.Se
 }
 
 // endpointOf turns a bankrpc address into a ZeroMQ endpoint:
-// zmq://host:port is tcp://host:port (port 0 or * picks a free one, for
+// zmq://host:port is tcp://host:port (a client may list several servers,
+// zmq://host1:port1,host2:port2: see endpointsOf and MultiClient) (port 0 or * picks a free one, for
 // Listen only) and zmq+ipc:///path is ipc:///path. Settings go in the
 // typed configs, not in the address.
 func endpointOf(u *url.URL, listen bool) (string, error) {
@@ -72,6 +80,9 @@ func endpointOf(u *url.URL, listen bool) (string, error) {
 	default:
 		if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
 			return "", transport.ErrorfAddr(u, "want zmq://host:port")
+		}
+		if strings.Contains(u.Host, ",") {
+			return "", transport.ErrorfAddr(u, "a server listens on one address: list several (zmq://host1:port1,host2:port2) to dial replicas only")
 		}
 		port := u.Port()
 		if u.Hostname() == "" || port == "" {

@@ -29,6 +29,19 @@
 // that gives up (its ctx ends, or the Client is closed) sends the server a
 // cancel message, and the server's Handler cancels the handler's ctx.
 //
+// # Several servers
+//
+// A client may list several servers of one service, replicas answering the
+// same methods: "zmq://host1:port1,host2:port2,host3:port3" (bankrpc.Dial),
+// or DialMulti with their endpoints. A MultiClient keeps one Client per
+// server and sends each call to one whose connection is up, ranked by call
+// id (a repeat with the same call id goes to the same server while the set
+// of live servers stays the same); a call whose server has been unreachable
+// for DeadAfter is sent again, same call id, to the next live one. Each
+// server's reply cache is its own, so a call re-sent after its server died
+// may run on two servers, once on each; no server runs it twice. Servers
+// always listen on one address each. See MultiClient and docs/RELIABILITY.md.
+//
 // Frames on the wire ([call id, envelope] from a Client, [envelope] from a
 // REQ socket; the server echoes every frame before the envelope) are
 // specified in docs/protocol-zmq.md.

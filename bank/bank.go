@@ -32,6 +32,7 @@ type options struct {
 	onFailure     func(error)
 	snapshotEvery int
 	openLog       func(path string) (logFile, error)
+	logSyncers    int // fsyncs of the log at once (logSyncers; tests compare with 1)
 	syncDir       func(dir string) error
 	// clock is the wall clock the bank's time advances with (FORMAT.md,
 	// "Time"); tests replace it.
@@ -197,6 +198,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		maxSessions:   DefaultMaxSessions,
 		snapshotEvery: DefaultSnapshotEvery,
 		openLog:       openOSLogFile,
+		logSyncers:    logSyncers,
 		syncDir:       syncDir,
 		maxAccounts:   maxAccounts,
 		clock:         time.Now,
@@ -238,7 +240,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	go b.runWriter(&logWriter{dir: dir, open: o.openLog, syncDir: o.syncDir, gen: b.gen})
+	go b.runWriter(&logWriter{dir: dir, open: o.openLog, syncDir: o.syncDir, syncers: o.logSyncers, gen: b.gen})
 	go b.runSnapshotter()
 	return b, nil
 }
@@ -619,7 +621,7 @@ func (b *Bank) await(ctx context.Context, bt *batch) error {
 	}
 }
 
-// runWriter runs the log's writers (group commit): logSyncers goroutines
+// runWriter runs the log's writers (group commit): w.syncers goroutines
 // that each take every pending record, write them with one write and make
 // them durable with one fsync, then acknowledge their callers once every
 // earlier batch is acknowledged too; until stop is closed and nothing is
@@ -629,7 +631,7 @@ func (b *Bank) await(ctx context.Context, bt *batch) error {
 func (b *Bank) runWriter(w *logWriter) {
 	defer close(b.writerDone)
 	var wg sync.WaitGroup
-	for range logSyncers {
+	for range w.syncers {
 		wg.Go(func() {
 			last := 0
 			for {

@@ -109,7 +109,7 @@ type syncOpener interface {
 
 func (f osLogFile) openSyncer() (logFile, error) { return openOSLogFile(f.Name()) }
 
-// logSyncers is how many batches the log fsyncs at once. Overlapping
+// logSyncers is how many batches the log fsyncs at once, by default. Overlapping
 // fsyncs let the disk make two batches durable in little more than the time
 // of one: on this project's shared virtual disk, two appends+fdatasyncs in
 // flight on one file complete two to three times as many per second as one
@@ -119,16 +119,18 @@ const logSyncers = 2
 // logWriter appends batches to the current log file, in the order of their
 // records, and lends out handles for their fsyncs. It is safe for
 // concurrent use: writes (and switches of file) are serialised by mu, and
-// up to logSyncers fsyncs run at once, each with a handle of its own.
+// up to syncers fsyncs run at once, each with a handle of its own.
 type logWriter struct {
 	dir     string
 	open    func(path string) (logFile, error)
 	syncDir func(dir string) error
 
+	syncers int // fsyncs at once: logSyncers, unless a test says otherwise
+
 	mu   sync.Mutex // serialises writes and close; guards the fields below
 	f    logFile
 	gen  uint64
-	sync chan logFile // the current file's handles for Sync, logSyncers of them
+	sync chan logFile // the current file's handles for Sync, syncers of them
 }
 
 // writeLocked appends the batch's segments, switching to a new file when a
@@ -148,7 +150,7 @@ func (w *logWriter) writeLocked(bt *batch) (syncHandle, error) {
 			return syncHandle{}, withPath("write", w.path(), err)
 		}
 	}
-	// One of logSyncers handles: each goroutine that writes holds at most
+	// One of the syncers handles: each goroutine that writes holds at most
 	// one, and gives it back after its sync, without taking mu.
 	return syncHandle{f: <-w.sync, pool: w.sync, path: w.path()}, nil
 }
@@ -193,8 +195,8 @@ func (w *logWriter) rotate(gen uint64) error {
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	handles := make(chan logFile, logSyncers)
-	for range logSyncers {
+	handles := make(chan logFile, w.syncers)
+	for range w.syncers {
 		h := f
 		if so, ok := f.(syncOpener); ok {
 			if h, err = so.openSyncer(); err != nil {
@@ -222,7 +224,7 @@ func (w *logWriter) closeLocked(sync bool) error {
 		return nil
 	}
 	var errs []error
-	for range logSyncers {
+	for range w.syncers {
 		if h := <-w.sync; h != w.f {
 			if err := h.Close(); err != nil {
 				errs = append(errs, withPath("close", w.path(), err))

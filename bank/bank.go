@@ -32,6 +32,7 @@ type options struct {
 	onFailure     func(error)
 	snapshotEvery int
 	openLog       func(path string) (logFile, error)
+	logSyncers    int // fsyncs of the log at once (logSyncers; tests compare with 1)
 	syncDir       func(dir string) error
 	// clock is the wall clock the bank's time advances with (FORMAT.md,
 	// "Time"); tests replace it.
@@ -143,14 +144,14 @@ type Bank struct {
 	mu       sync.Mutex // guards the fields below, up to calls
 	st       state
 	clock    bankClock
-	lsn      uint64 // sequence number of the last record
-	gen      uint64 // log generation new records go to
-	logged   int    // records logged since the last snapshot
-	snapDue  int    // logged count at which an automatic snapshot is due
-	pending  *batch // records waiting for the writer, nil when none
-	inflight *batch // records the writer is writing, nil when none
-	failed   error  // the log write or fsync that failed; sticky
-	closed   bool   // Shutdown has begun
+	lsn      uint64   // sequence number of the last record
+	gen      uint64   // log generation new records go to
+	logged   int      // records logged since the last snapshot
+	snapDue  int      // logged count at which an automatic snapshot is due
+	pending  *batch   // records waiting for the writer, nil when none
+	inflight []*batch // batches written or being written, not yet acknowledged, in log order
+	failed   error    // the log write or fsync that failed; sticky
+	closed   bool     // Shutdown has begun
 
 	calls       sync.WaitGroup // calls in flight; Add only under mu while !closed
 	wake        chan struct{}  // tells the writer there is a pending batch
@@ -168,11 +169,12 @@ var _ bankv1.BankServer = (*Bank)(nil)
 
 // batch is the group of records one fsync makes durable.
 type batch struct {
-	segs []segment // usually one; two when a snapshot began a log generation meanwhile
-	n    int       // records
-	idle int       // Close calls in the batch that logged the last client off
-	done chan struct{}
-	err  error // set before done is closed
+	segs   []segment // usually one; two when a snapshot began a log generation meanwhile
+	n      int       // records
+	idle   int       // Close calls in the batch that logged the last client off
+	synced bool      // its fsync returned; guarded by Bank.mu
+	done   chan struct{}
+	err    error // set before done is closed
 }
 
 // segment is encoded records of one log generation.
@@ -196,6 +198,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		maxSessions:   DefaultMaxSessions,
 		snapshotEvery: DefaultSnapshotEvery,
 		openLog:       openOSLogFile,
+		logSyncers:    logSyncers,
 		syncDir:       syncDir,
 		maxAccounts:   maxAccounts,
 		clock:         time.Now,
@@ -237,7 +240,7 @@ func Open(dir string, opts ...Option) (*Bank, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	go b.runWriter(&logWriter{dir: dir, open: o.openLog, syncDir: o.syncDir, gen: b.gen})
+	go b.runWriter(&logWriter{dir: dir, open: o.openLog, syncDir: o.syncDir, syncers: o.logSyncers, gen: b.gen})
 	go b.runSnapshotter()
 	return b, nil
 }
@@ -596,7 +599,10 @@ func (b *Bank) latestLocked() *batch {
 	if b.pending != nil {
 		return b.pending
 	}
-	return b.inflight
+	if n := len(b.inflight); n > 0 {
+		return b.inflight[n-1]
+	}
+	return nil
 }
 
 // await waits until bt is durable.
@@ -615,39 +621,47 @@ func (b *Bank) await(ctx context.Context, bt *batch) error {
 	}
 }
 
-// runWriter is the writer goroutine: it takes every pending record, writes
-// them with one write and makes them durable with one fsync, then
-// acknowledges their callers, until stop is closed and nothing is pending.
+// runWriter runs the log's writers (group commit): w.syncers goroutines
+// that each take every pending record, write them with one write and make
+// them durable with one fsync, then acknowledge their callers once every
+// earlier batch is acknowledged too; until stop is closed and nothing is
+// pending. While one batch is being fsynced the next is written and
+// fsynced alongside: the fsyncs overlap, the acknowledgements keep the
+// order of the log.
 func (b *Bank) runWriter(w *logWriter) {
 	defer close(b.writerDone)
-	defer func() {
-		if err := w.close(); err != nil {
-			b.opts.logger.Error("bank: close log", "error", err)
-		}
-	}()
-	last := 0 // records in the last batch
-	for {
-		select {
-		case <-b.wake:
-			b.gather(last)
-			last = b.commit(w)
-		case <-b.stop:
-			for b.commit(w) > 0 {
+	var wg sync.WaitGroup
+	for range w.syncers {
+		wg.Go(func() {
+			last := 0
+			for {
+				select {
+				case <-b.wake:
+					b.gather(last)
+					last = b.commit(w)
+				case <-b.stop:
+					for b.commit(w) > 0 {
+					}
+					return
+				}
 			}
-			return
-		}
+		})
+	}
+	wg.Wait()
+	if err := w.close(); err != nil {
+		b.opts.logger.Error("bank: close log", "error", err)
 	}
 }
 
-// gatherWait bounds how long the writer waits for a batch to fill: well
+// gatherWait bounds how long a writer waits for a batch to fill: well
 // under one fsync, which is what the wait saves.
 const gatherWait = 50 * time.Microsecond
 
 // gather waits, briefly, until the pending batch holds as many records as
-// the last one did. The callers a batch's fsync released come back with
-// their next calls a few microseconds apart; without the wait the writer
-// would take the first alone, and the rest would wait a whole fsync for it.
-// A lone caller (last batch of one) never waits.
+// the writer's last one did. The callers a batch's fsync released come back
+// with their next calls a few microseconds apart; without the wait the
+// writer would take the first alone, and the rest would wait a whole fsync
+// for it. A lone caller (last batch of one) never waits.
 func (b *Bank) gather(want int) {
 	deadline := time.Now().Add(gatherWait)
 	for {
@@ -664,48 +678,81 @@ func (b *Bank) gather(want int) {
 	}
 }
 
-// commit writes the pending batch, if there is one, and returns its number
-// of records. After a failure it writes nothing more and fails every batch.
+// commit writes the pending batch, if there is one, makes it durable and
+// acknowledges what it can (see complete); it returns the batch's number of
+// records. The order in which commits take batches is the order of the
+// log: taking one and writing it happen under the writer's mutex. After a
+// failure it writes nothing more.
 func (b *Bank) commit(w *logWriter) int {
+	w.mu.Lock()
 	b.mu.Lock()
 	bt := b.pending
-	b.pending, b.inflight = nil, bt
+	if bt != nil {
+		b.pending = nil
+		b.inflight = append(b.inflight, bt)
+	}
 	err := b.failed
 	b.mu.Unlock()
 	if bt == nil {
+		w.mu.Unlock()
 		return 0
 	}
+	var h syncHandle
 	if err == nil {
-		if err = w.write(bt); err != nil {
-			b.opts.logger.Error("bank: log write failed; the bank acknowledges no further changes", "error", err)
-		}
+		h, err = w.writeLocked(bt)
 	}
+	w.mu.Unlock()
+	if err == nil {
+		err = h.sync()
+	}
+	b.complete(bt, err)
+	return bt.n
+}
+
+// complete records that bt's fsync returned err, and acknowledges, in log
+// order, every batch whose fsync returned and that no unacknowledged batch
+// precedes. After a failure, no batch not yet acknowledged ever is: each
+// gets the failure, even one whose own fsync succeeded, and the bank
+// acknowledges nothing more.
+func (b *Bank) complete(bt *batch, err error) {
 	b.mu.Lock()
+	bt.synced = true
 	if err != nil && b.failed == nil {
+		b.opts.logger.Error("bank: log write failed; the bank acknowledges no further changes", "error", err)
 		b.failed = err
 		if fn := b.opts.onFailure; fn != nil {
 			go fn(err)
 		}
 	}
-	b.inflight = nil
+	n := 0
+	for n < len(b.inflight) && b.inflight[n].synced {
+		b.inflight[n].err = b.failed
+		n++
+	}
+	done := slices.Clone(b.inflight[:n])
+	b.inflight = slices.Delete(b.inflight, 0, n)
 	due := b.snapshotDueLocked()
 	b.mu.Unlock()
-	bt.err = err
-	close(bt.done)
+	idle := 0
+	for _, d := range done {
+		if d.err == nil {
+			idle += d.idle
+		}
+		close(d.done)
+	}
 	if due {
 		select {
 		case b.snapReq <- struct{}{}:
 		default:
 		}
 	}
-	if fn := b.opts.onIdle; err == nil && bt.idle > 0 && fn != nil {
+	if fn := b.opts.onIdle; idle > 0 && fn != nil {
 		go func(n int) {
 			for range n {
 				fn()
 			}
-		}(bt.idle)
+		}(idle)
 	}
-	return bt.n
 }
 
 func (b *Bank) snapshotDueLocked() bool {

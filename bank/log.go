@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -96,32 +97,77 @@ func syncDir(dir string) error {
 	return err
 }
 
-// logWriter appends batches to the current log file. Only the Bank's writer
-// goroutine uses it.
+// syncOpener is a logFile that can open further handles on its file for
+// Sync alone. Each handle's Sync makes durable everything written to the
+// file through any handle before it was called; with a handle each,
+// several batches can be fsynced at once, and a write-back error is
+// reported to every handle that syncs after it, not only to the first one
+// to ask (Linux reports such an error once per open file).
+type syncOpener interface {
+	openSyncer() (logFile, error)
+}
+
+func (f osLogFile) openSyncer() (logFile, error) { return openOSLogFile(f.Name()) }
+
+// logSyncers is how many batches the log fsyncs at once, by default. Overlapping
+// fsyncs let the disk make two batches durable in little more than the time
+// of one: on this project's shared virtual disk, two appends+fdatasyncs in
+// flight on one file complete two to three times as many per second as one
+// at a time. More in flight split the records into batches too small.
+const logSyncers = 2
+
+// logWriter appends batches to the current log file, in the order of their
+// records, and lends out handles for their fsyncs. It is safe for
+// concurrent use: writes (and switches of file) are serialised by mu, and
+// up to syncers fsyncs run at once, each with a handle of its own.
 type logWriter struct {
 	dir     string
 	open    func(path string) (logFile, error)
 	syncDir func(dir string) error
-	f       logFile
-	gen     uint64
+
+	syncers int // fsyncs at once: logSyncers, unless a test says otherwise
+
+	mu   sync.Mutex // serialises writes and close; guards the fields below
+	f    logFile
+	gen  uint64
+	sync chan logFile // the current file's handles for Sync, syncers of them
 }
 
-// write appends the batch's segments, switching to a new file when a
-// segment belongs to a new generation, and makes them durable.
-func (w *logWriter) write(bt *batch) error {
+// writeLocked appends the batch's segments, switching to a new file when a
+// segment belongs to a new generation, and returns the handle whose sync
+// makes them durable. A switch makes the previous file durable first, so
+// that sync covers the whole batch. Batches are written in the order of
+// the calls to writeLocked, which hold mu.
+func (w *logWriter) writeLocked(bt *batch) (syncHandle, error) {
 	for i := range bt.segs {
 		s := &bt.segs[i]
 		if w.f == nil || s.gen != w.gen {
 			if err := w.rotate(s.gen); err != nil {
-				return err
+				return syncHandle{}, err
 			}
 		}
 		if _, err := w.f.Write(s.buf); err != nil {
-			return withPath("write", w.path(), err)
+			return syncHandle{}, withPath("write", w.path(), err)
 		}
 	}
-	if err := w.f.Sync(); err != nil {
-		return withPath("sync", w.path(), err)
+	// One of the syncers handles: each goroutine that writes holds at most
+	// one, and gives it back after its sync, without taking mu.
+	return syncHandle{f: <-w.sync, pool: w.sync, path: w.path()}, nil
+}
+
+// syncHandle is a handle on a log file lent out for one fsync.
+type syncHandle struct {
+	f    logFile
+	pool chan logFile // where it goes back
+	path string
+}
+
+// sync makes everything written to the file before the call durable and
+// gives the handle back.
+func (h syncHandle) sync() error {
+	defer func() { h.pool <- h.f }()
+	if err := h.f.Sync(); err != nil {
+		return withPath("sync", h.path, err)
 	}
 	return nil
 }
@@ -137,39 +183,73 @@ func withPath(op, path string, err error) error {
 	return fmt.Errorf("%s %s: %w", op, path, err)
 }
 
-// rotate makes the current file durable and closes it, then opens the file
-// of generation gen and makes its directory entry durable.
+// rotate makes the current file durable and closes it, once no fsync on it
+// is in flight, then opens the file of generation gen with its handles for
+// Sync and makes its directory entry durable. It holds mu.
 func (w *logWriter) rotate(gen uint64) error {
-	if w.f != nil {
-		if err := w.f.Sync(); err != nil {
-			return withPath("sync", w.path(), err)
-		}
-		if err := w.f.Close(); err != nil {
-			return withPath("close", w.path(), err)
-		}
-		w.f = nil
+	if err := w.closeLocked(true); err != nil {
+		return err
 	}
 	w.gen = gen
 	f, err := w.open(w.path())
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	w.f = f
+	handles := make(chan logFile, w.syncers)
+	for range w.syncers {
+		h := f
+		if so, ok := f.(syncOpener); ok {
+			if h, err = so.openSyncer(); err != nil {
+				close(handles)
+				for h := range handles {
+					_ = h.Close()
+				}
+				_ = f.Close()
+				return fmt.Errorf("open log: %w", err)
+			}
+		}
+		handles <- h
+	}
+	w.f, w.sync = f, handles
 	if err := w.syncDir(w.dir); err != nil {
 		return fmt.Errorf("sync directory %s: %w", w.dir, err)
 	}
 	return nil
 }
 
-func (w *logWriter) path() string { return filepath.Join(w.dir, logFileName(w.gen)) }
-
-func (w *logWriter) close() error {
+// closeLocked waits for the fsyncs in flight on the current file, makes it
+// durable when sync is true, and closes it with its handles. It holds mu.
+func (w *logWriter) closeLocked(sync bool) error {
 	if w.f == nil {
 		return nil
 	}
-	err := w.f.Close()
-	w.f = nil
-	return err
+	var errs []error
+	for range w.syncers {
+		if h := <-w.sync; h != w.f {
+			if err := h.Close(); err != nil {
+				errs = append(errs, withPath("close", w.path(), err))
+			}
+		}
+	}
+	if sync {
+		if err := w.f.Sync(); err != nil {
+			errs = append(errs, withPath("sync", w.path(), err))
+		}
+	}
+	if err := w.f.Close(); err != nil {
+		errs = append(errs, withPath("close", w.path(), err))
+	}
+	w.f, w.sync = nil, nil
+	return errors.Join(errs...)
+}
+
+func (w *logWriter) path() string { return filepath.Join(w.dir, logFileName(w.gen)) }
+
+// close closes the current file, if any, once no fsync on it is in flight.
+func (w *logWriter) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closeLocked(false)
 }
 
 // tailKind is what the bytes after the last valid record of a log file are.

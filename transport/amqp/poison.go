@@ -48,6 +48,7 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 			acked := make(chan struct{})
 			ss.acking.Store(d.CorrelationId, acked)
 			ss.publishThenAck(d, ServiceQueue(cfg.Service), msg)
+			ss.acks.flush() // the ack is written now, not with the next batch
 			ss.acking.CompareAndDelete(d.CorrelationId, acked)
 			close(acked)
 			return true

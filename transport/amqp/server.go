@@ -239,6 +239,7 @@ type serverSession struct {
 	conn       *amqp091.Connection
 	pub        *publisher
 	consumer   *amqp091.Channel
+	acks       *batchAcker // the Acknowledger of the requests delivered on consumer
 	tag        string
 	deliveries <-chan amqp091.Delivery
 	cancels    <-chan amqp091.Delivery
@@ -278,6 +279,7 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	if err := ss.consumer.Qos(cfg.Prefetch, 0, false); err != nil {
 		return nil, channelError(err)
 	}
+	ss.acks = newBatchAcker(ss.consumer)
 	// Cancels are consumed first, so that they flow before any request does;
 	// without acknowledgements, so unbounded by the prefetch.
 	if ss.cancels, err = ss.consumer.Consume(cancelQueue, ss.tag+".cancels", true, true, false, false, nil); err != nil {
@@ -305,6 +307,7 @@ func (ss *serverSession) run(ctx context.Context) error {
 	killed := ss.l.s.killed
 	var confirms sync.WaitGroup
 	confirms.Go(ss.pub.run)
+	go ss.acks.run()
 	var closer sync.WaitGroup
 	closer.Add(1)
 	stopCloser := context.AfterFunc(killed, func() {
@@ -312,6 +315,7 @@ func (ss *serverSession) run(ctx context.Context) error {
 		closeConn(ss.conn)
 	})
 	defer func() {
+		ss.acks.close() // the acks made ready go out before the connection closes
 		if stopCloser() {
 			closer.Done()
 		}
@@ -356,6 +360,9 @@ func (ss *serverSession) run(ctx context.Context) error {
 				return nil
 			}
 		case d, ok := <-in:
+			if ok {
+				ss.acks.track(&d)
+			}
 			switch {
 			case !ok && !consuming:
 				deliveries = nil

@@ -36,26 +36,38 @@ func lenientNode(t *testing.T) (url string) {
 	if _, err := os.Stat(filepath.Join(bin, "rabbitmq-server")); err != nil {
 		t.Skipf("rabbitmq-server is not installed (%v): the tests of a broker configured otherwise need a private node", err)
 	}
-	dir, err := os.MkdirTemp("", "bankrpc-lenient-node-")
-	require.NoError(t, err)
 	t.Setenv("BANKRPC_NODE_MAX_MESSAGE_SIZE", "default")
 	if os.Getenv("BANKRPC_NODE_WAIT") == "" {
 		t.Setenv("BANKRPC_NODE_WAIT", "180") // a loaded machine boots a node slowly
 	}
-	// Stopped even when its start failed: a node that booted too slowly
-	// still runs.
-	t.Cleanup(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node.env")); err != nil {
-			_ = os.RemoveAll(dir)
-			return
+	// Up to three attempts, each in a directory of its own: the script picks
+	// free ports at random, and another node may take one in the meantime
+	// (dist_port_already_used).
+	var dir string
+	var out []byte
+	var err error
+	for range 3 {
+		dir, err = os.MkdirTemp("", "bankrpc-lenient-node-")
+		require.NoError(t, err)
+		// Stopped even when its start failed: a node that booted too
+		// slowly still runs.
+		attempt := dir
+		t.Cleanup(func() {
+			if _, err := os.Stat(filepath.Join(attempt, "node.env")); err != nil {
+				_ = os.RemoveAll(attempt)
+				return
+			}
+			if _, err := nodeCommand("stop", attempt); err != nil {
+				t.Logf("stop the private node in %s: %v", attempt, err)
+				return
+			}
+			_ = os.RemoveAll(attempt)
+		})
+		if out, err = nodeCommand("start", dir); err == nil {
+			break
 		}
-		if _, err := nodeCommand("stop", dir); err != nil {
-			t.Logf("stop the private node in %s: %v", dir, err)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
-	out, err := nodeCommand("start", dir)
+		t.Logf("start a private RabbitMQ node: %v", err)
+	}
 	require.NoError(t, err, "start a private RabbitMQ node with the default max_message_size")
 	got, err := nodeCommand("ctl", dir, "eval", "application:get_env(rabbit, max_message_size).")
 	require.NoError(t, err)

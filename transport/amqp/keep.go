@@ -1,0 +1,180 @@
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/bankrpc/bankrpc/internal/status"
+	"github.com/bankrpc/bankrpc/transport"
+)
+
+// flushPrefix starts the correlation id of the markers KeptResults
+// publishes to the client's own result queue; no call id starts so (call
+// ids of the runtime are "<16 hex>-<seq>").
+const flushPrefix = "bankrpc-flush-"
+
+// flushMarkerTTL is the expiration of a marker: one its process did not
+// live to consume is dropped by the broker, or by the next process.
+const flushMarkerTTL = "60000"
+
+// ConfirmsSends reports that the client calls transport.Call.Sent once the
+// broker confirmed a request: it is then durable, and the process may exit.
+func (c *Client) ConfirmsSends() bool { return true }
+
+// KeptResults returns the replies kept for calls not in flight here (see
+// ClientConfig.OrphanReplies), once every reply that was in the client's
+// result queue when it was called has reached the client: it publishes a
+// marker to that queue and waits until it comes back, the queue being
+// first in, first out.
+func (c *Client) KeptResults(ctx context.Context) ([]transport.KeptResult, error) {
+	if err := c.flush(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	ids, os := c.orphans.all(time.Now())
+	c.mu.Unlock()
+	out := make([]transport.KeptResult, len(ids))
+	for i, id := range ids {
+		out[i] = transport.KeptResult{CallID: id, Frame: os[i].frame, Err: os[i].err}
+	}
+	return out, nil
+}
+
+// flush waits until a marker published now to the result queue comes back.
+func (c *Client) flush(ctx context.Context) error {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := flushPrefix + hex.EncodeToString(b[:])
+	done := make(chan struct{})
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return transport.ErrClosed
+	}
+	c.flushes[id] = done
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.flushes, id)
+		c.mu.Unlock()
+	}()
+	for {
+		c.mu.Lock()
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil && !s.blocked.Load() {
+			published := make(chan confirmOutcome, 1)
+			// In a goroutine: a publish may block on a broker that stopped
+			// reading, and ctx bounds the wait.
+			go func() {
+				err := s.pub.publish("", ResultQueue(c.cfg.ClientName), false, amqp091.Publishing{
+					DeliveryMode:  amqp091.Transient,
+					CorrelationId: id,
+					Expiration:    flushMarkerTTL,
+					Timestamp:     time.Now(),
+				}, func(o confirmOutcome) { published <- o })
+				if err != nil {
+					published <- confirmLost
+				}
+			}()
+			select {
+			case o := <-published:
+				if o == confirmAcked {
+					select {
+					case <-done:
+						return nil
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-c.done:
+						return transport.ErrClosed
+					}
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.done:
+				return transport.ErrClosed
+			}
+		}
+		// No connection, or the marker was lost with it: try again soon.
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return transport.ErrClosed
+		}
+	}
+}
+
+// WaitResult returns the reply kept for the call id (see KeptResults),
+// waiting for it until ctx ends. It stays kept until DropResult.
+func (c *Client) WaitResult(ctx context.Context, callID string) (transport.KeptResult, error) {
+	for {
+		c.mu.Lock()
+		o, ok := c.orphans.get(callID, time.Now())
+		kept := c.kept
+		closed := c.closed
+		c.mu.Unlock()
+		switch {
+		case ok:
+			return transport.KeptResult{CallID: callID, Frame: o.frame, Err: o.err}, nil
+		case closed:
+			return transport.KeptResult{}, transport.ErrClosed
+		}
+		select {
+		case <-kept:
+		case <-ctx.Done():
+			return transport.KeptResult{}, status.FromContextError(ctx.Err())
+		case <-c.done:
+			return transport.KeptResult{}, transport.ErrClosed
+		}
+	}
+}
+
+// DropResult forgets the reply kept for the call id; a duplicate of it that
+// arrives soon after is dropped too.
+func (c *Client) DropResult(callID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.orphans.take(callID, time.Now())
+	if ok {
+		c.answered.add(callID)
+	}
+	return ok
+}
+
+// maxRecentIDs bounds recentIDs.
+const maxRecentIDs = 4096
+
+// recentIDs remembers the latest maxRecentIDs call ids added. Not safe for
+// concurrent use (Client.mu guards it).
+type recentIDs struct {
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func (r *recentIDs) add(id string) {
+	if r.set == nil {
+		r.set = make(map[string]struct{}, maxRecentIDs)
+		r.ring = make([]string, maxRecentIDs)
+	}
+	if _, ok := r.set[id]; ok {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	r.next = (r.next + 1) % maxRecentIDs
+}
+
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.set[id]
+	return ok
+}

@@ -59,9 +59,9 @@ type Client struct {
 	kept     chan struct{}            // closed, and replaced, when a reply is added to orphans
 	answered recentIDs                // call ids answered or collected here lately: their duplicates are dropped
 	flushes  map[string]chan struct{} // flush markers published by KeptResults, closed when consumed
-	cancels []string       // call ids whose cancel message is to be published, oldest first
-	sess    *clientSession // the session calls are published on; nil while reconnecting
-	closed  bool
+	cancels  []string                 // call ids whose cancel message is to be published, oldest first
+	sess     *clientSession           // the session calls are published on; nil while reconnecting
+	closed   bool
 
 	cancelling inflight // cancel messages queued or not confirmed yet
 

@@ -46,6 +46,48 @@ type LedgerServiceClient interface {
 	// list_entries has a snake_case name: the wire name keeps it, the Go name
 	// is ListEntries.
 	ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error)
+	// SubmitAppend submits a Append call without waiting for its result; CollectAppend
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitAppend(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectAppend waits for the result of a Append call submitted with SubmitAppend.
+	// See bankrpc.Conn.Collect.
+	CollectAppend(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error)
+	// SubmitSince submits a Since call without waiting for its result; CollectSince
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSince(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSince waits for the result of a Since call submitted with SubmitSince.
+	// See bankrpc.Conn.Collect.
+	CollectSince(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error)
+	// SubmitPing submits a Ping call without waiting for its result; CollectPing
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitPing(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectPing waits for the result of a Ping call submitted with SubmitPing.
+	// See bankrpc.Conn.Collect.
+	CollectPing(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
+	// SubmitUncommented submits a Uncommented call without waiting for its result; CollectUncommented
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitUncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectUncommented waits for the result of a Uncommented call submitted with SubmitUncommented.
+	// See bankrpc.Conn.Collect.
+	CollectUncommented(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
+	// SubmitAppendLegacy submits a AppendLegacy call without waiting for its result; CollectAppendLegacy
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitAppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectAppendLegacy waits for the result of a AppendLegacy call submitted with SubmitAppendLegacy.
+	// See bankrpc.Conn.Collect.
+	CollectAppendLegacy(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error)
+	// SubmitListEntries submits a ListEntries call without waiting for its result; CollectListEntries
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectListEntries waits for the result of a ListEntries call submitted with SubmitListEntries.
+	// See bankrpc.Conn.Collect.
+	CollectListEntries(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error)
 }
 
 type ledgerServiceClient struct {
@@ -102,6 +144,78 @@ func (c *ledgerServiceClient) AppendLegacy(ctx context.Context, in *AppendReques
 func (c *ledgerServiceClient) ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
 	out := new(v1.EntryList)
 	if err := c.cc.Invoke(ctx, LedgerService_ListEntries_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitAppend(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Append_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectAppend(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Append_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitSince(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Since_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectSince(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
+	out := new(v1.EntryList)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Since_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitPing(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Ping_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectPing(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Ping_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitUncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Uncommented_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectUncommented(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Uncommented_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitAppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_AppendLegacy_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectAppendLegacy(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_AppendLegacy_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_ListEntries_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectListEntries(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
+	out := new(v1.EntryList)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_ListEntries_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -329,6 +443,13 @@ const (
 type AuditServiceClient interface {
 	// Count returns how many entries the ledger holds.
 	Count(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error)
+	// SubmitCount submits a Count call without waiting for its result; CollectCount
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitCount(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectCount waits for the result of a Count call submitted with SubmitCount.
+	// See bankrpc.Conn.Collect.
+	CollectCount(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error)
 }
 
 type auditServiceClient struct {
@@ -346,6 +467,18 @@ func NewAuditServiceClient(cc bankrpc.ClientConnInterface) AuditServiceClient {
 func (c *auditServiceClient) Count(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error) {
 	out := new(CountResponse)
 	if err := c.cc.Invoke(ctx, AuditService_Count_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) SubmitCount(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, AuditService_Count_FullMethodName, in, opts...)
+}
+
+func (c *auditServiceClient) CollectCount(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error) {
+	out := new(CountResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, AuditService_Count_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -90,12 +90,14 @@ func run(ctx context.Context, p program) int {
 		asJSON              bool
 		clientName, callID  string
 		logFormat, logLevel string
+		wait                bool
 	)
 	bf.Register(fs, "how long each call may take before the client gives up with exit status 3", defaultTimeout)
 	fs.StringVar(&idFlag, "id", "", "your account `id` (required): a positive 32-bit integer; the account is opened on first use")
 	fs.BoolVar(&asJSON, "json", false, "print each reply as one JSON object: the response in protojson,\nor {\"error\":{\"code\":\"FAILED_PRECONDITION\",\"message\":\"...\"}}")
 	fs.StringVar(&clientName, "client-name", "", "amqp only: a stable client `name` for the durable reply queues, kept while the\nclient is away; one process at a time may use it (default: a fresh name per run)")
 	fs.StringVar(&callID, "call-id", "", "with one deposit, withdraw or transfer command: the call `id` this client printed\nfor a call whose outcome is unknown, to repeat it; the bank applies an id at most\nonce and answers a repeat with the recorded result (default: a fresh id)")
+	fs.BoolVar(&wait, "wait", false, "with collect ID: wait until the bank has answered the call")
 	fs.StringVar(&logFormat, "log-format", "text", "`format` of the transport's log lines on stderr: text or json")
 	fs.StringVar(&logLevel, "log-level", "error", "the least `level` logged: debug, info, warn or error")
 
@@ -119,7 +121,12 @@ func run(ctx context.Context, p program) int {
 		return usageFailure(p.stderr, err)
 	}
 	var cmd *command
-	if fs.NArg() > 0 {
+	later := fs.NArg() > 0 && (fs.Arg(0) == cmdSubmit || fs.Arg(0) == cmdCollect)
+	if later {
+		if err := checkSubmitTarget(t, clientName); err != nil {
+			return usageFailure(p.stderr, err)
+		}
+	} else if fs.NArg() > 0 {
 		c, err := parseCommand(fs.Args())
 		if err != nil {
 			return usageFailure(p.stderr, err)
@@ -149,6 +156,9 @@ func run(ctx context.Context, p program) int {
 	}
 	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(t.Timeout))
 	defer conn.Close()
+	if later {
+		return runLater(ctx, conn, id, fs.Args(), wait, t.Timeout, p)
+	}
 	s := &session{
 		bank:      bankv1.NewBankClient(conn),
 		id:        id,
@@ -189,6 +199,47 @@ func run(ctx context.Context, p program) int {
 		defer cancel()
 	}
 	s.logOff(logOffCtx)
+	return status
+}
+
+// runLater runs submit COMMAND or collect [ID] [--wait]: no log-on, as the
+// bank need not run.
+func runLater(ctx context.Context, conn *bankrpc.Conn, account int32, args []string, wait bool, timeout time.Duration, p program) int {
+	bank := bankv1.NewBankClient(conn)
+	var (
+		status int
+		err    error
+	)
+	if args[0] == cmdSubmit {
+		status, err = submit(ctx, bank, account, args[1:], p.stdout, timeout)
+	} else {
+		var id bankrpc.CallID
+		for _, a := range args[1:] {
+			switch {
+			case a == "--wait" || a == "-wait":
+				wait = true
+			case id == "":
+				id = bankrpc.CallID(a)
+			default:
+				return usageFailure(p.stderr, cli.Usagef("collect takes at most one call id, then --wait"))
+			}
+		}
+		if wait && id == "" {
+			return usageFailure(p.stderr, cli.Usagef("collect --wait needs the call id to wait for"))
+		}
+		if !wait {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		status, err = collect(ctx, conn, bank, id, wait, p.stdout)
+	}
+	if err != nil {
+		if status == cli.ExitUsage {
+			return usageFailure(p.stderr, err)
+		}
+		fmt.Fprintf(p.stderr, "bank-client: %s: %s\n", bankrpc.CodeOf(err), bankrpc.MessageOf(err))
+	}
 	return status
 }
 

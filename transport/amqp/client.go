@@ -205,6 +205,7 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.flushCancels()
+		c.returnKept()
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()

@@ -178,3 +178,61 @@ func (r *recentIDs) has(id string) bool {
 	_, ok := r.set[id]
 	return ok
 }
+
+// keptReturnWait bounds how long Close waits for the broker to confirm the
+// kept replies it gives back to the result queue.
+const keptReturnWait = 2 * time.Second
+
+// returnKept publishes the replies kept and not collected back to the
+// client's durable result queue, so that the next process with the client
+// name gets them: they were acknowledged when they reached this one. It
+// waits for the broker's confirmations up to keptReturnWait. Replies of
+// calls that ended with an error-queue message go back as results are not
+// rebuilt: their text goes back to the error queue. A crash of this process
+// (no Close) loses them.
+func (c *Client) returnKept() {
+	c.mu.Lock()
+	s := c.sess
+	ids, os := c.orphans.all(time.Now())
+	c.mu.Unlock()
+	if s == nil || s.blocked.Load() || len(ids) == 0 {
+		if len(ids) > 0 {
+			c.connector.logger.Warn("amqp: kept replies not collected are lost: no connection to give them back to the broker", "count", len(ids))
+		}
+		return
+	}
+	confirmed := make(chan confirmOutcome, len(ids))
+	sent := 0
+	for i, id := range ids {
+		msg := amqp091.Publishing{DeliveryMode: amqp091.Persistent, CorrelationId: id, Timestamp: time.Now()}
+		queue := ResultQueue(c.cfg.ClientName)
+		if os[i].err != nil {
+			queue = ErrorQueue(c.cfg.ClientName)
+			msg.ContentType = "text/plain; charset=utf-8"
+			msg.Body = []byte(status.MessageOf(os[i].err))
+			msg.Headers = amqp091.Table{headerCode: int32(status.CodeOf(os[i].err))}
+		} else {
+			msg.ContentType, msg.Type, msg.Body = contentProto, typeResult, os[i].frame
+		}
+		if s.pub.publish("", queue, false, msg, func(o confirmOutcome) { confirmed <- o }) == nil {
+			sent++
+		}
+	}
+	t := time.NewTimer(keptReturnWait)
+	defer t.Stop()
+	acked := 0
+	for range sent {
+		select {
+		case o := <-confirmed:
+			if o == confirmAcked {
+				acked++
+			}
+		case <-t.C:
+			c.connector.logger.Warn("amqp: kept replies given back to the broker not all confirmed", "count", len(ids), "confirmed", acked)
+			return
+		}
+	}
+	if acked < len(ids) {
+		c.connector.logger.Warn("amqp: kept replies given back to the broker not all confirmed", "count", len(ids), "confirmed", acked)
+	}
+}

@@ -52,9 +52,11 @@ func TestAMQPSubmitWhileNoBankThenCollect(t *testing.T) {
 		messages, consumers := queueState(t, url, amqp.ServiceQueue(b.name))
 		return messages == 0 && consumers == 1
 	}, 10*time.Second, 50*time.Millisecond, "the bank has taken both calls")
-	// Known gap: the deposit's result reached the process that waited for
-	// the withdrawal and was acknowledged there; Client.Close's give-back
-	// (returnKept) does not bring it back yet, so it is not collected here.
+	// The deposit's result reached the process that waited for the
+	// withdrawal, which gave it back to the queue as it exited.
+	out = mustRun(t, dir, b, append(name, "collect")...)
+	assert.Equal(t, deposit+" Deposit: balance 150\n", out)
+	assert.Equal(t, "no results waiting\n", mustRun(t, dir, b, append(name, "collect")...))
 	assert.Equal(t, int64(150), balanceOf(t, dir, b, 7), "the deposit was applied once, the withdrawal not at all")
 	srv.stop(t)
 }

@@ -201,17 +201,20 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 // returns. The calls in flight are not canceled: their requests stay queued
 // (a client restarted with the same name learns their outcome by issuing
 // them again). Cancel messages of calls canceled before are given up to a
-// second to be confirmed by the broker.
+// second to be confirmed by the broker. Replies kept for calls not in flight
+// and not collected (see KeptResults) are given back to the client's durable
+// queues on a connection of their own, for up to 3 seconds, so that the
+// next process with the client name gets them.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.flushCancels()
-		c.returnKept()
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
 		close(c.done)
 		c.stop()
 		c.wg.Wait()
+		c.returnKept()
 	})
 	return nil
 }

@@ -179,32 +179,49 @@ func (r *recentIDs) has(id string) bool {
 	return ok
 }
 
-// keptReturnWait bounds how long Close waits for the broker to confirm the
-// kept replies it gives back to the result queue.
-const keptReturnWait = 2 * time.Second
+// keptReturnWait bounds how long Close spends giving the kept replies back
+// to the broker.
+const keptReturnWait = 3 * time.Second
 
 // returnKept publishes the replies kept and not collected back to the
-// client's durable result queue, so that the next process with the client
-// name gets them: they were acknowledged when they reached this one. It
-// waits for the broker's confirmations up to keptReturnWait. Replies of
-// calls that ended with an error-queue message go back as results are not
-// rebuilt: their text goes back to the error queue. A crash of this process
-// (no Close) loses them.
+// client's durable queues, so that the next process with the client name
+// gets them: they were acknowledged when they reached this one. It runs
+// once the client's own connection is closed (its consumer would take them
+// again), on a connection of its own, and waits for the broker's
+// confirmations up to keptReturnWait. A reply goes back to the result
+// queue; an error from the error queue goes back there, as text with its
+// code. A crash of this process (no Close) loses them.
 func (c *Client) returnKept() {
 	c.mu.Lock()
-	s := c.sess
 	ids, os := c.orphans.all(time.Now())
 	c.mu.Unlock()
-	if s == nil || s.blocked.Load() || len(ids) == 0 {
-		if len(ids) > 0 {
-			c.connector.logger.Warn("amqp: kept replies not collected are lost: no connection to give them back to the broker", "count", len(ids))
-		}
+	if len(ids) == 0 {
 		return
 	}
-	confirmed := make(chan confirmOutcome, len(ids))
-	sent := 0
+	ctx, cancel := context.WithTimeout(context.Background(), keptReturnWait)
+	defer cancel()
+	acked, err := c.publishKept(ctx, ids, os)
+	if err != nil || acked < len(ids) {
+		c.connector.logger.Warn("amqp: kept replies not collected could not all be given back to the broker: those are lost", "count", len(ids), "confirmed", acked, "error", err)
+	}
+}
+
+func (c *Client) publishKept(ctx context.Context, ids []string, os []outcome) (acked int, err error) {
+	var ch *amqp091.Channel
+	conn, err := c.connector.connect(ctx, func(conn *amqp091.Connection) error {
+		var err error
+		if ch, err = conn.Channel(); err != nil {
+			return channelError(err)
+		}
+		return ch.Confirm(false)
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer closeConn(conn)
+	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, len(ids)))
 	for i, id := range ids {
-		msg := amqp091.Publishing{DeliveryMode: amqp091.Persistent, CorrelationId: id, Timestamp: time.Now()}
+		msg := amqp091.Publishing{DeliveryMode: amqp091.Persistent, CorrelationId: id, Timestamp: time.Now(), UserId: c.userID}
 		queue := ResultQueue(c.cfg.ClientName)
 		if os[i].err != nil {
 			queue = ErrorQueue(c.cfg.ClientName)
@@ -214,25 +231,22 @@ func (c *Client) returnKept() {
 		} else {
 			msg.ContentType, msg.Type, msg.Body = contentProto, typeResult, os[i].frame
 		}
-		if s.pub.publish("", queue, false, msg, func(o confirmOutcome) { confirmed <- o }) == nil {
-			sent++
+		if err := ch.PublishWithContext(ctx, "", queue, false, false, msg); err != nil {
+			return acked, err
 		}
 	}
-	t := time.NewTimer(keptReturnWait)
-	defer t.Stop()
-	acked := 0
-	for range sent {
+	for range ids {
 		select {
-		case o := <-confirmed:
-			if o == confirmAcked {
+		case cf, ok := <-confirms:
+			if !ok {
+				return acked, errSessionClosed
+			}
+			if cf.Ack {
 				acked++
 			}
-		case <-t.C:
-			c.connector.logger.Warn("amqp: kept replies given back to the broker not all confirmed", "count", len(ids), "confirmed", acked)
-			return
+		case <-ctx.Done():
+			return acked, ctx.Err()
 		}
 	}
-	if acked < len(ids) {
-		c.connector.logger.Warn("amqp: kept replies given back to the broker not all confirmed", "count", len(ids), "confirmed", acked)
-	}
+	return acked, nil
 }

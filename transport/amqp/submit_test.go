@@ -117,3 +117,41 @@ func prefixOf(id string) string {
 	}
 	return id
 }
+
+// TestKeptResultsOutliveTheProcessThatReceivedThem: a process that received
+// results it did not collect (they were acknowledged when they reached it)
+// gives them back to the durable result queue when it closes, so that the
+// next process of the client name collects them.
+func TestKeptResultsOutliveTheProcessThatReceivedThem(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	brokerURL := amqptest.URL(t)
+	svc, name := uniqueName(t), uniqueName(t)
+	srv := listen(t, brokerURL, ServerConfig{Service: svc})
+
+	first := bankrpc.NewConn(dial(t, brokerURL, ClientConfig{Service: svc, ClientName: name}))
+	id, err := testv1.NewTestServiceClient(first).SubmitEcho(ctx, &testv1.EchoRequest{Tag: "kept"})
+	require.NoError(t, err)
+	failed, err := testv1.NewTestServiceClient(first).SubmitFail(ctx, &testv1.FailRequest{Code: uint32(bankrpc.NotFound), Message: "gone"})
+	require.NoError(t, err)
+	require.NoError(t, first.Close())
+	l := newLedger()
+	stop := serve(t, srv, awayServer(l))
+	require.Eventually(t, func() bool { ex, _ := l.counts(); return ex >= 2 }, 20*time.Second, 10*time.Millisecond)
+	stop()
+
+	second := bankrpc.NewConn(dial(t, brokerURL, ClientConfig{Service: svc, ClientName: name}))
+	fin, err := second.Finished(ctx)
+	require.NoError(t, err)
+	require.Len(t, fin, 2, "both results reached the second process")
+	require.NoError(t, second.Close(), "it exits without collecting them")
+
+	third := bankrpc.NewConn(dial(t, brokerURL, ClientConfig{Service: svc, ClientName: name}))
+	t.Cleanup(func() { _ = third.Close() })
+	c3 := testv1.NewTestServiceClient(third)
+	echo, err := c3.CollectEcho(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, "kept", echo.GetTag())
+	_, err = c3.CollectFail(ctx, failed)
+	assert.Equal(t, bankrpc.NotFound, bankrpc.CodeOf(err))
+	assert.Equal(t, "gone", bankrpc.MessageOf(err))
+}

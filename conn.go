@@ -91,10 +91,21 @@ func (c *Conn) callID(seq uint64) string {
 	return string(strconv.AppendUint(append(buf[:0], c.prefix...), seq, 10))
 }
 
-// Close closes the backend; calls in flight fail with ErrClosed.
+// Close closes the backend; calls in flight fail with ErrClosed. The
+// results of submitted calls that arrived and were not collected are handed
+// to a backend that keeps results (transport.ResultKeeper: AMQP gives them
+// back to the client's durable result queue), for a later process; on other
+// backends they are lost with the process.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
+	}
+	if k, ok := c.t.(transport.ResultKeeper); ok {
+		for _, id := range c.subs.list(true) {
+			if sub := c.subs.remove(id, nil); sub != nil && sub.err == nil {
+				k.KeepResult(string(id), sub.frame)
+			}
+		}
 	}
 	return c.t.Close()
 }

@@ -204,4 +204,10 @@ type ResultKeeper interface {
 	// DropResult forgets the reply kept for the call id, and reports
 	// whether there was one.
 	DropResult(callID string) bool
+	// KeepResult keeps frame, the reply of the call id, as if it had arrived
+	// for a call not in flight: the runtime's Conn.Close hands over the
+	// results of submitted calls that arrived and were not collected, so
+	// that the backend gives them back for a later process (AMQP: to the
+	// durable result queue, when the client closes).
+	KeepResult(callID string, frame []byte)
 }

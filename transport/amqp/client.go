@@ -25,8 +25,11 @@ import (
 // flight at once (a caller retrying, or joining, a call): each publishes its
 // request, the server runs the call once and answers each, and the first
 // reply ends them all; the later ones are duplicates. Replies for calls no
-// longer in flight are kept for a while for a call re-issued with the same
-// id, then dropped (see ClientConfig.OrphanReplies).
+// longer in flight (the results of calls submitted by an earlier process of
+// the client name, in particular) are kept until collected (KeptResults,
+// WaitResult, DropResult: the runtime's Conn.Collect) or taken by a call
+// re-issued with the same id, up to ClientConfig.OrphanReplies; duplicates
+// of a reply delivered lately are dropped.
 //
 // A call whose ctx is canceled before its reply publishes a cancel message
 // (CancelExchange), best-effort, so that the server running it cancels the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -45,6 +46,11 @@ func (c *Client) KeptResults(ctx context.Context) ([]transport.KeptResult, error
 }
 
 // flush waits until a marker published now to the result queue comes back.
+// It publishes on a channel of its own, so that a broker that refuses the
+// publish (the client's user may not write to the default exchange: see
+// docs/protocol-amqp.md, permissions) closes only that channel; it then
+// waits instead until the result queue holds no ready message, and a moment
+// more for the deliveries on their way.
 func (c *Client) flush(ctx context.Context) error {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -67,36 +73,20 @@ func (c *Client) flush(ctx context.Context) error {
 		s := c.sess
 		c.mu.Unlock()
 		if s != nil && !s.blocked.Load() {
-			published := make(chan confirmOutcome, 1)
-			// In a goroutine: a publish may block on a broker that stopped
-			// reading, and ctx bounds the wait.
-			go func() {
-				err := s.pub.publish("", ResultQueue(c.cfg.ClientName), false, amqp091.Publishing{
-					DeliveryMode:  amqp091.Transient,
-					CorrelationId: id,
-					Expiration:    flushMarkerTTL,
-					Timestamp:     time.Now(),
-				}, func(o confirmOutcome) { published <- o })
-				if err != nil {
-					published <- confirmLost
+			switch err := c.publishMarker(ctx, s, id); {
+			case err == nil:
+				select {
+				case <-done:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-c.done:
+					return transport.ErrClosed
 				}
-			}()
-			select {
-			case o := <-published:
-				if o == confirmAcked {
-					select {
-					case <-done:
-						return nil
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-c.done:
-						return transport.ErrClosed
-					}
-				}
-			case <-ctx.Done():
+			case errors.Is(err, errMarkerRefused):
+				return c.waitDrained(ctx, s)
+			case ctx.Err() != nil:
 				return ctx.Err()
-			case <-c.done:
-				return transport.ErrClosed
 			}
 		}
 		// No connection, or the marker was lost with it: try again soon.
@@ -108,6 +98,84 @@ func (c *Client) flush(ctx context.Context) error {
 			return transport.ErrClosed
 		}
 	}
+}
+
+var errMarkerRefused = errors.New("amqp: the broker refused the flush marker")
+
+// publishMarker publishes the marker id to the result queue on a channel of
+// its own and waits for the broker's confirmation.
+func (c *Client) publishMarker(ctx context.Context, s *clientSession, id string) error {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ch.Close() }()
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	if err := ch.Confirm(false); err != nil {
+		return err
+	}
+	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1))
+	err = ch.PublishWithContext(ctx, "", ResultQueue(c.cfg.ClientName), false, false, amqp091.Publishing{
+		DeliveryMode:  amqp091.Transient,
+		CorrelationId: id,
+		Expiration:    flushMarkerTTL,
+		Timestamp:     time.Now(),
+		UserId:        c.userID,
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case cf, ok := <-confirms:
+		if ok && cf.Ack {
+			return nil
+		}
+		select {
+		case e := <-closed:
+			if e != nil && e.Code == amqp091.AccessRefused {
+				return errMarkerRefused
+			}
+		default:
+		}
+		return errSessionClosed
+	case e := <-closed:
+		if e != nil && e.Code == amqp091.AccessRefused {
+			return errMarkerRefused
+		}
+		return errSessionClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drainSettle is how long waitDrained waits, once the result queue has no
+// ready message, for the deliveries on their way to be handled.
+const drainSettle = 200 * time.Millisecond
+
+// waitDrained waits until the result queue holds no ready message, then
+// drainSettle more.
+func (c *Client) waitDrained(ctx context.Context, s *clientSession) error {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ch.Close() }()
+	for {
+		q, err := ch.QueueDeclarePassive(ResultQueue(c.cfg.ClientName), true, false, false, false, queueTypeArgs(c.cfg.QueueType))
+		if err != nil {
+			return status.Errorf(status.Unavailable, "amqp: inspect result queue %s: %v", ResultQueue(c.cfg.ClientName), err)
+		}
+		if q.Messages == 0 {
+			break
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	if !sleep(ctx, drainSettle) {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // WaitResult returns the reply kept for the call id (see KeptResults),
@@ -145,6 +213,16 @@ func (c *Client) DropResult(callID string) bool {
 		c.answered.add(callID)
 	}
 	return ok
+}
+
+// KeepResult keeps frame as the reply of a call not in flight (see
+// transport.ResultKeeper): Close gives it back to the result queue.
+func (c *Client) KeepResult(callID string, frame []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.orphans.put(callID, outcome{frame: frame}, time.Now())
+	close(c.kept)
+	c.kept = make(chan struct{})
 }
 
 // maxRecentIDs bounds recentIDs.

@@ -155,3 +155,28 @@ func TestKeptResultsOutliveTheProcessThatReceivedThem(t *testing.T) {
 	assert.Equal(t, bankrpc.NotFound, bankrpc.CodeOf(err))
 	assert.Equal(t, "gone", bankrpc.MessageOf(err))
 }
+
+// TestUncollectedSubmittedResultOutlivesItsProcess: a process submits a
+// call, whose result arrives while it still runs, and exits without
+// collecting it; the next process of the client name collects it.
+func TestUncollectedSubmittedResultOutlivesItsProcess(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	brokerURL := amqptest.URL(t)
+	svc, name := uniqueName(t), uniqueName(t)
+	serve(t, listen(t, brokerURL, ServerConfig{Service: svc}), awayServer(newLedger()))
+
+	first := bankrpc.NewConn(dial(t, brokerURL, ClientConfig{Service: svc, ClientName: name}))
+	id, err := testv1.NewTestServiceClient(first).SubmitEcho(ctx, &testv1.EchoRequest{Tag: "arrived"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		fin, err := first.Finished(ctx)
+		return err == nil && len(fin) == 1
+	}, 20*time.Second, 10*time.Millisecond, "the result reached the first process")
+	require.NoError(t, first.Close())
+
+	second := bankrpc.NewConn(dial(t, brokerURL, ClientConfig{Service: svc, ClientName: name}))
+	t.Cleanup(func() { _ = second.Close() })
+	echo, err := testv1.NewTestServiceClient(second).CollectEcho(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, "arrived", echo.GetTag())
+}

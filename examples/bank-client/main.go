@@ -122,8 +122,12 @@ func run(ctx context.Context, p program) int {
 	}
 	var cmd *command
 	later := fs.NArg() > 0 && (fs.Arg(0) == cmdSubmit || fs.Arg(0) == cmdCollect)
+	var lc laterCommand
 	if later {
 		if err := checkSubmitTarget(t, clientName); err != nil {
+			return usageFailure(p.stderr, err)
+		}
+		if lc, err = parseLater(fs.Args(), wait); err != nil {
 			return usageFailure(p.stderr, err)
 		}
 	} else if fs.NArg() > 0 {
@@ -157,7 +161,7 @@ func run(ctx context.Context, p program) int {
 	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(t.Timeout))
 	defer conn.Close()
 	if later {
-		return runLater(ctx, conn, id, fs.Args(), wait, t.Timeout, p)
+		return runLater(ctx, conn, id, lc, t.Timeout, p)
 	}
 	s := &session{
 		bank:      bankv1.NewBankClient(conn),
@@ -204,40 +208,23 @@ func run(ctx context.Context, p program) int {
 
 // runLater runs submit COMMAND or collect [ID] [--wait]: no log-on, as the
 // bank need not run.
-func runLater(ctx context.Context, conn *bankrpc.Conn, account int32, args []string, wait bool, timeout time.Duration, p program) int {
+func runLater(ctx context.Context, conn *bankrpc.Conn, account int32, lc laterCommand, timeout time.Duration, p program) int {
 	bank := bankv1.NewBankClient(conn)
 	var (
 		status int
 		err    error
 	)
-	if args[0] == cmdSubmit {
-		status, err = submit(ctx, bank, account, args[1:], p.stdout, timeout)
+	if lc.submit {
+		status, err = submit(ctx, bank, account, lc.command, p.stdout, timeout)
 	} else {
-		var id bankrpc.CallID
-		for _, a := range args[1:] {
-			switch {
-			case a == "--wait" || a == "-wait":
-				wait = true
-			case id == "":
-				id = bankrpc.CallID(a)
-			default:
-				return usageFailure(p.stderr, cli.Usagef("collect takes at most one call id, then --wait"))
-			}
-		}
-		if wait && id == "" {
-			return usageFailure(p.stderr, cli.Usagef("collect --wait needs the call id to wait for"))
-		}
-		if !wait {
+		if !lc.wait {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		status, err = collect(ctx, conn, bank, id, wait, p.stdout)
+		status, err = collect(ctx, conn, bank, lc.id, lc.wait, p.stdout)
 	}
 	if err != nil {
-		if status == cli.ExitUsage {
-			return usageFailure(p.stderr, err)
-		}
 		fmt.Fprintf(p.stderr, "bank-client: %s: %s\n", bankrpc.CodeOf(err), bankrpc.MessageOf(err))
 	}
 	return status

@@ -30,13 +30,48 @@ func checkSubmitTarget(t backend.Target, clientName string) error {
 	return nil
 }
 
+// laterCommand is a parsed submit or collect command line.
+type laterCommand struct {
+	submit  bool
+	command command        // submit's command
+	id      bankrpc.CallID // collect's call id; empty for all
+	wait    bool
+}
+
+// parseLater parses the words of submit COMMAND or collect [ID] [--wait];
+// wait is the --wait flag. Errors are *cli.UsageError.
+func parseLater(words []string, wait bool) (laterCommand, error) {
+	if words[0] == cmdSubmit {
+		c, err := parseCommand(words[1:])
+		if err != nil {
+			return laterCommand{}, err
+		}
+		if !c.mutating() && c.name != cmdBalance {
+			return laterCommand{}, cli.Usagef("submit takes deposit, withdraw, transfer or balance, not %s", c.name)
+		}
+		return laterCommand{submit: true, command: c}, nil
+	}
+	l := laterCommand{wait: wait}
+	for _, a := range words[1:] {
+		switch {
+		case a == "--wait" || a == "-wait":
+			l.wait = true
+		case l.id == "":
+			l.id = bankrpc.CallID(a)
+		default:
+			return laterCommand{}, cli.Usagef("collect takes at most one call id, then --wait")
+		}
+	}
+	if l.wait && l.id == "" {
+		return laterCommand{}, cli.Usagef("collect --wait needs the call id to wait for")
+	}
+	return l, nil
+}
+
 // submit submits one deposit, withdraw, transfer or balance command without
 // waiting for the bank (which need not run), and prints its call id.
-func submit(ctx context.Context, bank bankv1.BankClient, account int32, words []string, out io.Writer, timeout time.Duration) (int, error) {
-	c, err := parseCommand(words)
-	if err != nil {
-		return cli.ExitUsage, err
-	}
+func submit(ctx context.Context, bank bankv1.BankClient, account int32, c command, out io.Writer, timeout time.Duration) (int, error) {
+	var err error
 	ctx, cancel := context.WithTimeout(ctx, timeout) // for the broker's confirmation only
 	defer cancel()
 	var id bankrpc.CallID
@@ -47,10 +82,8 @@ func submit(ctx context.Context, bank bankv1.BankClient, account int32, words []
 		id, err = bank.SubmitWithdraw(ctx, &bankv1.WithdrawRequest{AccountId: account, Amount: c.amount})
 	case cmdTransfer:
 		id, err = bank.SubmitTransfer(ctx, &bankv1.TransferRequest{AccountId: account, ToAccountId: c.to, Amount: c.amount})
-	case cmdBalance:
-		id, err = bank.SubmitBalance(ctx, &bankv1.BalanceRequest{AccountId: account})
 	default:
-		return cli.ExitUsage, cli.Usagef("submit takes deposit, withdraw, transfer or balance, not %s", c.name)
+		id, err = bank.SubmitBalance(ctx, &bankv1.BalanceRequest{AccountId: account})
 	}
 	if err != nil {
 		return exitStatus(err), err

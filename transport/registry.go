@@ -31,6 +31,21 @@ type Options struct {
 	Events EventSink
 }
 
+// FillDefaults sets the settings a backend's own config left at their zero
+// value from o: the logger, the frame limit and the event sink. A config
+// given with bankrpc.WithTransportConfig wins over the runtime's options.
+func (o Options) FillDefaults(logger **slog.Logger, maxFrameSize *int, events *EventSink) {
+	if *logger == nil {
+		*logger = o.Logger
+	}
+	if *maxFrameSize <= 0 {
+		*maxFrameSize = o.MaxFrameSize
+	}
+	if *events == nil {
+		*events = o.Events
+	}
+}
+
 // ConfigOf returns the last value of type T in o.Configs, and whether there
 // was one; it fails when o.Configs holds a value of a type not in also and
 // not T, so that a config meant for another backend is not silently ignored.

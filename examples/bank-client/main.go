@@ -4,6 +4,7 @@
 //	bank-client --id 7 deposit 100     one command, then exit
 //	bank-client --id 7 transfer 8 30
 //	bank-client --id 7                 an interactive prompt (or commands piped on stdin)
+//	bank-client health                 is the bank serving? exit 0 if so, 1 if not
 //
 // --transport zmq|amqp, --addr and --bank choose the bank; every flag can
 // also be set through a BANKRPC_<FLAG> environment variable (BANKRPC_ID=7),
@@ -112,6 +113,13 @@ func run(ctx context.Context, p program) int {
 	t, err := bf.Resolve(set)
 	if err != nil {
 		return usageFailure(p.stderr, err)
+	}
+	if fs.NArg() > 0 && fs.Arg(0) == cmdHealth {
+		logger, err := cli.NewLogger(p.stderr, logFormat, logLevel)
+		if err != nil {
+			return usageFailure(p.stderr, err)
+		}
+		return healthCheck(ctx, t, fs.Args()[1:], logger, p.stdout, p.stderr)
 	}
 	if !set["id"] {
 		return usageFailure(p.stderr, cli.Usagef("--id is required: your account id, a positive 32-bit integer (or set %s)", cli.EnvName("id")))
@@ -276,10 +284,16 @@ func usageFailure(w io.Writer, err error) int {
 
 func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(w, `usage: bank-client --id N [flags] [COMMAND [ARGS]]
+       bank-client [flags] health [SERVICE]
 
 Logs on to account N of a bank served by bank-server, runs COMMAND, prints the
 reply and logs off. Without a COMMAND it reads commands from stdin, one per line:
 an interactive prompt on a terminal; no prompt when stdin is a pipe or a file.
+
+health asks the bank's health service (bankrpc.health.v1) without logging on and
+prints SERVING, NOT_SERVING (the server is draining or cannot write) or
+SERVICE_UNKNOWN; it exits 0 only for SERVING, 1 otherwise (also when nothing
+answers within --timeout), for use as a container health check.
 
 `)
 	fmt.Fprint(w, helpText)

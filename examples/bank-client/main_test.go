@@ -90,7 +90,7 @@ func TestRunHelp(t *testing.T) {
 // exits 3 within its timeout and says which transport and address it
 // tried.
 func TestRunUnreachable(t *testing.T) {
-	ln, addr, err := backend.Listen(backend.Target{Kind: backend.ZMQ, Addr: "tcp://127.0.0.1:0"}, nil)
+	ln, addr, err := backend.Listen(backend.Target{Kind: backend.ZMQ, Addr: "tcp://127.0.0.1:0"}, backend.ServerOptions{})
 	require.NoError(t, err)
 	require.NoError(t, ln.Close()) // nobody listens on addr now
 

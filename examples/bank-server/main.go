@@ -177,7 +177,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	reg := metrics.NewRegistry()
 	srvMetrics, transportMetrics := metrics.NewServerMetrics(), metrics.NewTransportMetrics()
 	reg.MustRegister(srvMetrics, transportMetrics)
-	srv := bankrpc.NewServer(bankrpc.WithLogger(logger), srvMetrics.Option(), transportMetrics.Option(),
+	srv := bankrpc.NewServer(bankrpc.WithLogger(logger), srvMetrics.Option(),
 		logging.Option(logger), bankrpc.UnaryInterceptor(boundCalls(t.Timeout)))
 	bankv1.RegisterBankServer(srv, b)
 	hs.Register(srv)
@@ -193,7 +193,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		}
 		defer stopMetrics()
 	}
-	lis, addr, err := backend.Listen(t, logger)
+	lis, addr, err := backend.Listen(t, backend.ServerOptions{Logger: logger, Events: transportMetrics.Sink()})
 	if err != nil {
 		status := listenFailure(stderr, t, err)
 		if serr := b.Shutdown(); serr != nil {

@@ -172,7 +172,7 @@ func TestRunRefusesDataDirectoryInUse(t *testing.T) {
 }
 
 func TestRunRefusesAddressInUse(t *testing.T) {
-	ln, addr, err := backend.Listen(backend.Target{Kind: backend.ZMQ, Addr: "tcp://127.0.0.1:0"}, nil)
+	ln, addr, err := backend.Listen(backend.Target{Kind: backend.ZMQ, Addr: "tcp://127.0.0.1:0"}, backend.ServerOptions{})
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, ln.Close()) }()
 

@@ -37,21 +37,7 @@ func uniqueBank(t *testing.T, prefix string) string {
 
 // deleteQueues removes queues a test left on the shared broker.
 func deleteQueues(t *testing.T, url string, queues ...string) {
-	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
-	if err != nil {
-		t.Logf("could not delete queues %v: %v", queues, err)
-		return
-	}
-	defer conn.Close()
-	for _, q := range queues {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("could not delete queue %s: %v", q, err)
-			return
-		}
-		_, _ = ch.QueueDelete(q, false, false, false) // a queue never declared is fine
-		_ = ch.Close()
-	}
+	amqptest.DeleteQueues(t, url, queues...)
 }
 
 // queueState returns the ready messages and consumers of a queue.

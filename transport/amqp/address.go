@@ -141,12 +141,7 @@ func dialScheme(ctx context.Context, u *url.URL, o transport.Options) (transport
 	if err := requireService(u); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = o.Logger
-	}
-	if cfg.MaxFrameSize <= 0 {
-		cfg.MaxFrameSize = o.MaxFrameSize
-	}
+	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
 	return dialContext(ctx, u.String(), cfg)
 }
 
@@ -160,11 +155,6 @@ func listenScheme(ctx context.Context, u *url.URL, o transport.Options) (transpo
 	if err := requireService(u); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = o.Logger
-	}
-	if cfg.MaxFrameSize <= 0 {
-		cfg.MaxFrameSize = o.MaxFrameSize
-	}
+	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
 	return listenContext(ctx, u.String(), cfg)
 }

@@ -127,6 +127,7 @@ func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, er
 		flushes:   make(map[string]chan struct{}),
 		done:      make(chan struct{}),
 	}
+	c.connector.events = cfg.Events
 	if !cfg.NoUserID {
 		c.userID = uri.Username
 	}
@@ -289,6 +290,7 @@ func (c *Client) deliver(id string, o outcome) {
 		c.connector.logger.Debug("amqp: dropped a duplicate reply", "call_id", id)
 	case calls == nil:
 		c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
+		c.connector.emit(transport.EventDroppedReply, reasonNoCall)
 	}
 	if evicted > 0 {
 		c.connector.logger.Warn("amqp: dropped the oldest kept replies: more replies for calls not in flight than ClientConfig.OrphanReplies", "dropped", evicted, "limit", c.cfg.OrphanReplies)
@@ -556,6 +558,9 @@ func (c *Client) attach(s *clientSession) {
 	s.signal()
 	if resend > 0 {
 		c.connector.logger.Info("amqp: publishing unconfirmed requests again", "count", resend)
+		for range resend {
+			c.connector.emit(transport.EventResend, reasonUnconfirmed)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bankrpc/bankrpc/internal/status"
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // QueueType selects the RabbitMQ queue type of the durable queues: the
@@ -101,6 +102,10 @@ type ClientConfig struct {
 	Dial func(network, addr string) (net.Conn, error)
 	// Logger receives reconnections and dropped messages; default discards.
 	Logger *slog.Logger
+	// Events receives reconnections, re-published requests and dropped
+	// replies (transport.Event); nil drops them (bankrpc.Dial passes its
+	// WithTransportEvents).
+	Events transport.EventSink
 }
 
 // ServerConfig configures Listen. Service is required.
@@ -158,6 +163,10 @@ type ServerConfig struct {
 	// Logger receives reconnections, refused and dead-lettered requests;
 	// default discards.
 	Logger *slog.Logger
+	// Events receives reconnections, redeliveries, refused and
+	// dead-lettered requests (transport.Event); nil drops them
+	// (bankrpc.Listen passes its WithTransportEvents).
+	Events transport.EventSink
 }
 
 func checkQueueType(q QueueType) (QueueType, error) {

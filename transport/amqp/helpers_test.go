@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -23,6 +22,7 @@ import (
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
 func TestMain(m *testing.M) {
@@ -59,25 +59,7 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 
 // deleteQueues deletes queues at the end of the test.
 func deleteQueues(t *testing.T, url string, queues ...string) {
-	t.Cleanup(func() {
-		conn, err := amqp091.Dial(url)
-		if err != nil {
-			t.Logf("delete test queues: %v", err)
-			return
-		}
-		defer conn.Close()
-		for _, q := range queues {
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Logf("delete test queue %s: %v", q, err)
-				return
-			}
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Logf("delete test queue %s: %v", q, err)
-			}
-			_ = ch.Close()
-		}
-	})
+	t.Cleanup(func() { amqptest.DeleteQueues(t, url, queues...) })
 }
 
 // testLogger logs through t, so failures show what the backend saw.
@@ -296,4 +278,27 @@ func (k *connTracker) cut() int {
 		_ = c.Close()
 	}
 	return len(conns)
+}
+
+// events records what a backend reports to its transport.EventSink.
+type events struct {
+	mu  sync.Mutex
+	got map[transport.Event]int
+}
+
+func (e *events) sink() transport.EventSink {
+	return func(ev transport.Event) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.got == nil {
+			e.got = make(map[transport.Event]int)
+		}
+		e.got[ev]++
+	}
+}
+
+func (e *events) count(kind transport.EventKind, reason string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.got[transport.Event{Transport: "amqp", Kind: kind, Reason: reason}]
 }

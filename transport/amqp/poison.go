@@ -8,6 +8,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/bankrpc/bankrpc/internal/status"
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // overLimit counts the deliveries of d that ended without an answer and, when
@@ -133,6 +134,7 @@ func (ss *serverSession) poison(d amqp091.Delivery, failed int64) {
 	cfg := ss.l.s.cfg
 	text := fmt.Sprintf("amqp: request %s was delivered %d times without being answered (its server stopped or lost its connection each time); it was moved to the dead-letter queue %s",
 		d.CorrelationId, failed, DeadLetterQueue(cfg.Service))
+	ss.l.s.connector.emit(transport.EventDeadLetter, reasonPoison)
 	ss.l.s.logger.Error("amqp: poison request", "call_id", d.CorrelationId, "reply_to", d.ReplyTo, "caller", identity(d, ss.l.s.user), "failed_deliveries", failed)
 	if errorQueue, _, ok := companionQueues(d.ReplyTo); ok {
 		switch ss.pub.publishWait("", errorQueue, false, errorMessage(d.CorrelationId, status.Internal, text)) {

@@ -13,6 +13,7 @@ import (
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/internal/envelope"
+	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
 )
 
@@ -152,7 +153,8 @@ func TestSingleActiveConsumerStandby(t *testing.T) {
 // TestPoisonRequestDeadLettered: a request whose handling kills the server
 // every time (here: cuts its connection) is handed out DeliveryLimit times,
 // then moved to the dead-letter queue, and its caller gets INTERNAL; the
-// server goes on serving. Classic queues count in a confirmed copy
+// server goes on serving, and reports the reconnections, the redelivery and
+// the dead letter to its transport.EventSink. Classic queues count in a confirmed copy
 // (bankrpc-failed-deliveries), quorum queues through x-delivery-count.
 func TestPoisonRequestDeadLettered(t *testing.T) {
 	t.Parallel()
@@ -169,7 +171,8 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 				}
 			}
 			const limit = 3
-			srv := listen(t, url, ServerConfig{Service: svc, QueueType: qt, DeliveryLimit: limit, Dial: conns.dial})
+			var ev events
+			srv := listen(t, url, ServerConfig{Service: svc, QueueType: qt, DeliveryLimit: limit, Dial: conns.dial, Events: ev.sink()})
 			serve(t, srv, restarted(l)) // each "crash" restarts the server
 			c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc, QueueType: qt})))
 
@@ -181,6 +184,9 @@ func TestPoisonRequestDeadLettered(t *testing.T) {
 
 			d := getOne(t, rawChannel(t, url), DeadLetterQueue(svc))
 			assert.Equal(t, "poison-1", d.CorrelationId)
+			assert.Equal(t, 1, ev.count(transport.EventDeadLetter, "delivery limit"), "the dead letter is reported")
+			assert.Equal(t, limit, ev.count(transport.EventReconnect, "connection lost"), "each crash is a reconnection")
+			assert.Positive(t, ev.count(transport.EventRedelivery, ""), "the request came back redelivered")
 
 			resp, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "healthy"})
 			require.NoError(t, err, "the server must keep serving")

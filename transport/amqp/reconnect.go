@@ -14,6 +14,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/bankrpc/bankrpc/internal/status"
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // connector is the connection manager of the thesis: it dials the broker and
@@ -32,6 +33,7 @@ type connector struct {
 	dial     func(network, addr string) (net.Conn, error) // the user's, or nil
 	min, max time.Duration
 	logger   *slog.Logger
+	events   transport.EventSink // reconnections and what the client or server built on k reports
 }
 
 func newConnector(url, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
@@ -186,6 +188,7 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 		}
 		if !down.IsZero() {
 			k.logger.InfoContext(ctx, "amqp: reconnected", "after", time.Since(down).Round(time.Millisecond))
+			k.emit(transport.EventReconnect, reasonConnectionLost)
 		}
 		started := time.Now()
 		err := s.run(ctx)

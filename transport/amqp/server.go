@@ -88,6 +88,7 @@ func listenContext(ctx context.Context, url string, cfg ServerConfig) (*Server, 
 		user:      uri.Username,
 		served:    make(chan struct{}),
 	}
+	s.connector.events = cfg.Events
 	conn, err := s.connector.connect(ctx, func(conn *amqp091.Connection) error {
 		ch, err := conn.Channel()
 		if err != nil {
@@ -449,6 +450,9 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 		_ = d.Ack(false)
 		return
 	}
+	if d.Redelivered {
+		ss.l.s.connector.emit(transport.EventRedelivery, "")
+	}
 	if ss.overLimit(d) {
 		return
 	}
@@ -456,10 +460,12 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 	caller := identity(d, s.user)
 	if s.cfg.OwnQueuesOnly && !ownReplyQueue(caller, d.ReplyTo) {
 		s.logger.Warn("amqp: refused a request whose reply_to is not its caller's", "call_id", d.CorrelationId, "user_id", caller, "reply_to", d.ReplyTo)
+		ss.l.s.connector.emit(transport.EventRefusedFrame, reasonForeignReplyTo)
 		ss.deadLetter(d, fmt.Sprintf("reply_to %q is not a result queue of user-id %q", d.ReplyTo, caller))
 		return
 	}
 	if limit := s.cfg.MaxFrameSize; limit > 0 && len(d.Body) > limit {
+		s.connector.emit(transport.EventRefusedFrame, reasonOversized)
 		ss.refuse(d, status.Errorf(status.ResourceExhausted, "amqp: request frame of %d bytes exceeds the limit of %d bytes", len(d.Body), limit))
 		return
 	}

@@ -32,12 +32,7 @@ func dialURL(_ context.Context, u *url.URL, o transport.Options) (transport.Clie
 	if err != nil {
 		return nil, err
 	}
-	if cfg.MaxFrameSize <= 0 {
-		cfg.MaxFrameSize = o.MaxFrameSize
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = o.Logger
-	}
+	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
 	return Dial(endpoint, cfg)
 }
 
@@ -52,12 +47,7 @@ func listenURL(_ context.Context, u *url.URL, o transport.Options) (transport.Se
 	if err != nil {
 		return nil, err
 	}
-	if cfg.MaxFrameSize <= 0 {
-		cfg.MaxFrameSize = o.MaxFrameSize
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = o.Logger
-	}
+	o.FillDefaults(&cfg.Logger, &cfg.MaxFrameSize, &cfg.Events)
 	return Listen(endpoint, cfg)
 }
 

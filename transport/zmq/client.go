@@ -58,9 +58,10 @@ type Client struct {
 	closeErr    error         // written before exited is closed
 	idle        sync.Cond     // on box.mu: signalled when nobody leads
 
-	connected atomic.Bool            // a handshake completed and the connection has not dropped since
-	downSince atomic.Int64           // while not connected: when the connection was lost (or Dial), Unix ns
-	reason    atomic.Pointer[string] // why the client is not connected, for errors
+	connected     atomic.Bool            // a handshake completed and the connection has not dropped since
+	everConnected bool                   // the handshake succeeded once: the next success is a reconnection
+	downSince     atomic.Int64           // while not connected: when the connection was lost (or Dial), Unix ns
+	reason        atomic.Pointer[string] // why the client is not connected, for errors
 
 	// Owned by the caller that leads (see lead).
 	poller                  *zmq4.Poller
@@ -708,6 +709,7 @@ func (c *Client) readReplies(self *request) (woken int) {
 		body, st, ok := c.recvRest()
 		if !ok {
 			c.log.Warn("zmq: dropped a reply that is not [call id, envelope] nor [call id, status marker, status]", "endpoint", c.endpoint)
+			emit(c.cfg.Events, transport.EventDroppedReply, reasonMalformed)
 			continue
 		}
 		r := c.pending[string(id)]
@@ -719,6 +721,7 @@ func (c *Client) readReplies(self *request) (woken int) {
 		}
 		if r == nil {
 			c.log.Debug("zmq: dropped a reply to no call in flight", "endpoint", c.endpoint, "call_id", string(id))
+			emit(c.cfg.Events, transport.EventDroppedReply, reasonNoCall)
 			continue
 		}
 		c.drop(r)
@@ -787,6 +790,10 @@ func (c *Client) readEvents() {
 			c.connected.Store(true)
 			c.sticky = false
 			c.log.Debug("zmq: connected", "endpoint", c.endpoint)
+			if c.everConnected {
+				emit(c.cfg.Events, transport.EventReconnect, reasonConnectionLost)
+			}
+			c.everConnected = true
 		case zmq4.EVENT_DISCONNECTED:
 			if c.connected.Swap(false) {
 				c.dropped = true

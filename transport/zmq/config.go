@@ -9,6 +9,7 @@ import (
 	zmq4 "github.com/pebbe/zmq4"
 
 	"github.com/bankrpc/bankrpc/internal/status"
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // Defaults applied to zero fields of ServerConfig and ClientConfig.
@@ -55,6 +56,10 @@ type ServerConfig struct {
 	// Logger receives refused frames, dropped replies and refused CURVE
 	// keys. Nil discards them (bankrpc.Listen passes its WithLogger).
 	Logger *slog.Logger
+	// Events receives the frames the server refuses (transport.Event, kind
+	// refused_frame); nil drops them (bankrpc.Listen passes its
+	// WithTransportEvents).
+	Events transport.EventSink
 	// Curve turns CURVE encryption and client authentication on; nil leaves
 	// the socket in plain text (ZeroMQ's NULL mechanism).
 	Curve *CurveServer
@@ -94,6 +99,9 @@ type ClientConfig struct {
 	// Logger receives connection events and dropped replies. Nil discards
 	// them (bankrpc.Dial passes its WithLogger).
 	Logger *slog.Logger
+	// Events receives reconnections and dropped replies (transport.Event);
+	// nil drops them (bankrpc.Dial passes its WithTransportEvents).
+	Events transport.EventSink
 
 	// reconnect, when set (by tests), replaces the reconnection interval and
 	// turns its back-off off.

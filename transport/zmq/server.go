@@ -158,7 +158,7 @@ func (s *Server) open(endpoint string) error {
 	if s.cfg.Curve != nil {
 		// Bound first: a CURVE handshake without a ZAP handler would accept
 		// any client key.
-		if s.zap, err = newZAPHandler(s.zctx, s.cfg.Curve.AllowedClients, s.log); err != nil {
+		if s.zap, err = newZAPHandler(s.zctx, s.cfg.Curve.AllowedClients, s.log, s.cfg.Events); err != nil {
 			return err
 		}
 	}
@@ -581,15 +581,18 @@ func (s *Server) recv(j *job) (ok, more bool) {
 	switch {
 	case frames == 0:
 		// A ROUTER never delivers a routing id alone; be safe anyway.
+		emit(s.cfg.Events, transport.EventRefusedFrame, reasonEmpty)
 		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.empty", "zmq: dropped an empty request", "peer", hex.EncodeToString(rid))
 		return false, true
 	case routeFrames > maxRouteFrames || routeBytes > maxRouteBytes:
+		emit(s.cfg.Events, transport.EventRefusedFrame, reasonRouting)
 		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.route", "zmq: dropped a request with too many routing frames",
 			"peer", hex.EncodeToString(rid), "frames", frames,
 			"limit", fmt.Sprintf("%d frames of %d bytes in all before the envelope", maxRouteFrames, maxRouteBytes))
 		return false, true
 	}
 	if len(j.frame) > s.cfg.MaxFrameSize {
+		emit(s.cfg.Events, transport.EventRefusedFrame, reasonOversized)
 		s.refused.Log(context.Background(), slog.LevelWarn, "zmq.size", "zmq: request frame over the size limit", "peer", hex.EncodeToString(rid), "bytes", len(j.frame), "limit", s.cfg.MaxFrameSize)
 	}
 	return true, true

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 
 	zmq4 "github.com/pebbe/zmq4"
+
+	"github.com/bankrpc/bankrpc/transport"
 )
 
 // zapEndpoint is where libzmq sends ZAP (ZeroMQ Authentication Protocol,
@@ -22,11 +24,12 @@ type zapHandler struct {
 	sock    *zmq4.Socket // REP, bound at zapEndpoint
 	allowed map[string]bool
 	log     *slog.Logger
+	events  transport.EventSink
 }
 
 // newZAPHandler binds the handler. It must be bound before the server
 // socket, so no handshake ever happens without it.
-func newZAPHandler(zctx *zmq4.Context, allowed []string, log *slog.Logger) (*zapHandler, error) {
+func newZAPHandler(zctx *zmq4.Context, allowed []string, log *slog.Logger, events transport.EventSink) (*zapHandler, error) {
 	sock, err := newSocket(zctx, zmq4.REP)
 	if err != nil {
 		return nil, err
@@ -35,7 +38,7 @@ func newZAPHandler(zctx *zmq4.Context, allowed []string, log *slog.Logger) (*zap
 		_ = sock.Close()
 		return nil, endpointError("bind", zapEndpoint, err)
 	}
-	z := &zapHandler{sock: sock, log: log}
+	z := &zapHandler{sock: sock, log: log, events: events}
 	if len(allowed) > 0 {
 		z.allowed = make(map[string]bool, len(allowed))
 		for _, k := range allowed {
@@ -76,11 +79,13 @@ func (z *zapHandler) decide(req [][]byte) [][]byte {
 	reqID, address, mechanism := req[1], string(req[3]), string(req[5])
 	if mechanism != "CURVE" || len(req) != 7 || len(req[6]) != 32 {
 		z.log.Warn("zmq: refused a client that does not use CURVE", "address", address, "mechanism", mechanism)
+		emit(z.events, transport.EventRefusedFrame, reasonNoCurve)
 		return reply(reqID, "400", "CURVE required", "")
 	}
 	key := zmq4.Z85encode(string(req[6]))
 	if z.allowed != nil && !z.allowed[key] {
 		z.log.Warn("zmq: refused a CURVE client key that is not allowed", "address", address, "key", key)
+		emit(z.events, transport.EventRefusedFrame, reasonKeyNotAllowed)
 		return reply(reqID, "400", "client key not allowed", "")
 	}
 	return reply(reqID, "200", "OK", key)

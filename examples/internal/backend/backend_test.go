@@ -89,19 +89,19 @@ func TestTargetStringHidesPassword(t *testing.T) {
 }
 
 func TestListenZMQPortInUse(t *testing.T) {
-	first, addr, err := Listen(Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:0", Bank: "b"}, nil)
+	first, addr, err := Listen(Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:0", Bank: "b"}, ServerOptions{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = first.Close() })
 	assert.Regexp(t, `^tcp://127\.0\.0\.1:[1-9][0-9]*$`, addr, "the port picked for :0 is shown")
 
-	_, _, err = Listen(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, nil)
+	_, _, err = Listen(Target{Kind: ZMQ, Addr: addr, Bank: "b"}, ServerOptions{})
 	require.Error(t, err, "a second server on %s", addr)
 	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err))
 	assert.Contains(t, err.Error(), addr)
 }
 
 func TestDialZMQWithoutServerFailsAtTheDeadline(t *testing.T) {
-	ln, addr, err := Listen(Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:0", Bank: "b"}, nil)
+	ln, addr, err := Listen(Target{Kind: ZMQ, Addr: "tcp://127.0.0.1:0", Bank: "b"}, ServerOptions{})
 	require.NoError(t, err)
 	require.NoError(t, ln.Close()) // the port is now free and nobody listens
 

@@ -24,10 +24,10 @@ const OneShotQueueExpiry = time.Minute
 // so of several bank-server processes serving one bank name only one takes
 // requests at a time and the others stand by. It returns the transport and
 // the address it serves on, for people to read.
-func Listen(t Target, logger *slog.Logger) (transport.ServerTransport, string, error) {
+func Listen(t Target, opts ServerOptions) (transport.ServerTransport, string, error) {
 	switch t.Kind {
 	case ZMQ:
-		s, err := zmq.Listen(t.Addr, zmq.ServerConfig{Logger: logger})
+		s, err := zmq.Listen(t.Addr, zmq.ServerConfig{Logger: opts.Logger, Events: opts.Events})
 		if err != nil {
 			return nil, "", err
 		}
@@ -37,7 +37,8 @@ func Listen(t Target, logger *slog.Logger) (transport.ServerTransport, string, e
 			Service:              t.Bank,
 			SingleActiveConsumer: true,
 			ConnectionName:       "bank-server " + t.Bank,
-			Logger:               logger,
+			Logger:               opts.Logger,
+			Events:               opts.Events,
 		})
 		if err != nil {
 			return nil, "", err
@@ -45,6 +46,15 @@ func Listen(t Target, logger *slog.Logger) (transport.ServerTransport, string, e
 		return s, fmt.Sprintf("%s (queue %s)", Redact(t.Addr), amqp.ServiceQueue(t.Bank)), nil
 	}
 	return nil, "", fmt.Errorf("backend: unknown kind %q", t.Kind)
+}
+
+// ServerOptions configures Listen.
+type ServerOptions struct {
+	// Logger receives the backend's reports; nil discards them.
+	Logger *slog.Logger
+	// Events receives the backend's events (reconnections, refused
+	// frames, ...), e.g. metrics.TransportMetrics.Sink(); nil drops them.
+	Events transport.EventSink
 }
 
 // ClientOptions configures Dial.
@@ -57,6 +67,8 @@ type ClientOptions struct {
 	ClientName string
 	// Logger receives the backend's connection events; nil discards them.
 	Logger *slog.Logger
+	// Events receives the backend's events; nil drops them.
+	Events transport.EventSink
 }
 
 // Dial returns the client half of t's backend. ZeroMQ connects in the
@@ -74,9 +86,9 @@ type ClientOptions struct {
 func Dial(t Target, opts ClientOptions) (transport.ClientTransport, error) {
 	switch t.Kind {
 	case ZMQ:
-		return zmq.Dial(t.Addr, zmq.ClientConfig{Logger: opts.Logger})
+		return zmq.Dial(t.Addr, zmq.ClientConfig{Logger: opts.Logger, Events: opts.Events})
 	case AMQP:
-		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, Logger: opts.Logger}
+		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, Logger: opts.Logger, Events: opts.Events}
 		if cfg.ClientName == "" {
 			var b [6]byte
 			_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms

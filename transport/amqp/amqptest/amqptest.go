@@ -53,3 +53,26 @@ func redact(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// DeleteQueues deletes the queues a test declared on the broker at url, now.
+// It logs what it could not delete: a queue never declared is fine.
+func DeleteQueues(t testing.TB, url string, queues ...string) {
+	t.Helper()
+	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Logf("could not delete queues %v: %v", queues, err)
+		return
+	}
+	defer conn.Close()
+	for _, q := range queues {
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Logf("could not delete queue %s: %v", q, err)
+			return
+		}
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			t.Logf("could not delete queue %s: %v", q, err)
+		}
+		_ = ch.Close()
+	}
+}

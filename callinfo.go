@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/bankrpc/bankrpc/codec"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -13,8 +14,11 @@ type callInfo struct {
 	method string
 	md     []string // key, value, key, value, ...
 	status transport.StatusSink
+	codec  codec.Codec
 
 	firstUnanswered uint64
+
+	log callLog // the lines the handler added with Log
 }
 
 type callInfoKey struct{}
@@ -73,9 +77,11 @@ type Status struct {
 type CallOption interface{ applyCall(*callOptions) }
 
 type callOptions struct {
-	timeout  time.Duration
-	callID   string
-	onStatus func(Status)
+	timeout    time.Duration
+	callID     string
+	onStatus   func(Status)
+	onProgress func(unmarshal func(any) error)
+	log        *[]string
 }
 
 // TimeoutOption bounds a call; see WithTimeout.

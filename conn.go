@@ -30,6 +30,7 @@ type Conn struct {
 	interceptor UnaryClientInterceptor
 	prefix      string // "<session>-": random per Conn, so call ids are unique across processes
 	pending     pendingSeqs
+	subs        submissions
 	closed      atomic.Bool
 }
 
@@ -90,10 +91,21 @@ func (c *Conn) callID(seq uint64) string {
 	return string(strconv.AppendUint(append(buf[:0], c.prefix...), seq, 10))
 }
 
-// Close closes the backend; calls in flight fail with ErrClosed.
+// Close closes the backend; calls in flight fail with ErrClosed. The
+// results of submitted calls that arrived and were not collected are handed
+// to a backend that keeps results (transport.ResultKeeper: AMQP gives them
+// back to the client's durable result queue), for a later process; on other
+// backends they are lost with the process.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
+	}
+	if k, ok := c.t.(transport.ResultKeeper); ok {
+		for _, id := range c.subs.list(true) {
+			if sub := c.subs.remove(id, nil); sub != nil && sub.err == nil {
+				k.KeepResult(string(id), sub.frame)
+			}
+		}
 	}
 	return c.t.Close()
 }
@@ -151,9 +163,29 @@ func (c *Conn) send(ctx context.Context, method string, args, reply any, o *call
 		return err
 	}
 
+	call, seq, err := c.newCall(ctx, method, args, md, o)
+	if err != nil {
+		return err
+	}
+	frame, err := c.t.RoundTrip(ctx, call)
+	if seq != 0 {
+		// A call that got no reply keeps its sequence pending, so that a
+		// retry with its call id can still learn its outcome.
+		c.pending.end(seq, err == nil)
+	}
+	if err != nil {
+		return c.roundTripError(ctx, method, err)
+	}
+	return c.decodeResult(method, call.ID, frame, reply, o)
+}
+
+// newCall encodes the request of one call and makes its call id (unless o
+// names one); seq is its sequence in this Conn's session, pending from now
+// on, or 0 for a call id from elsewhere. The deadline is ctx's.
+func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *callOptions) (*transport.Call, uint64, error) {
 	payload, err := c.o.codec.Marshal(args)
 	if err != nil {
-		return Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
+		return nil, 0, Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
 	}
 	call := &transport.Call{ID: o.callID, Method: method}
 	var seq, firstUnanswered uint64 // of this Conn's session; 0 for a call id from elsewhere
@@ -171,26 +203,23 @@ func (c *Conn) send(ctx context.Context, method string, args, reply any, o *call
 		call.Deadline = dl
 		deadline = dl.UnixNano()
 	}
-	call.Frame = envelope.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+32), call.ID, method, payload, deadline, md, firstUnanswered)
+	call.Frame = envelope.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+34), call.ID, method, payload, deadline, md, firstUnanswered)
+	if o.onStatus != nil || o.onProgress != nil {
+		call.Frame = envelope.AppendAcceptStatus(call.Frame)
+		call.OnStatus = c.statusDecoder(call.ID, o)
+	}
 	if c.o.maxFrame > 0 && len(call.Frame) > c.o.maxFrame {
 		if seq != 0 {
 			c.pending.end(seq, true) // nothing was sent
 		}
-		return Errorf(ResourceExhausted, "bankrpc: %s request of %d bytes exceeds the limit of %d bytes", method, len(call.Frame), c.o.maxFrame)
+		return nil, 0, Errorf(ResourceExhausted, "bankrpc: %s request of %d bytes exceeds the limit of %d bytes", method, len(call.Frame), c.o.maxFrame)
 	}
-	if o.onStatus != nil {
-		call.OnStatus = c.statusDecoder(call.ID, o.onStatus)
-	}
+	return call, seq, nil
+}
 
-	frame, err := c.t.RoundTrip(ctx, call)
-	if seq != 0 {
-		// A call that got no reply keeps its sequence pending, so that a
-		// retry with its call id can still learn its outcome.
-		c.pending.end(seq, err == nil)
-	}
-	if err != nil {
-		return c.roundTripError(ctx, method, err)
-	}
+// decodeResult decodes the result frame of the call id into reply, or
+// returns its error. The log lines of the result go to o's LogLines.
+func (c *Conn) decodeResult(method, callID string, frame []byte, reply any, o *callOptions) error {
 	var res envelope.ResultView
 	if err := envelope.DecodeResultView(frame, c.o.maxFrame, &res); err != nil {
 		var tooLarge *envelope.FrameTooLargeError
@@ -199,8 +228,14 @@ func (c *Conn) send(ctx context.Context, method string, args, reply any, o *call
 		}
 		return Errorf(Internal, "bankrpc: %s reply: %w", method, err)
 	}
-	if res.Code == uint32(OK) && string(res.CallID) != call.ID {
-		return Errorf(Internal, "bankrpc: %s reply is for call %q, not %q", method, res.CallID, call.ID)
+	if res.Code == uint32(OK) && string(res.CallID) != callID {
+		return Errorf(Internal, "bankrpc: %s reply is for call %q, not %q", method, res.CallID, callID)
+	}
+	if o.log != nil {
+		*o.log = res.Log
+	}
+	if len(res.Method) > 0 && string(res.Method) != method {
+		return Errorf(FailedPrecondition, "bankrpc: call %s was a %s call, not %s", callID, res.Method, method)
 	}
 	if res.Code != uint32(OK) {
 		var details [][]byte
@@ -233,12 +268,19 @@ func (c *Conn) roundTripError(ctx context.Context, method string, err error) err
 	return status.Wrap(Unavailable, fmt.Errorf("bankrpc: %s: %w", method, err))
 }
 
-func (c *Conn) statusDecoder(callID string, fn func(Status)) func([]byte) {
+func (c *Conn) statusDecoder(callID string, o *callOptions) func([]byte) {
+	onStatus, onProgress := o.onStatus, o.onProgress
 	return func(frame []byte) {
 		s, err := envelope.DecodeStatus(frame, c.o.maxFrame)
 		if err != nil || s.GetCallId() != callID {
 			return // statuses are best-effort: a bad or foreign one is dropped
 		}
-		fn(Status{Code: Code(s.GetCode()), Reason: s.GetReason(), Data: s.GetData()})
+		if onStatus != nil {
+			onStatus(Status{Code: Code(s.GetCode()), Reason: s.GetReason(), Data: s.GetData()})
+		}
+		if onProgress != nil && s.GetCode() == uint32(OK) && len(s.GetData()) > 0 {
+			data := s.GetData()
+			onProgress(func(v any) error { return c.o.codec.Unmarshal(data, v) })
+		}
 	}
 }

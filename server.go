@@ -287,48 +287,51 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 // encoded result and error, or interrupted when the server stopped it before
 // it finished (the call is then not answered). It records a refusal in end.
 func (s *Server) run(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
-	payload, e := s.dispatch(ctx, id, req, end)
+	payload, lines, e := s.dispatch(ctx, id, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
 		return nil, e, true
 	}
-	reply = resultFrame(req.CallID, e, payload)
+	reply = callResultFrame(req.CallID, req.Method, e, payload, lines)
 	if s.o.maxFrame > 0 && len(reply) > s.o.maxFrame {
 		e = Errorf(ResourceExhausted, "bankrpc: %s reply of %d bytes exceeds the limit of %d bytes", req.Method, len(reply), s.o.maxFrame)
-		reply = resultFrame(req.CallID, e, nil)
+		reply = callResultFrame(req.CallID, req.Method, e, nil, nil)
 	}
 	return reply, e, false
 }
 
-// dispatch runs the call and returns the response payload or the error.
-func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) ([]byte, *Error) {
+// dispatch runs the call and returns the response payload or the error, and
+// the log lines for its result.
+func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) ([]byte, []string, *Error) {
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
-			return nil, s.refuse(ctx, req, end, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
+			return nil, nil, s.refuse(ctx, req, end, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
 		defer cancel()
 	}
 	if err := checkPairs(req.Metadata, s.o.maxMetadata); err != nil {
-		return nil, s.refuse(ctx, req, end, "bad metadata", status.Convert(err))
+		return nil, nil, s.refuse(ctx, req, end, "bad metadata", status.Convert(err))
 	}
 	s.mu.RLock()
 	m, ok := s.methods[string(req.Method)]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
+		return nil, nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
-	cc := &callContext{Context: ctx, info: callInfo{id: id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), firstUnanswered: req.FirstUnanswered}}
+	cc := &callContext{Context: ctx, info: callInfo{id: id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), codec: s.o.codec, firstUnanswered: req.FirstUnanswered}}
 	resp, err := s.call(cc, m, req.Payload, end)
 	if err != nil {
-		return nil, handlerError(err)
+		e := handlerError(err)
+		return nil, cc.info.log.take(e), e
 	}
 	payload, err := s.o.codec.Marshal(resp)
 	if err != nil {
-		return nil, Errorf(Internal, "bankrpc: encode %s response: %w", m.name, err)
+		e := Errorf(Internal, "bankrpc: encode %s response: %w", m.name, err)
+		return nil, cc.info.log.take(e), e
 	}
-	return payload, nil
+	return payload, cc.info.log.take(nil), nil
 }
 
 // refuse logs a call the server refuses without running it, at debug and
@@ -376,16 +379,38 @@ func resultFrame(callID []byte, e *Error, payload []byte) []byte {
 	if e == nil {
 		return envelope.AppendResult(make([]byte, 0, len(callID)+len(payload)+8), callID, 0, "", payload, nil, nil)
 	}
-	code := e.Code()
-	if code == OK {
-		code = Unknown
+	return envelope.AppendResult(nil, callID, uint32(wireCode(e)), wireReason(e), nil, e.Log(), e.Details())
+}
+
+// wireCode is e's code as a result carries it: never OK.
+func wireCode(e *Error) Code {
+	if e.Code() == OK {
+		return Unknown
 	}
+	return e.Code()
+}
+
+// wireReason is e's message as valid UTF-8: protobuf strings must be, a
+// handler's message need not be.
+func wireReason(e *Error) string {
 	reason := e.Message()
 	if !utf8.ValidString(reason) {
-		// protobuf strings must be UTF-8; a handler's message need not be.
 		reason = strings.ToValidUTF8(reason, "\ufffd")
 	}
-	return envelope.AppendResult(nil, callID, uint32(code), reason, nil, e.Log(), e.Details())
+	return reason
+}
+
+// callResultFrame encodes the result of a call that reached dispatch: as
+// resultFrame, with the method and the log lines (which replace e's own, as
+// they include them).
+func callResultFrame(callID, method []byte, e *Error, payload []byte, log []string) []byte {
+	var frame []byte
+	if e == nil {
+		frame = envelope.AppendResult(make([]byte, 0, len(callID)+len(method)+len(payload)+10), callID, 0, "", payload, log, nil)
+	} else {
+		frame = envelope.AppendResult(nil, callID, uint32(wireCode(e)), wireReason(e), nil, log, e.Details())
+	}
+	return envelope.AppendResultMethod(frame, string(method))
 }
 
 // SendStatus sends a progress message for the call being handled, through

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"io/fs"
 	"os"
@@ -123,6 +124,31 @@ func TestSupportedFeatures(t *testing.T) {
 func TestNoServiceNoFile(t *testing.T) {
 	rsp := runPlugin(t, request(t, "descriptors.binpb", "gentest/types/v1/types.proto"))
 	require.Empty(t, rsp.GetError())
+	assert.Empty(t, rsp.GetFile())
+}
+
+// TestProgressMessageNotFound checks that a progress option naming no
+// message fails the run with an error naming the method and the name.
+func TestProgressMessageNotFound(t *testing.T) {
+	const file = "gentest/v1/ledger.proto"
+	req := request(t, "descriptors.binpb", file, "gentest/types/v1/types.proto")
+	m := findMethod(t, req, file, "AuditService", "Rebuild")
+	m.Options = nil
+	rsp := runPlugin(t, req)
+	require.Empty(t, rsp.GetError(), "a method without the option is fine")
+	for _, f := range rsp.GetFile() {
+		assert.NotContains(t, f.GetContent(), "ReportRebuildProgress")
+	}
+
+	req = request(t, "descriptors.binpb", file, "gentest/types/v1/types.proto")
+	m = findMethod(t, req, file, "AuditService", "Rebuild")
+	b, err := proto.Marshal(m.Options)
+	require.NoError(t, err)
+	b = bytes.Replace(b, []byte("RebuildProgress"), []byte("RebuildProgresz"), 1)
+	m.Options = &descriptorpb.MethodOptions{}
+	require.NoError(t, proto.Unmarshal(b, m.Options))
+	rsp = runPlugin(t, req)
+	assert.Equal(t, file+`: method gentest.v1.AuditService.Rebuild: progress message "RebuildProgresz" not found (give a full name, or a message of package gentest.v1, in a file this one imports)`, rsp.GetError())
 	assert.Empty(t, rsp.GetFile())
 }
 

@@ -113,6 +113,7 @@ func TestProtoc(t *testing.T) {
 		out := t.TempDir()
 		args := append([]string{
 			"-I", "testdata/proto",
+			"-I", "../proto", // bankrpc/options/v1/options.proto
 			"--plugin=protoc-gen-bankrpc=" + bin,
 			"--bankrpc_out=" + out,
 			"--bankrpc_opt=paths=source_relative",

@@ -26,6 +26,11 @@ type Call struct {
 	// from backends that carry progress messages (see StatusCapable). It is
 	// called from a backend goroutine and must not block.
 	OnStatus func(frame []byte)
+	// Sent, when not nil, is called once, from a backend goroutine, when a
+	// backend that confirms sends (see SendConfirmer) holds the request
+	// safely: AMQP when the broker confirmed it (it is then durable). It
+	// must not block.
+	Sent func()
 }
 
 // ClientTransport is the client half of a backend: it moves one encoded
@@ -160,4 +165,49 @@ func StatusSinkFromContext(ctx context.Context) StatusSink {
 // backend without it simply never calls OnStatus.
 type StatusCapable interface {
 	CarriesStatus() bool
+}
+
+// SendConfirmer is implemented by client backends that call Call.Sent once a
+// request is held safely (AMQP: confirmed by the broker, durable). The
+// runtime's Submit waits for it before it returns, so that a process may
+// exit right after submitting. Backends without it hold a request only in
+// the process: Submit returns at once.
+type SendConfirmer interface {
+	ConfirmsSends() bool
+}
+
+// KeptResult is a reply a ResultKeeper holds for a call no caller waits for
+// in this process: a reply frame, or the error that ended the call (AMQP's
+// error queue).
+type KeptResult struct {
+	CallID string
+	Frame  []byte
+	Err    error
+}
+
+// ResultKeeper is implemented by client backends that keep the replies of
+// calls no RoundTrip waits for, until they are taken: replies to calls that
+// an earlier process of the same client submitted (AMQP: they wait in the
+// durable result queue of the client name, and reach the next process that
+// connects with that name). The runtime's Conn.Collect and Conn.Finished use
+// it for call ids this process did not submit. The methods are safe for
+// concurrent use.
+type ResultKeeper interface {
+	// KeptResults returns the replies kept now, once every reply that
+	// waited for the client when it was called has reached it (or ctx
+	// ended: then it returns ctx's error).
+	KeptResults(ctx context.Context) ([]KeptResult, error)
+	// WaitResult returns the reply kept for the call id, waiting for it to
+	// arrive until ctx ends (then it returns ctx's error). The reply stays
+	// kept until DropResult.
+	WaitResult(ctx context.Context, callID string) (KeptResult, error)
+	// DropResult forgets the reply kept for the call id, and reports
+	// whether there was one.
+	DropResult(callID string) bool
+	// KeepResult keeps frame, the reply of the call id, as if it had arrived
+	// for a call not in flight: the runtime's Conn.Close hands over the
+	// results of submitted calls that arrived and were not collected, so
+	// that the backend gives them back for a later process (AMQP: to the
+	// durable result queue, when the client closes).
+	KeepResult(callID string, frame []byte)
 }

@@ -48,6 +48,10 @@ const helpText = `commands:
   balance              print your balance
   help                 print this help
   quit                 log off and exit (so does the end of the input)
+  submit COMMAND       (amqp, --client-name) send deposit, withdraw, transfer or balance without
+                       waiting, even while no bank runs; prints the call id
+  collect [ID] [--wait] (amqp, --client-name) print the results of submitted calls, or of ID;
+                       --wait waits for ID's
 AMOUNT is a positive whole number of minor units (cents), e.g. 150; TO is an account id.
 `
 

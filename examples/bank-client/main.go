@@ -91,12 +91,14 @@ func run(ctx context.Context, p program) int {
 		asJSON              bool
 		clientName, callID  string
 		logFormat, logLevel string
+		wait                bool
 	)
 	bf.Register(fs, "how long each call may take before the client gives up with exit status 3", defaultTimeout)
 	fs.StringVar(&idFlag, "id", "", "your account `id` (required): a positive 32-bit integer; the account is opened on first use")
 	fs.BoolVar(&asJSON, "json", false, "print each reply as one JSON object: the response in protojson,\nor {\"error\":{\"code\":\"FAILED_PRECONDITION\",\"message\":\"...\"}}")
 	fs.StringVar(&clientName, "client-name", "", "amqp only: a stable client `name` for the durable reply queues, kept while the\nclient is away; one process at a time may use it (default: a fresh name per run)")
 	fs.StringVar(&callID, "call-id", "", "with one deposit, withdraw or transfer command: the call `id` this client printed\nfor a call whose outcome is unknown, to repeat it; the bank applies an id at most\nonce and answers a repeat with the recorded result (default: a fresh id)")
+	fs.BoolVar(&wait, "wait", false, "with collect ID: wait until the bank has answered the call")
 	fs.StringVar(&logFormat, "log-format", "text", "`format` of the transport's log lines on stderr: text or json")
 	fs.StringVar(&logLevel, "log-level", "error", "the least `level` logged: debug, info, warn or error")
 
@@ -127,7 +129,16 @@ func run(ctx context.Context, p program) int {
 		return usageFailure(p.stderr, err)
 	}
 	var cmd *command
-	if fs.NArg() > 0 {
+	later := fs.NArg() > 0 && (fs.Arg(0) == cmdSubmit || fs.Arg(0) == cmdCollect)
+	var lc laterCommand
+	if later {
+		if err := checkSubmitTarget(t, clientName); err != nil {
+			return usageFailure(p.stderr, err)
+		}
+		if lc, err = parseLater(fs.Args(), wait); err != nil {
+			return usageFailure(p.stderr, err)
+		}
+	} else if fs.NArg() > 0 {
 		c, err := parseCommand(fs.Args())
 		if err != nil {
 			return usageFailure(p.stderr, err)
@@ -157,6 +168,9 @@ func run(ctx context.Context, p program) int {
 	}
 	conn := bankrpc.NewConn(ct, bankrpc.WithDefaultTimeout(t.Timeout))
 	defer conn.Close()
+	if later {
+		return runLater(ctx, conn, id, lc, t.Timeout, p)
+	}
 	s := &session{
 		bank:      bankv1.NewBankClient(conn),
 		id:        id,
@@ -197,6 +211,30 @@ func run(ctx context.Context, p program) int {
 		defer cancel()
 	}
 	s.logOff(logOffCtx)
+	return status
+}
+
+// runLater runs submit COMMAND or collect [ID] [--wait]: no log-on, as the
+// bank need not run.
+func runLater(ctx context.Context, conn *bankrpc.Conn, account int32, lc laterCommand, timeout time.Duration, p program) int {
+	bank := bankv1.NewBankClient(conn)
+	var (
+		status int
+		err    error
+	)
+	if lc.submit {
+		status, err = submit(ctx, bank, account, lc.command, p.stdout, timeout)
+	} else {
+		if !lc.wait {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		status, err = collect(ctx, conn, bank, lc.id, lc.wait, p.stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(p.stderr, "bank-client: %s: %s\n", bankrpc.CodeOf(err), bankrpc.MessageOf(err))
+	}
 	return status
 }
 

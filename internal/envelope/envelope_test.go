@@ -33,6 +33,25 @@ func TestAppendRequestDecodesAsTheProtoMessage(t *testing.T) {
 	assert.False(t, v.Cancel)
 }
 
+func TestAppendAcceptStatusAndResultMethod(t *testing.T) {
+	frame := envelope.AppendAcceptStatus(envelope.AppendRequest(nil, "c-2", "/bank.v1.Bank/Balance", nil, 0, nil, 0))
+	var req wirev1.Request
+	require.NoError(t, proto.Unmarshal(frame, &req))
+	assert.True(t, proto.Equal(&wirev1.Request{CallId: "c-2", Method: "/bank.v1.Bank/Balance", AcceptStatus: true}, &req), "got %v", &req)
+	var v envelope.RequestView
+	require.NoError(t, envelope.DecodeRequestView(frame, 0, &v))
+	assert.True(t, v.AcceptStatus)
+
+	frame = envelope.AppendResultMethod(envelope.AppendResult(nil, []byte("c-2"), 0, "", []byte{8, 1}, []string{"read"}, nil), "/bank.v1.Bank/Balance")
+	var res wirev1.Result
+	require.NoError(t, proto.Unmarshal(frame, &res))
+	assert.True(t, proto.Equal(&wirev1.Result{CallId: "c-2", Payload: []byte{8, 1}, Log: []string{"read"}, Method: "/bank.v1.Bank/Balance"}, &res), "got %v", &res)
+	var rv envelope.ResultView
+	require.NoError(t, envelope.DecodeResultView(frame, 0, &rv))
+	assert.Equal(t, "/bank.v1.Bank/Balance", string(rv.Method))
+	assert.Equal(t, []string{"read"}, rv.Log)
+}
+
 func TestAppendCancel(t *testing.T) {
 	frame := envelope.AppendCancel(nil, "c-7")
 	var got wirev1.Request

@@ -23,6 +23,7 @@ const (
 	reqMetadata        protowire.Number = 5
 	reqCancel          protowire.Number = 6
 	reqFirstUnanswered protowire.Number = 7
+	reqAcceptStatus    protowire.Number = 8
 
 	resCallID  protowire.Number = 1
 	resCode    protowire.Number = 2
@@ -30,6 +31,7 @@ const (
 	resPayload protowire.Number = 4
 	resLog     protowire.Number = 5
 	resDetails protowire.Number = 6
+	resMethod  protowire.Number = 7
 
 	mapKey   protowire.Number = 1
 	mapValue protowire.Number = 2
@@ -49,6 +51,8 @@ type RequestView struct {
 	Cancel bool
 	// FirstUnanswered is Request.first_unanswered; 0 when absent.
 	FirstUnanswered uint64
+	// AcceptStatus is Request.accept_status.
+	AcceptStatus bool
 }
 
 // ResultView is a decoded result envelope. Its byte slices alias the frame it
@@ -63,6 +67,8 @@ type ResultView struct {
 	// Details are the encoded google.protobuf.Any details, aliasing the
 	// frame; nil when the result has none.
 	Details [][]byte
+	// Method is Result.method; empty when the server did not set it.
+	Method []byte
 }
 
 // AppendRequest appends the encoding of a request envelope to dst; md holds
@@ -96,6 +102,13 @@ func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUn
 		}
 	}
 	return dst
+}
+
+// AppendAcceptStatus appends Request.accept_status = true to dst, the
+// encoding of a request envelope (protobuf fields may come in any order).
+func AppendAcceptStatus(dst []byte) []byte {
+	dst = protowire.AppendTag(dst, reqAcceptStatus, protowire.VarintType)
+	return protowire.AppendVarint(dst, 1)
 }
 
 // AppendCancel appends the encoding of a cancel message for callID to dst.
@@ -141,6 +154,12 @@ func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload
 	return dst
 }
 
+// AppendResultMethod appends Result.method to dst, the encoding of a result
+// envelope; nothing when method is empty.
+func AppendResultMethod(dst []byte, method string) []byte {
+	return appendString(dst, resMethod, method)
+}
+
 func appendString(dst []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return dst
@@ -179,6 +198,8 @@ func DecodeRequestView(frame []byte, limit int, r *RequestView) error {
 			r.Cancel = v != 0
 		case num == reqFirstUnanswered && typ == protowire.VarintType:
 			r.FirstUnanswered = v
+		case num == reqAcceptStatus && typ == protowire.VarintType:
+			r.AcceptStatus = v != 0
 		}
 		return nil
 	})
@@ -222,6 +243,9 @@ func DecodeResultView(frame []byte, limit int, r *ResultView) error {
 		case num == resDetails && typ == protowire.BytesType:
 			r.Details = append(r.Details, b)
 			return validAny(b)
+		case num == resMethod && typ == protowire.BytesType:
+			r.Method = b
+			return validUTF8("method", b)
 		}
 		return nil
 	})

@@ -58,7 +58,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 echo "regen: descriptors.binpb (protoc)"
-protoc -I proto --include_imports --include_source_info \
+protoc -I proto -I ../../proto --include_imports --include_source_info \
 	--descriptor_set_out=descriptors.binpb "${CLASSIC[@]}"
 
 echo "regen: descriptors_editions.binpb (buf)"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,8 +25,11 @@ import (
 // flight at once (a caller retrying, or joining, a call): each publishes its
 // request, the server runs the call once and answers each, and the first
 // reply ends them all; the later ones are duplicates. Replies for calls no
-// longer in flight are kept for a while for a call re-issued with the same
-// id, then dropped (see ClientConfig.OrphanReplies).
+// longer in flight (the results of calls submitted by an earlier process of
+// the client name, in particular) are kept until collected (KeptResults,
+// WaitResult, DropResult: the runtime's Conn.Collect) or taken by a call
+// re-issued with the same id, up to ClientConfig.OrphanReplies; duplicates
+// of a reply delivered lately are dropped.
 //
 // A call whose ctx is canceled before its reply publishes a cancel message
 // (CancelExchange), best-effort, so that the server running it cancels the
@@ -52,12 +56,15 @@ type Client struct {
 	connector *connector
 	userID    string
 
-	mu      sync.Mutex         // guards pending, orphans, cancels, sess, closed
-	pending map[string][]*call // calls in flight by call id, oldest first
-	orphans orphans
-	cancels []string       // call ids whose cancel message is to be published, oldest first
-	sess    *clientSession // the session calls are published on; nil while reconnecting
-	closed  bool
+	mu       sync.Mutex         // guards pending, orphans, kept, answered, flushes, cancels, sess, closed
+	pending  map[string][]*call // calls in flight by call id, oldest first
+	orphans  orphans
+	kept     chan struct{}            // closed, and replaced, when a reply is added to orphans
+	answered recentIDs                // call ids answered or collected here lately: their duplicates are dropped
+	flushes  map[string]chan struct{} // flush markers published by KeptResults, closed when consumed
+	cancels  []string                 // call ids whose cancel message is to be published, oldest first
+	sess     *clientSession           // the session calls are published on; nil while reconnecting
+	closed   bool
 
 	cancelling inflight // cancel messages queued or not confirmed yet
 
@@ -70,6 +77,8 @@ type Client struct {
 var (
 	_ transport.ClientTransport = (*Client)(nil)
 	_ transport.StatusCapable   = (*Client)(nil)
+	_ transport.SendConfirmer   = (*Client)(nil)
+	_ transport.ResultKeeper    = (*Client)(nil)
 )
 
 // call is one call in flight.
@@ -78,6 +87,7 @@ type call struct {
 	frame    []byte
 	deadline time.Time
 	onStatus func([]byte)
+	sent     func()       // called when the broker confirmed the request; may be nil
 	outcome  chan outcome // buffered 1: receives the one outcome of the call
 
 	// Guarded by Client.mu.
@@ -113,6 +123,8 @@ func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, er
 		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
 		pending:   make(map[string][]*call),
 		orphans:   newOrphans(cfg.OrphanReplies, cfg.OrphanTTL),
+		kept:      make(chan struct{}),
+		flushes:   make(map[string]chan struct{}),
 		done:      make(chan struct{}),
 	}
 	c.connector.events = cfg.Events
@@ -155,13 +167,14 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 	if c.cfg.MaxFrameSize > 0 && len(tc.Frame) > c.cfg.MaxFrameSize {
 		return nil, status.Errorf(status.ResourceExhausted, "amqp: %s request frame of %d bytes exceeds the limit of %d bytes", tc.Method, len(tc.Frame), c.cfg.MaxFrameSize)
 	}
-	pc := &call{id: tc.ID, frame: tc.Frame, deadline: tc.Deadline, onStatus: tc.OnStatus, outcome: make(chan outcome, 1)}
+	pc := &call{id: tc.ID, frame: tc.Frame, deadline: tc.Deadline, onStatus: tc.OnStatus, sent: tc.Sent, outcome: make(chan outcome, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, transport.ErrClosed
 	}
 	if o, ok := c.orphans.take(tc.ID, time.Now()); ok {
+		c.answered.add(tc.ID)
 		c.mu.Unlock()
 		return o.frame, o.err
 	}
@@ -192,7 +205,10 @@ func (c *Client) RoundTrip(ctx context.Context, tc *transport.Call) ([]byte, err
 // returns. The calls in flight are not canceled: their requests stay queued
 // (a client restarted with the same name learns their outcome by issuing
 // them again). Cancel messages of calls canceled before are given up to a
-// second to be confirmed by the broker.
+// second to be confirmed by the broker. Replies kept for calls not in flight
+// and not collected (see KeptResults) are given back to the client's durable
+// queues on a connection of their own, for up to 3 seconds, so that the
+// next process with the client name gets them.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.flushCancels()
@@ -202,6 +218,7 @@ func (c *Client) Close() error {
 		close(c.done)
 		c.stop()
 		c.wg.Wait()
+		c.returnKept()
 	})
 	return nil
 }
@@ -238,22 +255,45 @@ func (c *Client) finish(pc *call, o outcome) {
 }
 
 // deliver ends every call in flight with the call id with o, or keeps o for
-// a re-issued call when none is.
+// Collect or a re-issued call when none is, unless it is a duplicate of a
+// reply delivered lately, or a KeptResults marker.
 func (c *Client) deliver(id string, o outcome) {
 	c.mu.Lock()
-	calls := c.pending[id]
-	if calls != nil {
-		delete(c.pending, id)
-	} else {
-		c.orphans.put(id, o, time.Now())
+	if strings.HasPrefix(id, flushPrefix) {
+		if done := c.flushes[id]; done != nil {
+			delete(c.flushes, id)
+			close(done)
+		}
+		c.mu.Unlock()
+		return // a marker of this process, or a stale one of an earlier process
 	}
+	calls := c.pending[id]
+	duplicate, evicted := false, c.orphans.evicted
+	switch {
+	case calls != nil:
+		delete(c.pending, id)
+		c.answered.add(id)
+	case c.answered.has(id):
+		duplicate = true
+	default:
+		c.orphans.put(id, o, time.Now())
+		close(c.kept)
+		c.kept = make(chan struct{})
+	}
+	evicted = c.orphans.evicted - evicted
 	c.mu.Unlock()
 	for _, pc := range calls {
 		pc.outcome <- o
 	}
-	if calls == nil {
+	switch {
+	case duplicate:
+		c.connector.logger.Debug("amqp: dropped a duplicate reply", "call_id", id)
+	case calls == nil:
 		c.connector.logger.Debug("amqp: kept a reply for a call not in flight", "call_id", id)
 		c.connector.emit(transport.EventDroppedReply, reasonNoCall)
+	}
+	if evicted > 0 {
+		c.connector.logger.Warn("amqp: dropped the oldest kept replies: more replies for calls not in flight than ClientConfig.OrphanReplies", "dropped", evicted, "limit", c.cfg.OrphanReplies)
 	}
 }
 
@@ -276,6 +316,9 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 		c.mu.Lock()
 		pc.confirmed = true
 		c.mu.Unlock()
+		if pc.sent != nil {
+			pc.sent()
+		}
 	case confirmNacked:
 		c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
 	case confirmLost:

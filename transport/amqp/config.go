@@ -32,8 +32,7 @@ const (
 	DefaultPrefetch       = 64
 	DefaultDeliveryLimit  = 10
 	DefaultResultPrefetch = 256
-	DefaultOrphanReplies  = 1024
-	DefaultOrphanTTL      = 10 * time.Minute
+	DefaultOrphanReplies  = 10000
 	DefaultAnonymousTTL   = time.Hour
 	DefaultReconnectMin   = 50 * time.Millisecond
 	DefaultReconnectMax   = 5 * time.Second
@@ -76,12 +75,15 @@ type ClientConfig struct {
 	// not the connection's user, so servers can trust it as the caller's
 	// identity (transport.Peer.Identity).
 	NoUserID bool
-	// OrphanReplies is how many replies to calls not in flight (a reply that
-	// arrived after its caller gave up, or the reply to a call made before a
-	// restart) are kept for a call re-issued with the same call id
-	// (bankrpc.WithCallID); default DefaultOrphanReplies.
+	// OrphanReplies is how many replies to calls not in flight (the reply
+	// to a call submitted before a restart, a reply that arrived after its
+	// caller gave up) are kept until they are collected (bankrpc.Conn.Collect)
+	// or taken by a call re-issued with the same call id (bankrpc.WithCallID);
+	// default DefaultOrphanReplies. Beyond it the oldest is dropped, with a
+	// warning in the log: it has been acknowledged, so it is lost.
 	OrphanReplies int
-	// OrphanTTL is how long such a reply is kept (default DefaultOrphanTTL).
+	// OrphanTTL, when positive, is how long such a reply is kept at most.
+	// Default: no limit.
 	OrphanTTL time.Duration
 	// MaxFrameSize, when positive, is the largest request frame sent and
 	// reply frame accepted: a larger request fails with RESOURCE_EXHAUSTED
@@ -209,7 +211,6 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 	}
 	c.Prefetch = orDefault(c.Prefetch, DefaultResultPrefetch)
 	c.OrphanReplies = orDefault(c.OrphanReplies, DefaultOrphanReplies)
-	c.OrphanTTL = orDefault(c.OrphanTTL, DefaultOrphanTTL)
 	c.ReconnectMin = orDefault(c.ReconnectMin, DefaultReconnectMin)
 	c.ReconnectMax = max(orDefault(c.ReconnectMax, DefaultReconnectMax), c.ReconnectMin)
 	if c.ConnectionName == "" {

@@ -9,16 +9,18 @@ type outcome struct {
 	err   error
 }
 
-// orphans keeps outcomes that arrived for calls not in flight: the reply of
-// a call whose caller gave up, a duplicate reply after a redelivery, or the
-// reply to a call made before the client restarted. A call re-issued with the
-// same call id takes its outcome from here instead of asking the server
-// again. At most max outcomes are kept, each for at most ttl; the oldest go
-// first. It is not safe for concurrent use (Client.mu guards it).
+// orphans keeps outcomes that arrived for calls not in flight: the reply to
+// a call submitted before the client restarted, the reply of a call whose
+// caller gave up, or a duplicate reply after a redelivery. Collect reads
+// them; a call re-issued with the same call id takes its outcome from here
+// instead of asking the server again. At most max outcomes are kept, each
+// for at most ttl when ttl is positive; the oldest go first (evicted counts
+// them). It is not safe for concurrent use (Client.mu guards it).
 type orphans struct {
-	max  int
-	ttl  time.Duration
-	byID map[string]orphan
+	max     int
+	ttl     time.Duration
+	byID    map[string]orphan
+	evicted int
 	// order lists insertions, oldest first; entries for ids taken since are
 	// skipped when they reach the front.
 	order []orphanRef
@@ -49,6 +51,25 @@ func (m *orphans) put(id string, o outcome, now time.Time) {
 	m.prune(now)
 }
 
+// get returns the outcome kept for id, leaving it kept.
+func (m *orphans) get(id string, now time.Time) (outcome, bool) {
+	m.prune(now)
+	e, ok := m.byID[id]
+	return e.o, ok
+}
+
+// all returns the ids and outcomes kept, oldest first.
+func (m *orphans) all(now time.Time) (ids []string, os []outcome) {
+	m.prune(now)
+	for _, ref := range m.order {
+		if e, ok := m.byID[ref.id]; ok && e.at.Equal(ref.at) {
+			ids = append(ids, ref.id)
+			os = append(os, e.o)
+		}
+	}
+	return ids, os
+}
+
 // take removes and returns the outcome kept for id.
 func (m *orphans) take(id string, now time.Time) (outcome, bool) {
 	m.prune(now)
@@ -64,11 +85,12 @@ func (m *orphans) prune(now time.Time) {
 		ref := m.order[0]
 		e, ok := m.byID[ref.id]
 		live := ok && e.at.Equal(ref.at)
-		if live && len(m.byID) <= m.max && now.Sub(ref.at) < m.ttl {
+		if live && len(m.byID) <= m.max && (m.ttl <= 0 || now.Sub(ref.at) < m.ttl) {
 			return
 		}
 		if live {
 			delete(m.byID, ref.id)
+			m.evicted++
 		}
 		m.order[0] = orphanRef{}
 		m.order = m.order[1:]

@@ -62,6 +62,19 @@ func TestDocumentedPermissions(t *testing.T) {
 	assert.Equal(t, "allowed", resp.GetTag())
 	assert.Equal(t, alice, resp.GetPeerIdentity(), "the validated user-id is the caller's identity")
 
+	// Finished cannot publish its marker to the default exchange with these
+	// permissions: it waits for the result queue to drain instead.
+	rc := bankrpc.NewConn(c)
+	id, err := testv1.NewTestServiceClient(rc).SubmitEcho(ctx, &testv1.EchoRequest{Tag: "submitted"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		fin, err := rc.Finished(ctx)
+		require.NoError(t, err)
+		return len(fin) == 1 && fin[0].ID == id
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = tc.Echo(ctx, &testv1.EchoRequest{Tag: "still connected"})
+	require.NoError(t, err, "the refused marker did not disturb the client's session")
+
 	// A cancel goes through bankrpc.cancels and the server's cancel queue.
 	callCtx, cancel := context.WithCancel(ctx)
 	go func() {

@@ -122,6 +122,9 @@ func (s *testService) Echo(ctx context.Context, in *testv1.EchoRequest) (*testv1
 			return nil, err
 		}
 	}
+	for _, l := range in.GetLog() {
+		bankrpc.Log(ctx, l)
+	}
 	out := &testv1.EchoResponse{
 		Payload:  in.GetPayload(),
 		Tag:      in.GetTag(),
@@ -177,7 +180,10 @@ func (s *testService) Sleep(ctx context.Context, in *testv1.SleepRequest) (*test
 const zeroError = "a zero *bankrpc.Error"
 
 // Fail returns the requested error.
-func (s *testService) Fail(_ context.Context, in *testv1.FailRequest) (*testv1.FailResponse, error) {
+func (s *testService) Fail(ctx context.Context, in *testv1.FailRequest) (*testv1.FailResponse, error) {
+	for _, l := range in.GetLog() {
+		bankrpc.Log(ctx, l)
+	}
 	if in.GetMessage() == zeroError {
 		return nil, &bankrpc.Error{}
 	}
@@ -200,6 +206,23 @@ func (s *testService) Progress(ctx context.Context, in *testv1.ProgressRequest) 
 		sent++
 	}
 	return &testv1.ProgressResponse{Sent: sent}, nil
+}
+
+// Steps reports the requested number of typed progress messages, pausing
+// after each, then returns.
+func (s *testService) Steps(ctx context.Context, in *testv1.StepsRequest) (*testv1.StepsResponse, error) {
+	var reported int32
+	for i := range in.GetSteps() {
+		if testv1.ReportStepsProgress(ctx, &testv1.Step{Done: i + 1, Total: in.GetSteps()}) == nil {
+			reported++
+		}
+		select {
+		case <-time.After(time.Duration(in.GetPauseNanos())):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &testv1.StepsResponse{Reported: reported}, nil
 }
 
 // metadataPairs lists the caller's metadata as sorted "key=value" strings.

@@ -95,6 +95,9 @@ func Run(t *testing.T, f Features, newEndpoint func(t *testing.T) Endpoint) {
 		{"Contract/MetadataKeysValuesAndLimits", true, testMetadata, nil},
 		{"Contract/InterruptedCallIsRedelivered", f.Persistent, testInterruptedRedelivered, nil},
 		{"Status", f.Status, testStatus, nil},
+		{"TypedProgress", f.Status, testTypedProgress, nil},
+		{"Contract/LogLinesWithSuccessAndError", true, testLogLines, nil},
+		{"Contract/SubmitThenCollect", true, testSubmitCollect, nil},
 		{"ServerRestartMidCall", f.SurvivesServerRestart, testServerRestart, nil},
 		{"CallQueuedWhileNoServer", f.Persistent, testPersistent, nil},
 	}
@@ -549,6 +552,128 @@ func testStatus(t *testing.T, e *env) {
 		assert.Equal(t, fmt.Sprintf("step %d", step), s.Reason)
 		last = step
 	}
+}
+
+// testTypedProgress: a method whose proto names a progress message reports
+// it with Report<Method>Progress; the caller's On<Method>Progress gets it
+// typed, in order, with the result (best-effort: at least the last step
+// before the result, as the steps are paced).
+func testTypedProgress(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	var mu sync.Mutex
+	var got []*testv1.Step
+	resp, err := c.Steps(ctx, &testv1.StepsRequest{Steps: 3, PauseNanos: int64(20 * time.Millisecond)}, testv1.OnStepsProgress(func(s *testv1.Step) {
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}))
+	require.NoError(t, err)
+	assert.Equal(t, int32(3), resp.GetReported(), "the server's Report calls failed: the backend carries no progress for a caller that asks")
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 }, 5*time.Second, time.Millisecond,
+		"no progress reached the caller")
+	mu.Lock()
+	defer mu.Unlock()
+	last := int32(0)
+	for _, s := range got {
+		assert.Greater(t, s.GetDone(), last, "progress out of order: %v", got)
+		assert.Equal(t, int32(3), s.GetTotal())
+		last = s.GetDone()
+	}
+	assert.Equal(t, int32(3), last, "the last progress (the latest wins) did not arrive: %v", got)
+}
+
+// testLogLines: the lines a handler adds with bankrpc.Log travel with its
+// result, success or error: LogLines reads them, and so does the error.
+func testLogLines(t *testing.T, e *env) {
+	ctx := testCtx(t, 20*time.Second)
+	c := e.client(t)
+	var lines []string
+	_, err := c.Echo(ctx, &testv1.EchoRequest{Log: []string{"read the account", "applied"}}, bankrpc.LogLines(&lines))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read the account", "applied"}, lines)
+
+	lines = nil
+	_, err = c.Fail(ctx, &testv1.FailRequest{Code: uint32(bankrpc.FailedPrecondition), Message: "insufficient funds", Log: []string{"balance 120", "asked 500"}}, bankrpc.LogLines(&lines))
+	requireCode(t, bankrpc.FailedPrecondition, err)
+	var be *bankrpc.Error
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, []string{"balance 120", "asked 500"}, be.Log(), "the error carries the log lines")
+	assert.Equal(t, []string{"balance 120", "asked 500"}, lines)
+
+	// Bounded: a handler that logs too much gets its lines cut, and told so.
+	many := make([]string, bankrpc.MaxLogLines+5)
+	for i := range many {
+		many[i] = fmt.Sprintf("line %d", i)
+	}
+	lines = nil
+	_, err = c.Echo(ctx, &testv1.EchoRequest{Log: many}, bankrpc.LogLines(&lines))
+	require.NoError(t, err)
+	require.Len(t, lines, bankrpc.MaxLogLines+1)
+	assert.Equal(t, many[:bankrpc.MaxLogLines], lines[:bankrpc.MaxLogLines])
+	assert.Contains(t, lines[bankrpc.MaxLogLines], "5 more log lines dropped")
+}
+
+// testSubmitCollect: a submitted call's result is collected later by the
+// same process, typed; Pending, Finished and Forget see it; a result of one
+// method is not collected as another's.
+func testSubmitCollect(t *testing.T, e *env) {
+	ctx := testCtx(t, 30*time.Second)
+	conn := e.conn(t)
+	c := testv1.NewTestServiceClient(conn)
+	slow, err := c.SubmitSleep(ctx, &testv1.SleepRequest{Nanos: int64(300 * time.Millisecond)})
+	require.NoError(t, err)
+	fast, err := c.SubmitEcho(ctx, &testv1.EchoRequest{Tag: "submitted", Log: []string{"echoed"}})
+	require.NoError(t, err)
+	failed, err := c.SubmitFail(ctx, &testv1.FailRequest{Code: uint32(bankrpc.NotFound), Message: "no such account"})
+	require.NoError(t, err)
+	assert.NotEqual(t, fast, slow)
+
+	_, err = c.CollectSleep(ctx, fast)
+	requireCode(t, bankrpc.FailedPrecondition, err)
+
+	var lines []string
+	echo, err := c.CollectEcho(ctx, fast, bankrpc.LogLines(&lines))
+	require.NoError(t, err)
+	assert.Equal(t, "submitted", echo.GetTag())
+	assert.Equal(t, string(fast), echo.GetCallId(), "the call id Submit returned is the one the server saw")
+	assert.Equal(t, []string{"echoed"}, lines)
+	assert.Contains(t, []bankrpc.Code{bankrpc.NotFound, bankrpc.DeadlineExceeded}, bankrpc.CodeOf(collectOnce(c, fast)), "a collected result is gone")
+
+	require.Eventually(t, func() bool {
+		fin, err := conn.Finished(ctx)
+		require.NoError(t, err)
+		for _, f := range fin {
+			if f.ID == failed {
+				return f.Code == bankrpc.NotFound && f.Method == testv1.TestService_Fail_FullMethodName
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the failed call is not listed as finished")
+	_, err = c.CollectFail(ctx, failed)
+	requireCode(t, bankrpc.NotFound, err)
+	assert.Equal(t, "no such account", bankrpc.MessageOf(err))
+
+	sleep, err := c.CollectSleep(ctx, slow)
+	require.NoError(t, err)
+	assert.False(t, sleep.GetInterrupted())
+	assert.Empty(t, conn.Pending())
+
+	gone, err := c.SubmitSleep(ctx, &testv1.SleepRequest{Nanos: int64(3 * time.Second)})
+	require.NoError(t, err)
+	assert.Equal(t, []bankrpc.CallID{gone}, conn.Pending())
+	assert.True(t, conn.Forget(gone))
+	assert.Empty(t, conn.Pending())
+	assert.False(t, conn.Forget(gone))
+}
+
+// collectOnce tries to collect id again, briefly: over a backend that keeps
+// results across processes it waits for a result that never comes.
+func collectOnce(c testv1.TestServiceClient, id bankrpc.CallID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.CollectEcho(ctx, id)
+	return err
 }
 
 func testServerRestart(t *testing.T, e *env) {

@@ -1,6 +1,7 @@
 package zmq
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +83,7 @@ type Client struct {
 type request struct {
 	id       string
 	frame    []byte
+	onStatus func([]byte) // the caller's Call.OnStatus; may be nil
 	start    time.Time
 	done     chan delivery // capacity 1: the reply or error, or the lead
 	gaveUp   atomic.Bool   // the caller returned without a reply
@@ -252,7 +254,7 @@ func (c *Client) RoundTrip(ctx context.Context, call *transport.Call) ([]byte, e
 	if len(call.Frame) > c.cfg.MaxFrameSize {
 		return nil, status.Errorf(status.ResourceExhausted, "zmq: request frame of %d bytes exceeds the limit of %d bytes", len(call.Frame), c.cfg.MaxFrameSize)
 	}
-	r := &request{id: call.ID, frame: call.Frame, start: time.Now(), done: make(chan delivery, 1)}
+	r := &request{id: call.ID, frame: call.Frame, onStatus: call.OnStatus, start: time.Now(), done: make(chan delivery, 1)}
 	lead, ok := c.enter(r)
 	if !ok {
 		return nil, transport.ErrClosed
@@ -704,13 +706,19 @@ func (c *Client) readReplies(self *request) (woken int) {
 			}
 			return woken
 		}
-		body, ok := c.recvRest()
+		body, st, ok := c.recvRest()
 		if !ok {
-			c.log.Warn("zmq: dropped a reply that is not [call id, envelope]", "endpoint", c.endpoint)
+			c.log.Warn("zmq: dropped a reply that is not [call id, envelope] nor [call id, status marker, status]", "endpoint", c.endpoint)
 			emit(c.cfg.Events, transport.EventDroppedReply, reasonMalformed)
 			continue
 		}
 		r := c.pending[string(id)]
+		if st {
+			if r != nil {
+				r.status(body)
+			}
+			continue
+		}
 		if r == nil {
 			c.log.Debug("zmq: dropped a reply to no call in flight", "endpoint", c.endpoint, "call_id", string(id))
 			emit(c.cfg.Events, transport.EventDroppedReply, reasonNoCall)
@@ -728,20 +736,45 @@ func (c *Client) readReplies(self *request) (woken int) {
 	}
 }
 
-// recvRest reads the rest of a reply after its first frame: exactly one
-// more frame, the envelope.
-func (c *Client) recvRest() ([]byte, bool) {
-	frames := 0
-	var body []byte
+// recvRest reads the rest of a message after its first frame: one more
+// frame, the reply's envelope, or two, the status marker and a Status
+// envelope (st).
+func (c *Client) recvRest() (body []byte, st, ok bool) {
+	var frames [][]byte
 	for {
 		more, err := c.dealer.GetRcvmore()
-		if err != nil || !more {
-			return body, err == nil && frames == 1
+		if err != nil {
+			return nil, false, false
 		}
-		if body, err = c.dealer.RecvBytes(0); err != nil {
-			return nil, false
+		if !more {
+			break
 		}
-		frames++
+		b, err := c.dealer.RecvBytes(0)
+		if err != nil {
+			return nil, false, false
+		}
+		if len(frames) < 3 {
+			frames = append(frames, b)
+		}
+	}
+	switch {
+	case len(frames) == 1:
+		return frames[0], false, true
+	case len(frames) == 2 && bytes.Equal(frames[0], statusMarker):
+		return frames[1], true, true
+	}
+	return nil, false, false
+}
+
+// status hands a status frame to the callers of r that asked for statuses.
+func (r *request) status(frame []byte) {
+	if r.onStatus != nil && !r.gaveUp.Load() {
+		r.onStatus(frame)
+	}
+	for _, x := range r.extra {
+		if x.onStatus != nil && !x.gaveUp.Load() {
+			x.onStatus(frame)
+		}
 	}
 }
 
@@ -845,3 +878,11 @@ func (l *requestList) takeAll(from *requestList) {
 		l.pushBack(r)
 	}
 }
+
+var _ transport.StatusCapable = (*Client)(nil)
+
+// CarriesStatus reports that the client delivers status messages to
+// transport.Call.OnStatus: the server sends them to a DEALER client for
+// requests that ask for them (Request.accept_status, which the runtime sets
+// for a call with OnStatus or OnProgress).
+func (c *Client) CarriesStatus() bool { return true }

@@ -13,7 +13,7 @@ import (
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
-var features = transporttest.Features{ConcurrentHandlers: true, SurvivesServerRestart: true}
+var features = transporttest.Features{ConcurrentHandlers: true, Status: true, SurvivesServerRestart: true}
 
 // The plain-text backend, opened through the scheme registry as
 // bankrpc.Listen and bankrpc.Dial open it.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,11 +102,21 @@ const (
 
 // job is one request on its way through a worker and back to the owner.
 type job struct {
-	rid      []byte   // routing id of the peer's connection
-	route    [][]byte // frames between the routing id and the envelope, echoed
-	frame    []byte   // the request envelope
-	reply    []byte   // the handler's reply; nil sends nothing
-	identity string   // the peer's CURVE public key, when CURVE is on
+	rid      []byte      // routing id of the peer's connection
+	route    [][]byte    // frames between the routing id and the envelope, echoed
+	frame    []byte      // the request envelope
+	reply    []byte      // the handler's reply; nil sends nothing
+	identity string      // the peer's CURVE public key, when CURVE is on
+	status   *statusSlot // set on a job that carries a status, not a reply
+}
+
+// statusSlot holds the latest status of one call not sent yet: a handler's
+// statuses replace each other while they wait for the socket (the latest
+// wins), so a fast reporter never floods the mailbox. mu guards the rest.
+type statusSlot struct {
+	mu     sync.Mutex
+	frame  []byte
+	queued bool // a job for this slot is in the mailbox
 }
 
 // reset empties j for reuse, keeping the route slice's storage.
@@ -367,11 +378,7 @@ func (s *Server) lead() {
 		if polled[s.iBox].Events&zmq4.POLLIN != 0 {
 			s.box.drain()
 		}
-		s.replies = s.box.take(s.replies[:0])
-		for i, j := range s.replies {
-			s.done1(j)
-			s.replies[i] = nil
-		}
+		s.sendMail()
 		if s.iZAP >= 0 && polled[s.iZAP].Events&zmq4.POLLIN != 0 {
 			s.zap.serve()
 		}
@@ -462,6 +469,19 @@ func (s *Server) newJob() *job {
 	return new(job)
 }
 
+// sendMail sends the replies and statuses in the mailbox, in order.
+func (s *Server) sendMail() {
+	s.replies = s.box.take(s.replies[:0])
+	for i, j := range s.replies {
+		if j.status != nil {
+			s.sendStatus(j)
+		} else {
+			s.done1(j)
+		}
+		s.replies[i] = nil
+	}
+}
+
 // done1 sends j's reply and recycles j.
 func (s *Server) done1(j *job) {
 	s.send(j)
@@ -498,6 +518,7 @@ func (s *Server) runInline(j *job) bool {
 		s.box.put(j)
 		return false
 	}
+	s.sendMail() // the handler's statuses go before its reply
 	s.done1(j)
 	return true
 }
@@ -604,6 +625,56 @@ func (s *Server) send(j *job) {
 	}
 }
 
+// statusMarker is the frame before a Status envelope in a status message,
+// [route frames] [statusMarker] [Status], which a DEALER client tells from
+// a reply, [route frames] [Result], by its number of frames.
+var statusMarker = []byte("bankrpc.wire.v1.Status")
+
+// statusSink returns the sink of the statuses of j's call, sent to its
+// caller ahead of the reply when the request asked for them
+// (Request.accept_status): the latest one not sent yet wins.
+func (s *Server) statusSink(j *job) transport.StatusSink {
+	slot := &statusSlot{}
+	rid, route := j.rid, slices.Clone(j.route)
+	return func(_ context.Context, frame []byte) error {
+		slot.mu.Lock()
+		slot.frame = append(slot.frame[:0], frame...)
+		queue := !slot.queued
+		slot.queued = true
+		slot.mu.Unlock()
+		if queue && !s.box.put(&job{rid: rid, route: route, status: slot}) {
+			return status.Errorf(status.Unavailable, "zmq: server %s is closed", s.addr)
+		}
+		return nil
+	}
+}
+
+// sendStatus sends the latest status of j's slot; best-effort: it is
+// dropped when the peer's queue is full or the peer is gone.
+func (s *Server) sendStatus(j *job) {
+	j.status.mu.Lock()
+	frame := append([]byte(nil), j.status.frame...)
+	j.status.queued = false
+	j.status.mu.Unlock()
+	if _, err := s.router.SendBytes(j.rid, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
+		s.log.Debug("zmq: status dropped", "peer", hex.EncodeToString(j.rid), "error", err)
+		return
+	}
+	for _, r := range j.route {
+		if _, err := s.router.SendBytes(r, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
+			s.log.Error("zmq: send a status", "peer", hex.EncodeToString(j.rid), "error", err)
+			return
+		}
+	}
+	if _, err := s.router.SendBytes(statusMarker, zmq4.SNDMORE|zmq4.DONTWAIT); err != nil {
+		s.log.Error("zmq: send a status", "peer", hex.EncodeToString(j.rid), "error", err)
+		return
+	}
+	if _, err := s.router.SendBytes(frame, zmq4.DONTWAIT); err != nil {
+		s.log.Error("zmq: send a status", "peer", hex.EncodeToString(j.rid), "error", err)
+	}
+}
+
 // handle runs the Handler for j and returns the reply to send, nil for none.
 // A Handler that panics (a bankrpc.Server never does) is answered INTERNAL,
 // as the runtime answers a handler's panic.
@@ -615,7 +686,11 @@ func (s *Server) handle(j *job) (reply []byte) {
 			reply = internalResult(j.frame)
 		}
 	}()
-	reply, err := s.h.HandleFrame(transport.NewPeerContext(context.Background(), peer), j.frame)
+	ctx := transport.NewPeerContext(context.Background(), peer)
+	if boolField(j.frame, requestAcceptStatusField) {
+		ctx = transport.NewStatusContext(ctx, s.statusSink(j))
+	}
+	reply, err := s.h.HandleFrame(ctx, j.frame)
 	if err != nil && !errors.Is(err, transport.ErrNotServed) {
 		// Refused, with an error result to send. ErrNotServed needs no log:
 		// its UNAVAILABLE result is sent all the same, as ZeroMQ cannot give
@@ -634,20 +709,24 @@ func internalResult(frame []byte) []byte {
 
 // isCancel reports whether frame is a cancel message (Request.cancel set),
 // reading only its field tags: it is asked of every request.
-func isCancel(frame []byte) bool {
-	cancel := false
+func isCancel(frame []byte) bool { return boolField(frame, requestCancelField) }
+
+// boolField reports whether the bool field want of the request frame is
+// set, reading only field tags.
+func boolField(frame []byte, want protowire.Number) bool {
+	set := false
 	for len(frame) > 0 {
 		num, typ, n := protowire.ConsumeTag(frame)
 		if n < 0 {
 			return false
 		}
 		frame = frame[n:]
-		if num == requestCancelField && typ == protowire.VarintType {
+		if num == want && typ == protowire.VarintType {
 			v, m := protowire.ConsumeVarint(frame)
 			if m < 0 {
 				return false
 			}
-			cancel = v != 0 // the last one counts, as in protobuf
+			set = v != 0 // the last one counts, as in protobuf
 			frame = frame[m:]
 			continue
 		}
@@ -657,8 +736,11 @@ func isCancel(frame []byte) bool {
 		}
 		frame = frame[m:]
 	}
-	return cancel
+	return set
 }
 
-// requestCancelField is the number of bankrpc.wire.v1.Request.cancel.
-const requestCancelField protowire.Number = 6
+// The numbers of bankrpc.wire.v1.Request.cancel and accept_status.
+const (
+	requestCancelField       protowire.Number = 6
+	requestAcceptStatusField protowire.Number = 8
+)

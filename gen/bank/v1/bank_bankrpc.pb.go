@@ -48,6 +48,55 @@ type BankClient interface {
 	// is an administrator's method: other callers get PERMISSION_DENIED. A
 	// limit below what the account already owes is FAILED_PRECONDITION.
 	SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error)
+	// SubmitOpen submits a Open call without waiting for its result; CollectOpen
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitOpen(ctx context.Context, in *OpenRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectOpen waits for the result of a Open call submitted with SubmitOpen.
+	// See bankrpc.Conn.Collect.
+	CollectOpen(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*OpenResponse, error)
+	// SubmitDeposit submits a Deposit call without waiting for its result; CollectDeposit
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitDeposit(ctx context.Context, in *DepositRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectDeposit waits for the result of a Deposit call submitted with SubmitDeposit.
+	// See bankrpc.Conn.Collect.
+	CollectDeposit(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*DepositResponse, error)
+	// SubmitWithdraw submits a Withdraw call without waiting for its result; CollectWithdraw
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitWithdraw(ctx context.Context, in *WithdrawRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectWithdraw waits for the result of a Withdraw call submitted with SubmitWithdraw.
+	// See bankrpc.Conn.Collect.
+	CollectWithdraw(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*WithdrawResponse, error)
+	// SubmitTransfer submits a Transfer call without waiting for its result; CollectTransfer
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitTransfer(ctx context.Context, in *TransferRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectTransfer waits for the result of a Transfer call submitted with SubmitTransfer.
+	// See bankrpc.Conn.Collect.
+	CollectTransfer(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*TransferResponse, error)
+	// SubmitBalance submits a Balance call without waiting for its result; CollectBalance
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitBalance(ctx context.Context, in *BalanceRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectBalance waits for the result of a Balance call submitted with SubmitBalance.
+	// See bankrpc.Conn.Collect.
+	CollectBalance(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*BalanceResponse, error)
+	// SubmitClose submits a Close call without waiting for its result; CollectClose
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitClose(ctx context.Context, in *CloseRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectClose waits for the result of a Close call submitted with SubmitClose.
+	// See bankrpc.Conn.Collect.
+	CollectClose(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CloseResponse, error)
+	// SubmitSetCreditLimit submits a SetCreditLimit call without waiting for its result; CollectSetCreditLimit
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSetCreditLimit waits for the result of a SetCreditLimit call submitted with SubmitSetCreditLimit.
+	// See bankrpc.Conn.Collect.
+	CollectSetCreditLimit(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error)
 }
 
 type bankClient struct {
@@ -111,6 +160,90 @@ func (c *bankClient) Close(ctx context.Context, in *CloseRequest, opts ...bankrp
 func (c *bankClient) SetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error) {
 	out := new(SetCreditLimitResponse)
 	if err := c.cc.Invoke(ctx, Bank_SetCreditLimit_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitOpen(ctx context.Context, in *OpenRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Open_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectOpen(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*OpenResponse, error) {
+	out := new(OpenResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Open_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitDeposit(ctx context.Context, in *DepositRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Deposit_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectDeposit(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*DepositResponse, error) {
+	out := new(DepositResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Deposit_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitWithdraw(ctx context.Context, in *WithdrawRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Withdraw_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectWithdraw(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*WithdrawResponse, error) {
+	out := new(WithdrawResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Withdraw_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitTransfer(ctx context.Context, in *TransferRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Transfer_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectTransfer(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*TransferResponse, error) {
+	out := new(TransferResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Transfer_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitBalance(ctx context.Context, in *BalanceRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Balance_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectBalance(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*BalanceResponse, error) {
+	out := new(BalanceResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Balance_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitClose(ctx context.Context, in *CloseRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_Close_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectClose(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CloseResponse, error) {
+	out := new(CloseResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_Close_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bankClient) SubmitSetCreditLimit(ctx context.Context, in *SetCreditLimitRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Bank_SetCreditLimit_FullMethodName, in, opts...)
+}
+
+func (c *bankClient) CollectSetCreditLimit(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SetCreditLimitResponse, error) {
+	out := new(SetCreditLimitResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Bank_SetCreditLimit_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

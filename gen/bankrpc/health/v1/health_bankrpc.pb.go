@@ -24,6 +24,13 @@ type HealthClient interface {
 	// the empty name asks about the server as a whole. A service the server
 	// has no status for is answered NOT_FOUND.
 	Check(ctx context.Context, in *CheckRequest, opts ...bankrpc.CallOption) (*CheckResponse, error)
+	// SubmitCheck submits a Check call without waiting for its result; CollectCheck
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitCheck(ctx context.Context, in *CheckRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectCheck waits for the result of a Check call submitted with SubmitCheck.
+	// See bankrpc.Conn.Collect.
+	CollectCheck(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CheckResponse, error)
 }
 
 type healthClient struct {
@@ -39,6 +46,18 @@ func NewHealthClient(cc bankrpc.ClientConnInterface) HealthClient {
 func (c *healthClient) Check(ctx context.Context, in *CheckRequest, opts ...bankrpc.CallOption) (*CheckResponse, error) {
 	out := new(CheckResponse)
 	if err := c.cc.Invoke(ctx, Health_Check_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *healthClient) SubmitCheck(ctx context.Context, in *CheckRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, Health_Check_FullMethodName, in, opts...)
+}
+
+func (c *healthClient) CollectCheck(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CheckResponse, error) {
+	out := new(CheckResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, Health_Check_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

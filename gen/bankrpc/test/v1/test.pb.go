@@ -11,6 +11,7 @@
 package testv1
 
 import (
+	_ "github.com/bankrpc/bankrpc/gen/bankrpc/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -24,6 +25,162 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// StepsRequest says how many steps to report.
+type StepsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many Step progress messages to report before returning.
+	Steps int32 `protobuf:"varint,1,opt,name=steps,proto3" json:"steps,omitempty"`
+	// Nanoseconds to wait after each step.
+	PauseNanos    int64 `protobuf:"varint,2,opt,name=pause_nanos,json=pauseNanos,proto3" json:"pause_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepsRequest) Reset() {
+	*x = StepsRequest{}
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepsRequest) ProtoMessage() {}
+
+func (x *StepsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepsRequest.ProtoReflect.Descriptor instead.
+func (*StepsRequest) Descriptor() ([]byte, []int) {
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StepsRequest) GetSteps() int32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *StepsRequest) GetPauseNanos() int64 {
+	if x != nil {
+		return x.PauseNanos
+	}
+	return 0
+}
+
+// StepsResponse tells how many steps the backend accepted.
+type StepsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Progress messages the backend accepted.
+	Reported      int32 `protobuf:"varint,1,opt,name=reported,proto3" json:"reported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepsResponse) Reset() {
+	*x = StepsResponse{}
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepsResponse) ProtoMessage() {}
+
+func (x *StepsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepsResponse.ProtoReflect.Descriptor instead.
+func (*StepsResponse) Descriptor() ([]byte, []int) {
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StepsResponse) GetReported() int32 {
+	if x != nil {
+		return x.Reported
+	}
+	return 0
+}
+
+// Step is the progress message of Steps.
+type Step struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step number, from 1.
+	Done int32 `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`
+	// How many steps there are.
+	Total         int32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Step) Reset() {
+	*x = Step{}
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Step) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Step) ProtoMessage() {}
+
+func (x *Step) ProtoReflect() protoreflect.Message {
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Step.ProtoReflect.Descriptor instead.
+func (*Step) Descriptor() ([]byte, []int) {
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Step) GetDone() int32 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *Step) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
 
 // WorkRequest names a counter and how long to work.
 type WorkRequest struct {
@@ -41,7 +198,7 @@ type WorkRequest struct {
 
 func (x *WorkRequest) Reset() {
 	*x = WorkRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +210,7 @@ func (x *WorkRequest) String() string {
 func (*WorkRequest) ProtoMessage() {}
 
 func (x *WorkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[0]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +223,7 @@ func (x *WorkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkRequest.ProtoReflect.Descriptor instead.
 func (*WorkRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{0}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WorkRequest) GetKey() string {
@@ -103,7 +260,7 @@ type WorkResponse struct {
 
 func (x *WorkResponse) Reset() {
 	*x = WorkResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +272,7 @@ func (x *WorkResponse) String() string {
 func (*WorkResponse) ProtoMessage() {}
 
 func (x *WorkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[1]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +285,7 @@ func (x *WorkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkResponse.ProtoReflect.Descriptor instead.
 func (*WorkResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{1}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WorkResponse) GetRun() int64 {
@@ -151,14 +308,16 @@ type EchoRequest struct {
 	// Returned as it is.
 	Payload []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
 	// A tag the caller uses to match replies to requests.
-	Tag           string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	Tag string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	// Lines the handler adds to the result's log (bankrpc.Log).
+	Log           []string `protobuf:"bytes,3,rep,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EchoRequest) Reset() {
 	*x = EchoRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +329,7 @@ func (x *EchoRequest) String() string {
 func (*EchoRequest) ProtoMessage() {}
 
 func (x *EchoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[2]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +342,7 @@ func (x *EchoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoRequest.ProtoReflect.Descriptor instead.
 func (*EchoRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{2}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EchoRequest) GetPayload() []byte {
@@ -198,6 +357,13 @@ func (x *EchoRequest) GetTag() string {
 		return x.Tag
 	}
 	return ""
+}
+
+func (x *EchoRequest) GetLog() []string {
+	if x != nil {
+		return x.Log
+	}
+	return nil
 }
 
 // EchoResponse tells what the server saw.
@@ -221,7 +387,7 @@ type EchoResponse struct {
 
 func (x *EchoResponse) Reset() {
 	*x = EchoResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +399,7 @@ func (x *EchoResponse) String() string {
 func (*EchoResponse) ProtoMessage() {}
 
 func (x *EchoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[3]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +412,7 @@ func (x *EchoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
 func (*EchoResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{3}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EchoResponse) GetPayload() []byte {
@@ -302,7 +468,7 @@ type SleepRequest struct {
 
 func (x *SleepRequest) Reset() {
 	*x = SleepRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +480,7 @@ func (x *SleepRequest) String() string {
 func (*SleepRequest) ProtoMessage() {}
 
 func (x *SleepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[4]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +493,7 @@ func (x *SleepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepRequest.ProtoReflect.Descriptor instead.
 func (*SleepRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{4}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SleepRequest) GetNanos() int64 {
@@ -348,7 +514,7 @@ type SleepResponse struct {
 
 func (x *SleepResponse) Reset() {
 	*x = SleepResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +526,7 @@ func (x *SleepResponse) String() string {
 func (*SleepResponse) ProtoMessage() {}
 
 func (x *SleepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[5]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +539,7 @@ func (x *SleepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepResponse.ProtoReflect.Descriptor instead.
 func (*SleepResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{5}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SleepResponse) GetInterrupted() bool {
@@ -389,14 +555,16 @@ type FailRequest struct {
 	// A canonical status code number.
 	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// The error message.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Lines the handler adds to the result's log (bankrpc.Log) before it fails.
+	Log           []string `protobuf:"bytes,3,rep,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FailRequest) Reset() {
 	*x = FailRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +576,7 @@ func (x *FailRequest) String() string {
 func (*FailRequest) ProtoMessage() {}
 
 func (x *FailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[6]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +589,7 @@ func (x *FailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailRequest.ProtoReflect.Descriptor instead.
 func (*FailRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{6}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FailRequest) GetCode() uint32 {
@@ -438,6 +606,13 @@ func (x *FailRequest) GetMessage() string {
 	return ""
 }
 
+func (x *FailRequest) GetLog() []string {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
 // FailResponse is never returned.
 type FailResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -447,7 +622,7 @@ type FailResponse struct {
 
 func (x *FailResponse) Reset() {
 	*x = FailResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +634,7 @@ func (x *FailResponse) String() string {
 func (*FailResponse) ProtoMessage() {}
 
 func (x *FailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[7]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +647,7 @@ func (x *FailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailResponse.ProtoReflect.Descriptor instead.
 func (*FailResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{7}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{10}
 }
 
 // PanicRequest gives the panic value.
@@ -486,7 +661,7 @@ type PanicRequest struct {
 
 func (x *PanicRequest) Reset() {
 	*x = PanicRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +673,7 @@ func (x *PanicRequest) String() string {
 func (*PanicRequest) ProtoMessage() {}
 
 func (x *PanicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[8]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +686,7 @@ func (x *PanicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PanicRequest.ProtoReflect.Descriptor instead.
 func (*PanicRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{8}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PanicRequest) GetMessage() string {
@@ -530,7 +705,7 @@ type PanicResponse struct {
 
 func (x *PanicResponse) Reset() {
 	*x = PanicResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +717,7 @@ func (x *PanicResponse) String() string {
 func (*PanicResponse) ProtoMessage() {}
 
 func (x *PanicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[9]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +730,7 @@ func (x *PanicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PanicResponse.ProtoReflect.Descriptor instead.
 func (*PanicResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{9}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{12}
 }
 
 // ProgressRequest says how many statuses to send.
@@ -569,7 +744,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +756,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[10]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +769,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{10}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProgressRequest) GetSteps() int32 {
@@ -615,7 +790,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +802,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bankrpc_test_v1_test_proto_msgTypes[11]
+	mi := &file_bankrpc_test_v1_test_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +815,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{11}
+	return file_bankrpc_test_v1_test_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProgressResponse) GetSent() int32 {
@@ -654,17 +829,27 @@ var File_bankrpc_test_v1_test_proto protoreflect.FileDescriptor
 
 const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\n" +
-	"\x1abankrpc/test/v1/test.proto\x12\x0fbankrpc.test.v1\"Z\n" +
+	"\x1abankrpc/test/v1/test.proto\x12\x0fbankrpc.test.v1\x1a bankrpc/options/v1/options.proto\"E\n" +
+	"\fStepsRequest\x12\x14\n" +
+	"\x05steps\x18\x01 \x01(\x05R\x05steps\x12\x1f\n" +
+	"\vpause_nanos\x18\x02 \x01(\x03R\n" +
+	"pauseNanos\"+\n" +
+	"\rStepsResponse\x12\x1a\n" +
+	"\breported\x18\x01 \x01(\x05R\breported\"0\n" +
+	"\x04Step\x12\x12\n" +
+	"\x04done\x18\x01 \x01(\x05R\x04done\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x05R\x05total\"Z\n" +
 	"\vWorkRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05nanos\x18\x02 \x01(\x03R\x05nanos\x12#\n" +
 	"\rignore_cancel\x18\x03 \x01(\bR\fignoreCancel\"B\n" +
 	"\fWorkResponse\x12\x10\n" +
 	"\x03run\x18\x01 \x01(\x03R\x03run\x12 \n" +
-	"\vinterrupted\x18\x02 \x01(\bR\vinterrupted\"9\n" +
+	"\vinterrupted\x18\x02 \x01(\bR\vinterrupted\"K\n" +
 	"\vEchoRequest\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x10\n" +
-	"\x03tag\x18\x02 \x01(\tR\x03tag\"\xc2\x01\n" +
+	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x10\n" +
+	"\x03log\x18\x03 \x03(\tR\x03log\"\xc2\x01\n" +
 	"\fEchoResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x17\n" +
@@ -675,10 +860,11 @@ const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\fSleepRequest\x12\x14\n" +
 	"\x05nanos\x18\x01 \x01(\x03R\x05nanos\"1\n" +
 	"\rSleepResponse\x12 \n" +
-	"\vinterrupted\x18\x01 \x01(\bR\vinterrupted\";\n" +
+	"\vinterrupted\x18\x01 \x01(\bR\vinterrupted\"M\n" +
 	"\vFailRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x0e\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x10\n" +
+	"\x03log\x18\x03 \x03(\tR\x03log\"\x0e\n" +
 	"\fFailResponse\"(\n" +
 	"\fPanicRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x0f\n" +
@@ -686,14 +872,17 @@ const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\x0fProgressRequest\x12\x14\n" +
 	"\x05steps\x18\x01 \x01(\x05R\x05steps\"&\n" +
 	"\x10ProgressResponse\x12\x12\n" +
-	"\x04sent\x18\x01 \x01(\x05R\x04sent2\xbd\x03\n" +
+	"\x04sent\x18\x01 \x01(\x05R\x04sent2\x91\x04\n" +
 	"\vTestService\x12C\n" +
 	"\x04Echo\x12\x1c.bankrpc.test.v1.EchoRequest\x1a\x1d.bankrpc.test.v1.EchoResponse\x12F\n" +
 	"\x05Sleep\x12\x1d.bankrpc.test.v1.SleepRequest\x1a\x1e.bankrpc.test.v1.SleepResponse\x12C\n" +
 	"\x04Fail\x12\x1c.bankrpc.test.v1.FailRequest\x1a\x1d.bankrpc.test.v1.FailResponse\x12F\n" +
 	"\x05Panic\x12\x1d.bankrpc.test.v1.PanicRequest\x1a\x1e.bankrpc.test.v1.PanicResponse\x12O\n" +
 	"\bProgress\x12 .bankrpc.test.v1.ProgressRequest\x1a!.bankrpc.test.v1.ProgressResponse\x12C\n" +
-	"\x04Work\x12\x1c.bankrpc.test.v1.WorkRequest\x1a\x1d.bankrpc.test.v1.WorkResponseB\xb5\x01\n" +
+	"\x04Work\x12\x1c.bankrpc.test.v1.WorkRequest\x1a\x1d.bankrpc.test.v1.WorkResponse\x12R\n" +
+	"\x05Steps\x12\x1d.bankrpc.test.v1.StepsRequest\x1a\x1e.bankrpc.test.v1.StepsResponse\"\n" +
+	"ړ\x19\x06\n" +
+	"\x04StepB\xb5\x01\n" +
 	"\x13com.bankrpc.test.v1B\tTestProtoP\x01Z5github.com/bankrpc/bankrpc/gen/bankrpc/test/v1;testv1\xa2\x02\x03BTX\xaa\x02\x0fBankrpc.Test.V1\xca\x02\x0fBankrpc\\Test\\V1\xe2\x02\x1bBankrpc\\Test\\V1\\GPBMetadata\xea\x02\x11Bankrpc::Test::V1b\x06proto3"
 
 var (
@@ -708,36 +897,41 @@ func file_bankrpc_test_v1_test_proto_rawDescGZIP() []byte {
 	return file_bankrpc_test_v1_test_proto_rawDescData
 }
 
-var file_bankrpc_test_v1_test_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_bankrpc_test_v1_test_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_bankrpc_test_v1_test_proto_goTypes = []any{
-	(*WorkRequest)(nil),      // 0: bankrpc.test.v1.WorkRequest
-	(*WorkResponse)(nil),     // 1: bankrpc.test.v1.WorkResponse
-	(*EchoRequest)(nil),      // 2: bankrpc.test.v1.EchoRequest
-	(*EchoResponse)(nil),     // 3: bankrpc.test.v1.EchoResponse
-	(*SleepRequest)(nil),     // 4: bankrpc.test.v1.SleepRequest
-	(*SleepResponse)(nil),    // 5: bankrpc.test.v1.SleepResponse
-	(*FailRequest)(nil),      // 6: bankrpc.test.v1.FailRequest
-	(*FailResponse)(nil),     // 7: bankrpc.test.v1.FailResponse
-	(*PanicRequest)(nil),     // 8: bankrpc.test.v1.PanicRequest
-	(*PanicResponse)(nil),    // 9: bankrpc.test.v1.PanicResponse
-	(*ProgressRequest)(nil),  // 10: bankrpc.test.v1.ProgressRequest
-	(*ProgressResponse)(nil), // 11: bankrpc.test.v1.ProgressResponse
+	(*StepsRequest)(nil),     // 0: bankrpc.test.v1.StepsRequest
+	(*StepsResponse)(nil),    // 1: bankrpc.test.v1.StepsResponse
+	(*Step)(nil),             // 2: bankrpc.test.v1.Step
+	(*WorkRequest)(nil),      // 3: bankrpc.test.v1.WorkRequest
+	(*WorkResponse)(nil),     // 4: bankrpc.test.v1.WorkResponse
+	(*EchoRequest)(nil),      // 5: bankrpc.test.v1.EchoRequest
+	(*EchoResponse)(nil),     // 6: bankrpc.test.v1.EchoResponse
+	(*SleepRequest)(nil),     // 7: bankrpc.test.v1.SleepRequest
+	(*SleepResponse)(nil),    // 8: bankrpc.test.v1.SleepResponse
+	(*FailRequest)(nil),      // 9: bankrpc.test.v1.FailRequest
+	(*FailResponse)(nil),     // 10: bankrpc.test.v1.FailResponse
+	(*PanicRequest)(nil),     // 11: bankrpc.test.v1.PanicRequest
+	(*PanicResponse)(nil),    // 12: bankrpc.test.v1.PanicResponse
+	(*ProgressRequest)(nil),  // 13: bankrpc.test.v1.ProgressRequest
+	(*ProgressResponse)(nil), // 14: bankrpc.test.v1.ProgressResponse
 }
 var file_bankrpc_test_v1_test_proto_depIdxs = []int32{
-	2,  // 0: bankrpc.test.v1.TestService.Echo:input_type -> bankrpc.test.v1.EchoRequest
-	4,  // 1: bankrpc.test.v1.TestService.Sleep:input_type -> bankrpc.test.v1.SleepRequest
-	6,  // 2: bankrpc.test.v1.TestService.Fail:input_type -> bankrpc.test.v1.FailRequest
-	8,  // 3: bankrpc.test.v1.TestService.Panic:input_type -> bankrpc.test.v1.PanicRequest
-	10, // 4: bankrpc.test.v1.TestService.Progress:input_type -> bankrpc.test.v1.ProgressRequest
-	0,  // 5: bankrpc.test.v1.TestService.Work:input_type -> bankrpc.test.v1.WorkRequest
-	3,  // 6: bankrpc.test.v1.TestService.Echo:output_type -> bankrpc.test.v1.EchoResponse
-	5,  // 7: bankrpc.test.v1.TestService.Sleep:output_type -> bankrpc.test.v1.SleepResponse
-	7,  // 8: bankrpc.test.v1.TestService.Fail:output_type -> bankrpc.test.v1.FailResponse
-	9,  // 9: bankrpc.test.v1.TestService.Panic:output_type -> bankrpc.test.v1.PanicResponse
-	11, // 10: bankrpc.test.v1.TestService.Progress:output_type -> bankrpc.test.v1.ProgressResponse
-	1,  // 11: bankrpc.test.v1.TestService.Work:output_type -> bankrpc.test.v1.WorkResponse
-	6,  // [6:12] is the sub-list for method output_type
-	0,  // [0:6] is the sub-list for method input_type
+	5,  // 0: bankrpc.test.v1.TestService.Echo:input_type -> bankrpc.test.v1.EchoRequest
+	7,  // 1: bankrpc.test.v1.TestService.Sleep:input_type -> bankrpc.test.v1.SleepRequest
+	9,  // 2: bankrpc.test.v1.TestService.Fail:input_type -> bankrpc.test.v1.FailRequest
+	11, // 3: bankrpc.test.v1.TestService.Panic:input_type -> bankrpc.test.v1.PanicRequest
+	13, // 4: bankrpc.test.v1.TestService.Progress:input_type -> bankrpc.test.v1.ProgressRequest
+	3,  // 5: bankrpc.test.v1.TestService.Work:input_type -> bankrpc.test.v1.WorkRequest
+	0,  // 6: bankrpc.test.v1.TestService.Steps:input_type -> bankrpc.test.v1.StepsRequest
+	6,  // 7: bankrpc.test.v1.TestService.Echo:output_type -> bankrpc.test.v1.EchoResponse
+	8,  // 8: bankrpc.test.v1.TestService.Sleep:output_type -> bankrpc.test.v1.SleepResponse
+	10, // 9: bankrpc.test.v1.TestService.Fail:output_type -> bankrpc.test.v1.FailResponse
+	12, // 10: bankrpc.test.v1.TestService.Panic:output_type -> bankrpc.test.v1.PanicResponse
+	14, // 11: bankrpc.test.v1.TestService.Progress:output_type -> bankrpc.test.v1.ProgressResponse
+	4,  // 12: bankrpc.test.v1.TestService.Work:output_type -> bankrpc.test.v1.WorkResponse
+	1,  // 13: bankrpc.test.v1.TestService.Steps:output_type -> bankrpc.test.v1.StepsResponse
+	7,  // [7:14] is the sub-list for method output_type
+	0,  // [0:7] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -754,7 +948,7 @@ func file_bankrpc_test_v1_test_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bankrpc_test_v1_test_proto_rawDesc), len(file_bankrpc_test_v1_test_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

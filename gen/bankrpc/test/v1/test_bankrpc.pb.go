@@ -19,6 +19,7 @@ const (
 	TestService_Panic_FullMethodName    = "/bankrpc.test.v1.TestService/Panic"
 	TestService_Progress_FullMethodName = "/bankrpc.test.v1.TestService/Progress"
 	TestService_Work_FullMethodName     = "/bankrpc.test.v1.TestService/Work"
+	TestService_Steps_FullMethodName    = "/bankrpc.test.v1.TestService/Steps"
 )
 
 // TestServiceClient is the client API for the bankrpc.test.v1.TestService service.
@@ -39,6 +40,57 @@ type TestServiceClient interface {
 	// waits for the given duration or until its ctx ends (unless told to
 	// ignore it: a stuck handler).
 	Work(ctx context.Context, in *WorkRequest, opts ...bankrpc.CallOption) (*WorkResponse, error)
+	// Steps reports its progress with typed Step messages, then returns.
+	Steps(ctx context.Context, in *StepsRequest, opts ...bankrpc.CallOption) (*StepsResponse, error)
+	// SubmitEcho submits a Echo call without waiting for its result; CollectEcho
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitEcho(ctx context.Context, in *EchoRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectEcho waits for the result of a Echo call submitted with SubmitEcho.
+	// See bankrpc.Conn.Collect.
+	CollectEcho(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*EchoResponse, error)
+	// SubmitSleep submits a Sleep call without waiting for its result; CollectSleep
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSleep(ctx context.Context, in *SleepRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSleep waits for the result of a Sleep call submitted with SubmitSleep.
+	// See bankrpc.Conn.Collect.
+	CollectSleep(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SleepResponse, error)
+	// SubmitFail submits a Fail call without waiting for its result; CollectFail
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitFail(ctx context.Context, in *FailRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectFail waits for the result of a Fail call submitted with SubmitFail.
+	// See bankrpc.Conn.Collect.
+	CollectFail(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*FailResponse, error)
+	// SubmitPanic submits a Panic call without waiting for its result; CollectPanic
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitPanic(ctx context.Context, in *PanicRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectPanic waits for the result of a Panic call submitted with SubmitPanic.
+	// See bankrpc.Conn.Collect.
+	CollectPanic(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*PanicResponse, error)
+	// SubmitProgress submits a Progress call without waiting for its result; CollectProgress
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitProgress(ctx context.Context, in *ProgressRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectProgress waits for the result of a Progress call submitted with SubmitProgress.
+	// See bankrpc.Conn.Collect.
+	CollectProgress(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*ProgressResponse, error)
+	// SubmitWork submits a Work call without waiting for its result; CollectWork
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitWork(ctx context.Context, in *WorkRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectWork waits for the result of a Work call submitted with SubmitWork.
+	// See bankrpc.Conn.Collect.
+	CollectWork(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*WorkResponse, error)
+	// SubmitSteps submits a Steps call without waiting for its result; CollectSteps
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSteps(ctx context.Context, in *StepsRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSteps waits for the result of a Steps call submitted with SubmitSteps.
+	// See bankrpc.Conn.Collect.
+	CollectSteps(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*StepsResponse, error)
 }
 
 type testServiceClient struct {
@@ -99,6 +151,113 @@ func (c *testServiceClient) Work(ctx context.Context, in *WorkRequest, opts ...b
 	return out, nil
 }
 
+func (c *testServiceClient) Steps(ctx context.Context, in *StepsRequest, opts ...bankrpc.CallOption) (*StepsResponse, error) {
+	out := new(StepsResponse)
+	if err := c.cc.Invoke(ctx, TestService_Steps_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitEcho(ctx context.Context, in *EchoRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Echo_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectEcho(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*EchoResponse, error) {
+	out := new(EchoResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Echo_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitSleep(ctx context.Context, in *SleepRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Sleep_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectSleep(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SleepResponse, error) {
+	out := new(SleepResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Sleep_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitFail(ctx context.Context, in *FailRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Fail_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectFail(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*FailResponse, error) {
+	out := new(FailResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Fail_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitPanic(ctx context.Context, in *PanicRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Panic_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectPanic(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*PanicResponse, error) {
+	out := new(PanicResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Panic_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitProgress(ctx context.Context, in *ProgressRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Progress_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectProgress(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*ProgressResponse, error) {
+	out := new(ProgressResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Progress_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitWork(ctx context.Context, in *WorkRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Work_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectWork(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*WorkResponse, error) {
+	out := new(WorkResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Work_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *testServiceClient) SubmitSteps(ctx context.Context, in *StepsRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, TestService_Steps_FullMethodName, in, opts...)
+}
+
+func (c *testServiceClient) CollectSteps(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*StepsResponse, error) {
+	out := new(StepsResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, TestService_Steps_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// OnStepsProgress is a call option of TestService.Steps: fn receives the
+// call's progress (bankrpc.test.v1.Step) reported by the server with ReportStepsProgress.
+// Best-effort: progress may be missed, never the result; fn is called in order
+// from a backend goroutine and must not block. See bankrpc.OnProgress.
+func OnStepsProgress(fn func(*Step)) bankrpc.CallOption {
+	return bankrpc.OnProgress(fn)
+}
+
+// ReportStepsProgress reports the progress of the TestService.Steps call being
+// handled in ctx to its caller (OnStepsProgress): best-effort, the latest wins,
+// never persisted. See bankrpc.ReportProgress.
+func ReportStepsProgress(ctx context.Context, p *Step) error {
+	return bankrpc.ReportProgress(ctx, p)
+}
+
 // TestServiceServer is the server API for the bankrpc.test.v1.TestService service.
 // Implementations must embed UnimplementedTestServiceServer by value, so that adding a
 // method to the service does not break them.
@@ -119,6 +278,8 @@ type TestServiceServer interface {
 	// waits for the given duration or until its ctx ends (unless told to
 	// ignore it: a stuck handler).
 	Work(context.Context, *WorkRequest) (*WorkResponse, error)
+	// Steps reports its progress with typed Step messages, then returns.
+	Steps(context.Context, *StepsRequest) (*StepsResponse, error)
 	mustEmbedUnimplementedTestServiceServer()
 }
 
@@ -143,6 +304,9 @@ func (UnimplementedTestServiceServer) Progress(context.Context, *ProgressRequest
 }
 func (UnimplementedTestServiceServer) Work(context.Context, *WorkRequest) (*WorkResponse, error) {
 	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Work not implemented")
+}
+func (UnimplementedTestServiceServer) Steps(context.Context, *StepsRequest) (*StepsResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Steps not implemented")
 }
 func (UnimplementedTestServiceServer) mustEmbedUnimplementedTestServiceServer()           {}
 func (UnimplementedTestServiceServer) testEmbeddedUnimplementedTestServiceServerByValue() {}
@@ -270,6 +434,24 @@ func _TestService_Work_Handler(srv any, ctx context.Context, dec func(any) error
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TestService_Steps_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(StepsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TestServiceServer).Steps(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TestService_Steps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(TestServiceServer).Steps(ctx, req.(*StepsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TestService_ServiceDesc describes the bankrpc.test.v1.TestService service for RegisterTestServiceServer.
 // It is not meant to be used directly or changed.
 var TestService_ServiceDesc = bankrpc.ServiceDesc{
@@ -299,6 +481,10 @@ var TestService_ServiceDesc = bankrpc.ServiceDesc{
 		{
 			MethodName: "Work",
 			Handler:    _TestService_Work_Handler,
+		},
+		{
+			MethodName: "Steps",
+			Handler:    _TestService_Steps_Handler,
 		},
 	},
 	Metadata: "bankrpc/test/v1/test.proto",

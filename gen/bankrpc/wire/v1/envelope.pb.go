@@ -56,8 +56,15 @@ type Request struct {
 	// server may forget the replies of the session's lower sequence numbers.
 	// 0 means unknown: forget nothing.
 	FirstUnanswered uint64 `protobuf:"varint,7,opt,name=first_unanswered,json=firstUnanswered,proto3" json:"first_unanswered,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When true the caller takes Status messages (progress) for this call
+	// before its Result, on transports where they share the reply path
+	// (ZeroMQ: a DEALER client; docs/submit-collect.md). A client that cannot
+	// tell a Status from a Result (a ZeroMQ REQ socket) leaves it false, and is
+	// then sent none. Transports with a separate status path (AMQP's status
+	// queue) ignore it.
+	AcceptStatus  bool `protobuf:"varint,8,opt,name=accept_status,json=acceptStatus,proto3" json:"accept_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
@@ -139,6 +146,13 @@ func (x *Request) GetFirstUnanswered() uint64 {
 	return 0
 }
 
+func (x *Request) GetAcceptStatus() bool {
+	if x != nil {
+		return x.AcceptStatus
+	}
+	return false
+}
+
 // MetadataEntry is one value of one metadata key.
 type MetadataEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -207,7 +221,13 @@ type Result struct {
 	// Diagnostic log lines from the server (the thesis's Result.log).
 	Log []string `protobuf:"bytes,5,rep,name=log,proto3" json:"log,omitempty"`
 	// Typed error details attached by the handler; empty when code is 0.
-	Details       []*anypb.Any `protobuf:"bytes,6,rep,name=details,proto3" json:"details,omitempty"`
+	Details []*anypb.Any `protobuf:"bytes,6,rep,name=details,proto3" json:"details,omitempty"`
+	// The full method name of the Request this answers, set by servers for
+	// calls that reached their method; empty otherwise (and from servers
+	// older than this field). A client collecting the result of a call it
+	// did not send in this process (docs/submit-collect.md) learns from it how
+	// to decode payload.
+	Method        string `protobuf:"bytes,7,opt,name=method,proto3" json:"method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +302,13 @@ func (x *Result) GetDetails() []*anypb.Any {
 		return x.Details
 	}
 	return nil
+}
+
+func (x *Result) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
 }
 
 // Status is an intermediate, best-effort progress message for a call in flight.
@@ -362,7 +389,7 @@ var File_bankrpc_wire_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_bankrpc_wire_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\x1a\x19google/protobuf/any.proto\"\x81\x02\n" +
+	"\x1ebankrpc/wire/v1/envelope.proto\x12\x0fbankrpc.wire.v1\x1a\x19google/protobuf/any.proto\"\xa6\x02\n" +
 	"\aRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
@@ -370,17 +397,19 @@ const file_bankrpc_wire_v1_envelope_proto_rawDesc = "" +
 	"\x12deadline_unix_nano\x18\x04 \x01(\x03R\x10deadlineUnixNano\x12:\n" +
 	"\bmetadata\x18\x05 \x03(\v2\x1e.bankrpc.wire.v1.MetadataEntryR\bmetadata\x12\x16\n" +
 	"\x06cancel\x18\x06 \x01(\bR\x06cancel\x12)\n" +
-	"\x10first_unanswered\x18\a \x01(\x04R\x0ffirstUnanswered\"7\n" +
+	"\x10first_unanswered\x18\a \x01(\x04R\x0ffirstUnanswered\x12#\n" +
+	"\raccept_status\x18\b \x01(\bR\facceptStatus\"7\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xc1\x01\n" +
 	"\x06Result\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x10\n" +
 	"\x03log\x18\x05 \x03(\tR\x03log\x12.\n" +
-	"\adetails\x18\x06 \x03(\v2\x14.google.protobuf.AnyR\adetails\"a\n" +
+	"\adetails\x18\x06 \x03(\v2\x14.google.protobuf.AnyR\adetails\x12\x16\n" +
+	"\x06method\x18\a \x01(\tR\x06method\"a\n" +
 	"\x06Status\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x16\n" +

@@ -22,6 +22,13 @@ const (
 type GreeterServiceClient interface {
 	// SayHello greets the caller by name.
 	SayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (*SayHelloResponse, error)
+	// SubmitSayHello submits a SayHello call without waiting for its result; CollectSayHello
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSayHello waits for the result of a SayHello call submitted with SubmitSayHello.
+	// See bankrpc.Conn.Collect.
+	CollectSayHello(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SayHelloResponse, error)
 }
 
 type greeterServiceClient struct {
@@ -37,6 +44,18 @@ func NewGreeterServiceClient(cc bankrpc.ClientConnInterface) GreeterServiceClien
 func (c *greeterServiceClient) SayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (*SayHelloResponse, error) {
 	out := new(SayHelloResponse)
 	if err := c.cc.Invoke(ctx, GreeterService_SayHello_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *greeterServiceClient) SubmitSayHello(ctx context.Context, in *SayHelloRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, GreeterService_SayHello_FullMethodName, in, opts...)
+}
+
+func (c *greeterServiceClient) CollectSayHello(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*SayHelloResponse, error) {
+	out := new(SayHelloResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, GreeterService_SayHello_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

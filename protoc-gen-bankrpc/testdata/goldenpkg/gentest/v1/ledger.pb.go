@@ -11,6 +11,7 @@
 package gentestv1
 
 import (
+	_ "github.com/bankrpc/bankrpc/gen/bankrpc/options/v1"
 	v1 "github.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -28,6 +29,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RebuildProgress is the progress of Rebuild.
+type RebuildProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries counted so far.
+	Counted       int64 `protobuf:"varint,1,opt,name=counted,proto3" json:"counted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildProgress) Reset() {
+	*x = RebuildProgress{}
+	mi := &file_gentest_v1_ledger_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildProgress) ProtoMessage() {}
+
+func (x *RebuildProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_gentest_v1_ledger_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildProgress.ProtoReflect.Descriptor instead.
+func (*RebuildProgress) Descriptor() ([]byte, []int) {
+	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RebuildProgress) GetCounted() int64 {
+	if x != nil {
+		return x.Counted
+	}
+	return 0
+}
+
 // AppendRequest asks for an entry to be recorded.
 type AppendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -43,7 +90,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_gentest_v1_ledger_proto_msgTypes[0]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +102,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gentest_v1_ledger_proto_msgTypes[0]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +115,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{0}
+	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *AppendRequest) GetAmount() int64 {
@@ -103,7 +150,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_gentest_v1_ledger_proto_msgTypes[1]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +162,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gentest_v1_ledger_proto_msgTypes[1]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +175,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{1}
+	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CountRequest) GetBefore() *timestamppb.Timestamp {
@@ -149,7 +196,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_gentest_v1_ledger_proto_msgTypes[2]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +208,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gentest_v1_ledger_proto_msgTypes[2]
+	mi := &file_gentest_v1_ledger_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +221,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{2}
+	return file_gentest_v1_ledger_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CountResponse) GetCount() int64 {
@@ -189,7 +236,9 @@ var File_gentest_v1_ledger_proto protoreflect.FileDescriptor
 const file_gentest_v1_ledger_proto_rawDesc = "" +
 	"\n" +
 	"\x17gentest/v1/ledger.proto\x12\n" +
-	"gentest.v1\x1a\x1cgentest/types/v1/types.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n" +
+	"gentest.v1\x1a bankrpc/options/v1/options.proto\x1a\x1cgentest/types/v1/types.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	"\x0fRebuildProgress\x12\x18\n" +
+	"\acounted\x18\x01 \x01(\x03R\acounted\"|\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06amount\x18\x01 \x01(\x03R\x06amount\x12\x17\n" +
 	"\x04memo\x18\x02 \x01(\tH\x00R\x04memo\x88\x01\x01\x12\"\n" +
@@ -208,9 +257,13 @@ const file_gentest_v1_ledger_proto_rawDesc = "" +
 	"\x04Ping\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\x12@\n" +
 	"\vUncommented\x12\x19.gentest.v1.AppendRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
 	"\fAppendLegacy\x12\x19.gentest.v1.AppendRequest\x1a\x17.gentest.types.v1.Entry\"\x03\x88\x02\x01\x12C\n" +
-	"\flist_entries\x12\x16.google.protobuf.Empty\x1a\x1b.gentest.types.v1.EntryList2Q\n" +
+	"\flist_entries\x12\x16.google.protobuf.Empty\x1a\x1b.gentest.types.v1.EntryList2\x88\x02\n" +
 	"\fAuditService\x12<\n" +
-	"\x05Count\x12\x18.gentest.v1.CountRequest\x1a\x19.gentest.v1.CountResponse\x1a\x03\x88\x02\x01BWZUgithub.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/v1;gentestv1b\x06proto3"
+	"\x05Count\x12\x18.gentest.v1.CountRequest\x1a\x19.gentest.v1.CountResponse\x12U\n" +
+	"\aRebuild\x12\x18.gentest.v1.CountRequest\x1a\x19.gentest.v1.CountResponse\"\x15ړ\x19\x11\n" +
+	"\x0fRebuildProgress\x12^\n" +
+	"\x06Verify\x12\x19.gentest.v1.AppendRequest\x1a\x17.gentest.types.v1.Entry\" ړ\x19\x1c\n" +
+	"\x1agentest.types.v1.EntryList\x1a\x03\x88\x02\x01BWZUgithub.com/bankrpc/bankrpc/protoc-gen-bankrpc/testdata/goldenpkg/gentest/v1;gentestv1b\x06proto3"
 
 var (
 	file_gentest_v1_ledger_proto_rawDescOnce sync.Once
@@ -224,37 +277,42 @@ func file_gentest_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_gentest_v1_ledger_proto_rawDescData
 }
 
-var file_gentest_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_gentest_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_gentest_v1_ledger_proto_goTypes = []any{
-	(*AppendRequest)(nil),         // 0: gentest.v1.AppendRequest
-	(*CountRequest)(nil),          // 1: gentest.v1.CountRequest
-	(*CountResponse)(nil),         // 2: gentest.v1.CountResponse
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 4: google.protobuf.Empty
-	(*v1.Entry)(nil),              // 5: gentest.types.v1.Entry
-	(*v1.EntryList)(nil),          // 6: gentest.types.v1.EntryList
+	(*RebuildProgress)(nil),       // 0: gentest.v1.RebuildProgress
+	(*AppendRequest)(nil),         // 1: gentest.v1.AppendRequest
+	(*CountRequest)(nil),          // 2: gentest.v1.CountRequest
+	(*CountResponse)(nil),         // 3: gentest.v1.CountResponse
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 5: google.protobuf.Empty
+	(*v1.Entry)(nil),              // 6: gentest.types.v1.Entry
+	(*v1.EntryList)(nil),          // 7: gentest.types.v1.EntryList
 }
 var file_gentest_v1_ledger_proto_depIdxs = []int32{
-	3, // 0: gentest.v1.CountRequest.before:type_name -> google.protobuf.Timestamp
-	0, // 1: gentest.v1.LedgerService.Append:input_type -> gentest.v1.AppendRequest
-	3, // 2: gentest.v1.LedgerService.Since:input_type -> google.protobuf.Timestamp
-	4, // 3: gentest.v1.LedgerService.Ping:input_type -> google.protobuf.Empty
-	0, // 4: gentest.v1.LedgerService.Uncommented:input_type -> gentest.v1.AppendRequest
-	0, // 5: gentest.v1.LedgerService.AppendLegacy:input_type -> gentest.v1.AppendRequest
-	4, // 6: gentest.v1.LedgerService.list_entries:input_type -> google.protobuf.Empty
-	1, // 7: gentest.v1.AuditService.Count:input_type -> gentest.v1.CountRequest
-	5, // 8: gentest.v1.LedgerService.Append:output_type -> gentest.types.v1.Entry
-	6, // 9: gentest.v1.LedgerService.Since:output_type -> gentest.types.v1.EntryList
-	4, // 10: gentest.v1.LedgerService.Ping:output_type -> google.protobuf.Empty
-	4, // 11: gentest.v1.LedgerService.Uncommented:output_type -> google.protobuf.Empty
-	5, // 12: gentest.v1.LedgerService.AppendLegacy:output_type -> gentest.types.v1.Entry
-	6, // 13: gentest.v1.LedgerService.list_entries:output_type -> gentest.types.v1.EntryList
-	2, // 14: gentest.v1.AuditService.Count:output_type -> gentest.v1.CountResponse
-	8, // [8:15] is the sub-list for method output_type
-	1, // [1:8] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4,  // 0: gentest.v1.CountRequest.before:type_name -> google.protobuf.Timestamp
+	1,  // 1: gentest.v1.LedgerService.Append:input_type -> gentest.v1.AppendRequest
+	4,  // 2: gentest.v1.LedgerService.Since:input_type -> google.protobuf.Timestamp
+	5,  // 3: gentest.v1.LedgerService.Ping:input_type -> google.protobuf.Empty
+	1,  // 4: gentest.v1.LedgerService.Uncommented:input_type -> gentest.v1.AppendRequest
+	1,  // 5: gentest.v1.LedgerService.AppendLegacy:input_type -> gentest.v1.AppendRequest
+	5,  // 6: gentest.v1.LedgerService.list_entries:input_type -> google.protobuf.Empty
+	2,  // 7: gentest.v1.AuditService.Count:input_type -> gentest.v1.CountRequest
+	2,  // 8: gentest.v1.AuditService.Rebuild:input_type -> gentest.v1.CountRequest
+	1,  // 9: gentest.v1.AuditService.Verify:input_type -> gentest.v1.AppendRequest
+	6,  // 10: gentest.v1.LedgerService.Append:output_type -> gentest.types.v1.Entry
+	7,  // 11: gentest.v1.LedgerService.Since:output_type -> gentest.types.v1.EntryList
+	5,  // 12: gentest.v1.LedgerService.Ping:output_type -> google.protobuf.Empty
+	5,  // 13: gentest.v1.LedgerService.Uncommented:output_type -> google.protobuf.Empty
+	6,  // 14: gentest.v1.LedgerService.AppendLegacy:output_type -> gentest.types.v1.Entry
+	7,  // 15: gentest.v1.LedgerService.list_entries:output_type -> gentest.types.v1.EntryList
+	3,  // 16: gentest.v1.AuditService.Count:output_type -> gentest.v1.CountResponse
+	3,  // 17: gentest.v1.AuditService.Rebuild:output_type -> gentest.v1.CountResponse
+	6,  // 18: gentest.v1.AuditService.Verify:output_type -> gentest.types.v1.Entry
+	10, // [10:19] is the sub-list for method output_type
+	1,  // [1:10] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_gentest_v1_ledger_proto_init() }
@@ -262,15 +320,15 @@ func file_gentest_v1_ledger_proto_init() {
 	if File_gentest_v1_ledger_proto != nil {
 		return
 	}
-	file_gentest_v1_ledger_proto_msgTypes[0].OneofWrappers = []any{}
 	file_gentest_v1_ledger_proto_msgTypes[1].OneofWrappers = []any{}
+	file_gentest_v1_ledger_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gentest_v1_ledger_proto_rawDesc), len(file_gentest_v1_ledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -46,6 +46,48 @@ type LedgerServiceClient interface {
 	// list_entries has a snake_case name: the wire name keeps it, the Go name
 	// is ListEntries.
 	ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error)
+	// SubmitAppend submits a Append call without waiting for its result; CollectAppend
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitAppend(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectAppend waits for the result of a Append call submitted with SubmitAppend.
+	// See bankrpc.Conn.Collect.
+	CollectAppend(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error)
+	// SubmitSince submits a Since call without waiting for its result; CollectSince
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitSince(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectSince waits for the result of a Since call submitted with SubmitSince.
+	// See bankrpc.Conn.Collect.
+	CollectSince(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error)
+	// SubmitPing submits a Ping call without waiting for its result; CollectPing
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitPing(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectPing waits for the result of a Ping call submitted with SubmitPing.
+	// See bankrpc.Conn.Collect.
+	CollectPing(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
+	// SubmitUncommented submits a Uncommented call without waiting for its result; CollectUncommented
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitUncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectUncommented waits for the result of a Uncommented call submitted with SubmitUncommented.
+	// See bankrpc.Conn.Collect.
+	CollectUncommented(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error)
+	// SubmitAppendLegacy submits a AppendLegacy call without waiting for its result; CollectAppendLegacy
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitAppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectAppendLegacy waits for the result of a AppendLegacy call submitted with SubmitAppendLegacy.
+	// See bankrpc.Conn.Collect.
+	CollectAppendLegacy(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error)
+	// SubmitListEntries submits a ListEntries call without waiting for its result; CollectListEntries
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectListEntries waits for the result of a ListEntries call submitted with SubmitListEntries.
+	// See bankrpc.Conn.Collect.
+	CollectListEntries(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error)
 }
 
 type ledgerServiceClient struct {
@@ -102,6 +144,78 @@ func (c *ledgerServiceClient) AppendLegacy(ctx context.Context, in *AppendReques
 func (c *ledgerServiceClient) ListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
 	out := new(v1.EntryList)
 	if err := c.cc.Invoke(ctx, LedgerService_ListEntries_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitAppend(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Append_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectAppend(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Append_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitSince(ctx context.Context, in *timestamppb.Timestamp, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Since_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectSince(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
+	out := new(v1.EntryList)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Since_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitPing(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Ping_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectPing(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Ping_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitUncommented(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_Uncommented_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectUncommented(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_Uncommented_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitAppendLegacy(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_AppendLegacy_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectAppendLegacy(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_AppendLegacy_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) SubmitListEntries(ctx context.Context, in *emptypb.Empty, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, LedgerService_ListEntries_FullMethodName, in, opts...)
+}
+
+func (c *ledgerServiceClient) CollectListEntries(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.EntryList, error) {
+	out := new(v1.EntryList)
+	if err := bankrpc.Collect(ctx, c.cc, id, LedgerService_ListEntries_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -317,7 +431,9 @@ var LedgerService_ServiceDesc = bankrpc.ServiceDesc{
 }
 
 const (
-	AuditService_Count_FullMethodName = "/gentest.v1.AuditService/Count"
+	AuditService_Count_FullMethodName   = "/gentest.v1.AuditService/Count"
+	AuditService_Rebuild_FullMethodName = "/gentest.v1.AuditService/Rebuild"
+	AuditService_Verify_FullMethodName  = "/gentest.v1.AuditService/Verify"
 )
 
 // AuditServiceClient is the client API for the gentest.v1.AuditService service.
@@ -329,6 +445,32 @@ const (
 type AuditServiceClient interface {
 	// Count returns how many entries the ledger holds.
 	Count(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error)
+	// Rebuild recounts the ledger, reporting its progress.
+	Rebuild(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error)
+	// Verify checks an entry, reporting progress with a message of another
+	// package, named in full.
+	Verify(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error)
+	// SubmitCount submits a Count call without waiting for its result; CollectCount
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitCount(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectCount waits for the result of a Count call submitted with SubmitCount.
+	// See bankrpc.Conn.Collect.
+	CollectCount(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error)
+	// SubmitRebuild submits a Rebuild call without waiting for its result; CollectRebuild
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitRebuild(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectRebuild waits for the result of a Rebuild call submitted with SubmitRebuild.
+	// See bankrpc.Conn.Collect.
+	CollectRebuild(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error)
+	// SubmitVerify submits a Verify call without waiting for its result; CollectVerify
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitVerify(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectVerify waits for the result of a Verify call submitted with SubmitVerify.
+	// See bankrpc.Conn.Collect.
+	CollectVerify(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error)
 }
 
 type auditServiceClient struct {
@@ -351,6 +493,88 @@ func (c *auditServiceClient) Count(ctx context.Context, in *CountRequest, opts .
 	return out, nil
 }
 
+func (c *auditServiceClient) Rebuild(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (*CountResponse, error) {
+	out := new(CountResponse)
+	if err := c.cc.Invoke(ctx, AuditService_Rebuild_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) Verify(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := c.cc.Invoke(ctx, AuditService_Verify_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) SubmitCount(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, AuditService_Count_FullMethodName, in, opts...)
+}
+
+func (c *auditServiceClient) CollectCount(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error) {
+	out := new(CountResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, AuditService_Count_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) SubmitRebuild(ctx context.Context, in *CountRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, AuditService_Rebuild_FullMethodName, in, opts...)
+}
+
+func (c *auditServiceClient) CollectRebuild(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*CountResponse, error) {
+	out := new(CountResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, AuditService_Rebuild_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) SubmitVerify(ctx context.Context, in *AppendRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, AuditService_Verify_FullMethodName, in, opts...)
+}
+
+func (c *auditServiceClient) CollectVerify(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*v1.Entry, error) {
+	out := new(v1.Entry)
+	if err := bankrpc.Collect(ctx, c.cc, id, AuditService_Verify_FullMethodName, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// OnRebuildProgress is a call option of AuditService.Rebuild: fn receives the
+// call's progress (gentest.v1.RebuildProgress) reported by the server with ReportRebuildProgress.
+// Best-effort: progress may be missed, never the result; fn is called in order
+// from a backend goroutine and must not block. See bankrpc.OnProgress.
+func OnRebuildProgress(fn func(*RebuildProgress)) bankrpc.CallOption {
+	return bankrpc.OnProgress(fn)
+}
+
+// ReportRebuildProgress reports the progress of the AuditService.Rebuild call being
+// handled in ctx to its caller (OnRebuildProgress): best-effort, the latest wins,
+// never persisted. See bankrpc.ReportProgress.
+func ReportRebuildProgress(ctx context.Context, p *RebuildProgress) error {
+	return bankrpc.ReportProgress(ctx, p)
+}
+
+// OnVerifyProgress is a call option of AuditService.Verify: fn receives the
+// call's progress (gentest.types.v1.EntryList) reported by the server with ReportVerifyProgress.
+// Best-effort: progress may be missed, never the result; fn is called in order
+// from a backend goroutine and must not block. See bankrpc.OnProgress.
+func OnVerifyProgress(fn func(*v1.EntryList)) bankrpc.CallOption {
+	return bankrpc.OnProgress(fn)
+}
+
+// ReportVerifyProgress reports the progress of the AuditService.Verify call being
+// handled in ctx to its caller (OnVerifyProgress): best-effort, the latest wins,
+// never persisted. See bankrpc.ReportProgress.
+func ReportVerifyProgress(ctx context.Context, p *v1.EntryList) error {
+	return bankrpc.ReportProgress(ctx, p)
+}
+
 // AuditServiceServer is the server API for the gentest.v1.AuditService service.
 // Implementations must embed UnimplementedAuditServiceServer by value, so that adding a
 // method to the service does not break them.
@@ -362,6 +586,11 @@ func (c *auditServiceClient) Count(ctx context.Context, in *CountRequest, opts .
 type AuditServiceServer interface {
 	// Count returns how many entries the ledger holds.
 	Count(context.Context, *CountRequest) (*CountResponse, error)
+	// Rebuild recounts the ledger, reporting its progress.
+	Rebuild(context.Context, *CountRequest) (*CountResponse, error)
+	// Verify checks an entry, reporting progress with a message of another
+	// package, named in full.
+	Verify(context.Context, *AppendRequest) (*v1.Entry, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -371,6 +600,12 @@ type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
 	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Count not implemented")
+}
+func (UnimplementedAuditServiceServer) Rebuild(context.Context, *CountRequest) (*CountResponse, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Rebuild not implemented")
+}
+func (UnimplementedAuditServiceServer) Verify(context.Context, *AppendRequest) (*v1.Entry, error) {
+	return nil, bankrpc.Errorf(bankrpc.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer()           {}
 func (UnimplementedAuditServiceServer) testEmbeddedUnimplementedAuditServiceServerByValue() {}
@@ -410,6 +645,42 @@ func _AuditService_Count_Handler(srv any, ctx context.Context, dec func(any) err
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_Rebuild_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(CountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Rebuild(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Rebuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(AuditServiceServer).Rebuild(ctx, req.(*CountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_Verify_Handler(srv any, ctx context.Context, dec func(any) error, interceptor bankrpc.UnaryServerInterceptor) (any, error) {
+	in := new(AppendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Verify(ctx, in)
+	}
+	info := &bankrpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(AuditServiceServer).Verify(ctx, req.(*AppendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc describes the gentest.v1.AuditService service for RegisterAuditServiceServer.
 // It is not meant to be used directly or changed.
 var AuditService_ServiceDesc = bankrpc.ServiceDesc{
@@ -419,6 +690,14 @@ var AuditService_ServiceDesc = bankrpc.ServiceDesc{
 		{
 			MethodName: "Count",
 			Handler:    _AuditService_Count_Handler,
+		},
+		{
+			MethodName: "Rebuild",
+			Handler:    _AuditService_Rebuild_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _AuditService_Verify_Handler,
 		},
 	},
 	Metadata: "gentest/v1/ledger.proto",

@@ -22,6 +22,13 @@ const (
 type CounterServiceClient interface {
 	// Add adds delta to the counter named key and returns its new value.
 	Add(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (*AddResponse, error)
+	// SubmitAdd submits a Add call without waiting for its result; CollectAdd
+	// collects it later, from this process or, over a backend that keeps results
+	// (AMQP), from a later one with the same client name. See bankrpc.Conn.Submit.
+	SubmitAdd(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error)
+	// CollectAdd waits for the result of a Add call submitted with SubmitAdd.
+	// See bankrpc.Conn.Collect.
+	CollectAdd(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*AddResponse, error)
 }
 
 type counterServiceClient struct {
@@ -37,6 +44,18 @@ func NewCounterServiceClient(cc bankrpc.ClientConnInterface) CounterServiceClien
 func (c *counterServiceClient) Add(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (*AddResponse, error) {
 	out := new(AddResponse)
 	if err := c.cc.Invoke(ctx, CounterService_Add_FullMethodName, in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *counterServiceClient) SubmitAdd(ctx context.Context, in *AddRequest, opts ...bankrpc.CallOption) (bankrpc.CallID, error) {
+	return bankrpc.Submit(ctx, c.cc, CounterService_Add_FullMethodName, in, opts...)
+}
+
+func (c *counterServiceClient) CollectAdd(ctx context.Context, id bankrpc.CallID, opts ...bankrpc.CallOption) (*AddResponse, error) {
+	out := new(AddResponse)
+	if err := bankrpc.Collect(ctx, c.cc, id, CounterService_Add_FullMethodName, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

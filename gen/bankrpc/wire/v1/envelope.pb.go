@@ -58,7 +58,7 @@ type Request struct {
 	FirstUnanswered uint64 `protobuf:"varint,7,opt,name=first_unanswered,json=firstUnanswered,proto3" json:"first_unanswered,omitempty"`
 	// When true the caller takes Status messages (progress) for this call
 	// before its Result, on transports where they share the reply path
-	// (ZeroMQ: a DEALER client; docs/submit-collect.md). A client that cannot
+	// (ZeroMQ: a DEALER client; PROTOCOL.md 2.9). A client that cannot
 	// tell a Status from a Result (a ZeroMQ REQ socket) leaves it false, and is
 	// then sent none. Transports with a separate status path (AMQP's status
 	// queue) ignore it.
@@ -225,7 +225,7 @@ type Result struct {
 	// The full method name of the Request this answers, set by servers for
 	// calls that reached their method; empty otherwise (and from servers
 	// older than this field). A client collecting the result of a call it
-	// did not send in this process (docs/submit-collect.md) learns from it how
+	// did not send in this process (PROTOCOL.md 2.9) learns from it how
 	// to decode payload.
 	Method        string `protobuf:"bytes,7,opt,name=method,proto3" json:"method,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -159,7 +159,7 @@ func generate(t *testing.T, ctx context.Context, dir string) string {
 	require.NoError(t, err)
 	include := filepath.Join(filepath.Dir(real), "..", "include") // google/protobuf/any.proto, as protoc ships it
 	cmd := exec.CommandContext(ctx, protoc, "-I", protos, "-I", include, "--python_out="+out,
-		"bankrpc/wire/v1/envelope.proto", "bank/v1/bank.proto", "bankrpc/test/v1/test.proto")
+		"bankrpc/wire/v1/envelope.proto", "bank/v1/bank.proto", "bankrpc/options/v1/options.proto", "bankrpc/test/v1/test.proto")
 	cmd.Dir = protos
 	msg, err := cmd.CombinedOutput()
 	require.NoError(t, err, "protoc: %s", msg)

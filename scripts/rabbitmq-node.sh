@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# Starts and stops a PRIVATE RabbitMQ node for tests that restart the broker or
-# close every connection on it. The node lives entirely in DIR (data, logs, pid
-# file, config, Erlang cookie), listens on 127.0.0.1 on its own ports, has no
-# plugins, and is never the shared broker on 5672.
+# Starts and stops PRIVATE RabbitMQ nodes for tests that restart the broker,
+# close every connection on it or lose cluster nodes. A node lives entirely in
+# DIR (data, logs, pid file, config, Erlang cookie), listens on 127.0.0.1 on
+# its own ports, has no plugins, and is never the shared broker on 5672.
 #
-#   rabbitmq-node.sh start DIR [AMQP_PORT [DIST_PORT]]   start a node, wait until it serves
+#   rabbitmq-node.sh start DIR [AMQP_PORT [DIST_PORT]]   start a node, wait until it serves;
+#                                                        on a DIR whose node is down: start it again
 #   rabbitmq-node.sh stop DIR                            stop the node started in DIR
+#   rabbitmq-node.sh kill DIR                            kill -9 the node started in DIR
 #   rabbitmq-node.sh restart DIR                         stop, then start on the same ports and data
 #   rabbitmq-node.sh ctl DIR ARGS...                     rabbitmqctl -n <that node> ARGS...
+#   rabbitmq-node.sh cluster-start DIR [N]               start N nodes (default 3) in DIR/node1..N, joined
+#   rabbitmq-node.sh cluster-stop DIR                    stop every node of the cluster, remove DIR
+#   rabbitmq-node.sh cluster-leader DIR QUEUE            print the DIR of the node leading a quorum queue
 #
-# start prints the node's settings as shell assignments (NODE=..., PORT=...,
-# URL=...), also written to DIR/node.env. Ports default to free ones. Every
-# wait is bounded (BANKRPC_NODE_WAIT seconds, default 60). stop only ever
-# stops the node whose name is in DIR/node.env, through rabbitmqctl or, failing
-# that, its own pid: never a broker it did not start.
+# start and cluster-start print the settings as shell assignments (NODE=...,
+# PORT=..., URL=...; for a cluster NODES=, DIRS= and URLS=, space-separated,
+# and ADDRESS=, one address listing every node), also written to DIR/node.env
+# and DIR/cluster.env. Ports default to free ones. Every wait is bounded
+# (BANKRPC_NODE_WAIT seconds, default 60). stop, kill and cluster-stop only
+# ever act on nodes whose names and pids are in DIR: never on a broker the
+# script did not start. A killed or stopped cluster node started again
+# (start DIR/nodeK) rejoins its cluster by itself. cluster-stop keeps DIR,
+# with the logs, when a node could not be stopped.
 set -euo pipefail
 
 # Debian installs the server scripts outside the usual PATH. The /usr/sbin
@@ -28,7 +37,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -122,6 +131,155 @@ print_env() {
 	echo "URL=amqp://guest:guest@127.0.0.1:$PORT/"
 }
 
+# init_node writes the files of a new node in $DIR: init_node AMQP_PORT
+# DIST_PORT NODE_NAME COOKIE.
+init_node() {
+	mkdir -p "$DIR"
+	(umask 077 && printf '%s' "$4" >"$DIR/.erlang.cookie")
+	: >"$DIR/rabbitmq-env.conf"
+	printf '[].\n' >"$DIR/enabled_plugins"
+	printf '[].\n' >"$DIR/advanced.config"
+	# The tests authenticate as guest, which RabbitMQ allows on loopback only.
+	cat >"$DIR/rabbitmq.conf" <<-EOF
+		listeners.tcp.default = 127.0.0.1:$1
+		loopback_users.guest = true
+		log.file.level = warning
+		log.console = false
+	EOF
+	cat >"$DIR/node.env" <<-EOF
+		NODE=$3
+		PORT=$1
+		DIST_PORT=$2
+	EOF
+}
+
+new_cookie() {
+	head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
+# kill_node kills the node in $DIR with SIGKILL, as a crash would: no
+# goodbye to its peers or clients. Only the pids this script recorded.
+kill_node() {
+	node_env
+	local pid killed=0
+	for f in "$RABBITMQ_PID_FILE" "$DIR/launcher.pid"; do
+		[[ -s $f ]] || continue
+		pid=$(cat "$f")
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -KILL "$pid" 2>/dev/null && killed=1
+		fi
+	done
+	((killed)) || die "node $NODE is not running (no live pid in $DIR)"
+	local deadline=$((SECONDS + 10))
+	while port_open "$PORT"; do
+		((SECONDS < deadline)) || die "node $NODE still listens on $PORT after kill -9"
+		sleep 0.1
+	done
+	rm -f "$RABBITMQ_PID_FILE"
+}
+
+# cluster_nodes prints the node directories of the cluster in $CLUSTER.
+cluster_nodes() {
+	local d
+	for d in "$CLUSTER"/node*; do
+		[[ -e $d/node.env ]] && echo "$d"
+	done
+}
+
+cluster_start() {
+	local n=$1 i cookie pids=() dirs=() nodes=() urls=() hosts=() failed=0 first
+	[[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of nodes must be 1-99, not $n"
+	mkdir -p "$CLUSTER"
+	cookie=$(new_cookie)
+	for i in $(seq 1 "$n"); do
+		DIR=$CLUSTER/node$i
+		init_node "$(free_port)" "$(free_port)" "bankrpc-c$$-n$i@localhost" "$cookie"
+		dirs+=("$DIR")
+	done
+	# Boot in parallel: a node takes seconds to start on a busy machine.
+	for DIR in "${dirs[@]}"; do
+		(start_node) &
+		pids+=($!)
+	done
+	for i in "${!pids[@]}"; do
+		wait "${pids[$i]}" || failed=1
+	done
+	if ((failed)); then
+		cluster_stop_all
+		die "a node of the cluster in $CLUSTER did not start (logs in $CLUSTER/node*/log)"
+	fi
+	DIR=${dirs[0]}
+	node_env
+	first=$NODE
+	for DIR in "${dirs[@]:1}"; do
+		node_env
+		if ! { ctl -q stop_app >/dev/null && timeout "$WAIT_SECONDS" "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" join_cluster "$first" >/dev/null &&
+			ctl -q start_app >/dev/null; }; then
+			cluster_stop_all
+			die "node $NODE could not join $first (logs in $CLUSTER/node*/log)"
+		fi
+	done
+	for DIR in "${dirs[@]}"; do
+		node_env
+		nodes+=("$NODE")
+		urls+=("amqp://guest:guest@127.0.0.1:$PORT/")
+		hosts+=("127.0.0.1:$PORT")
+	done
+	{
+		echo "NODES='${nodes[*]}'"
+		echo "DIRS='${dirs[*]}'"
+		echo "URLS='${urls[*]}'"
+		echo "ADDRESS='amqp://guest:guest@$(
+			IFS=,
+			echo "${hosts[*]}"
+		)/'"
+	} >"$CLUSTER/cluster.env"
+	cat "$CLUSTER/cluster.env"
+}
+
+# cluster_stop_all stops every node of $CLUSTER; it returns 1 when one could
+# not be stopped.
+cluster_stop_all() {
+	local d pids=() rc=0
+	while read -r d; do
+		(
+			DIR=$d
+			node_env
+			# A node that is down already (killed, stopped) has nothing to stop.
+			if port_open "$PORT" || { [[ -s $RABBITMQ_PID_FILE ]] && kill -0 "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null; }; then
+				stop_node
+			fi
+		) &
+		pids+=($!)
+	done < <(cluster_nodes)
+	for p in "${pids[@]}"; do
+		wait "$p" || rc=1
+	done
+	return $rc
+}
+
+cluster_leader() {
+	local queue=$1 d leader=""
+	while read -r d; do
+		DIR=$d
+		node_env
+		port_open "$PORT" || continue
+		leader=$(timeout "$WAIT_SECONDS" "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" list_queues --no-table-headers name leader 2>/dev/null |
+			awk -v q="$queue" '$1 == q { print $2 }') || continue
+		[[ -n $leader ]] && break
+	done < <(cluster_nodes)
+	[[ -n $leader ]] || die "no live node of $CLUSTER knows a leader of queue $queue"
+	while read -r d; do
+		DIR=$d
+		node_env
+		if [[ $NODE == "$leader" ]]; then
+			echo "$d"
+			return 0
+		fi
+	done < <(cluster_nodes)
+	die "queue $queue is led by $leader, not a node of $CLUSTER"
+}
+
 [[ $# -ge 2 ]] || usage
 cmd=$1
 DIR=$(realpath -m "$2")
@@ -130,33 +288,24 @@ shift 2
 
 case $cmd in
 start)
-	[[ ! -e $DIR/node.env ]] || die "$DIR already holds a node; use restart or stop"
-	mkdir -p "$DIR"
-	amqp_port=${1:-$(free_port)}
-	dist_port=${2:-$(free_port)}
-	cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	(umask 077 && printf '%s' "$cookie" >"$DIR/.erlang.cookie")
-	: >"$DIR/rabbitmq-env.conf"
-	printf '[].\n' >"$DIR/enabled_plugins"
-	printf '[].\n' >"$DIR/advanced.config"
-	# The tests authenticate as guest, which RabbitMQ allows on loopback only.
-	cat >"$DIR/rabbitmq.conf" <<-EOF
-		listeners.tcp.default = 127.0.0.1:$amqp_port
-		loopback_users.guest = true
-		log.file.level = warning
-		log.console = false
-	EOF
-	cat >"$DIR/node.env" <<-EOF
-		NODE=bankrpc-test-$$@localhost
-		PORT=$amqp_port
-		DIST_PORT=$dist_port
-	EOF
+	if [[ -e $DIR/node.env ]]; then
+		node_env
+		! port_open "$PORT" || die "the node in $DIR already runs on port $PORT"
+		start_node
+		print_env
+		exit 0
+	fi
+	init_node "${1:-$(free_port)}" "${2:-$(free_port)}" "bankrpc-test-$$@localhost" "$(new_cookie)"
 	start_node
 	print_env
 	;;
 stop)
 	[[ -e $DIR/node.env ]] || die "no node in $DIR"
 	stop_node
+	;;
+kill)
+	[[ -e $DIR/node.env ]] || die "no node in $DIR"
+	kill_node
 	;;
 restart)
 	[[ -e $DIR/node.env ]] || die "no node in $DIR"
@@ -168,6 +317,22 @@ ctl)
 	[[ -e $DIR/node.env ]] || die "no node in $DIR"
 	node_env
 	ctl "$@"
+	;;
+cluster-start)
+	CLUSTER=$DIR
+	[[ ! -e $CLUSTER/cluster.env && -z $(cluster_nodes) ]] || die "$CLUSTER already holds a cluster; use cluster-stop first"
+	cluster_start "${1:-3}"
+	;;
+cluster-stop)
+	CLUSTER=$DIR
+	[[ -n $(cluster_nodes) ]] || die "no cluster in $CLUSTER"
+	cluster_stop_all || die "a node of $CLUSTER could not be stopped; $CLUSTER is kept"
+	rm -rf "$CLUSTER"
+	;;
+cluster-leader)
+	CLUSTER=$DIR
+	[[ $# -eq 1 ]] || usage
+	cluster_leader "$1"
 	;;
 *)
 	usage

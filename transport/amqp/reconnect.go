@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -25,21 +26,29 @@ import (
 // different message. Here every delivery is acknowledged on the channel it
 // came from, and a channel never outlives its connection.
 //
-// A connector is immutable after construction and safe for concurrent use.
+// With several broker URLs (the nodes of a cluster) it connects to the first
+// and, whenever a connection cannot be opened or is lost, moves on to the
+// next one (round robin): a connection to a node that died is replaced by
+// one to a surviving node within one backoff step. The backoff grows only
+// once every node has been tried in a row without success.
+//
+// A connector is safe for concurrent use; only cur changes after
+// construction.
 type connector struct {
-	url      string
+	urls     []string
+	cur      atomic.Uint32                                // index in urls of the node to connect to next
 	config   amqp091.Config                               // Dial is set per connection, see connect
 	dial     func(network, addr string) (net.Conn, error) // the user's, or nil
 	min, max time.Duration
 	logger   *slog.Logger
 }
 
-func newConnector(url, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
+func newConnector(urls []string, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName(connectionName)
 	props["product"] = "bankrpc"
 	return &connector{
-		url:    url,
+		urls:   urls,
 		config: amqp091.Config{Heartbeat: defaultHeartbeat, Locale: "en_US", Properties: props},
 		dial:   dial,
 		min:    minBackoff,
@@ -99,7 +108,8 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 			_ = raw.Close()
 		}
 	})
-	conn, err := amqp091.DialConfig(k.url, config)
+	url := k.node()
+	conn, err := amqp091.DialConfig(url, config)
 	if err == nil {
 		if err = setup(conn); err != nil {
 			closeConn(conn)
@@ -112,24 +122,38 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 		return nil, status.FromContextError(ctx.Err())
 	}
 	if err != nil {
-		return nil, k.dialError(err)
+		return nil, k.dialError(url, err)
 	}
 	return conn, nil
+}
+
+// node returns the URL of the node to connect to next.
+func (k *connector) node() string { return k.urls[int(k.cur.Load())%len(k.urls)] }
+
+// failover makes the next node of the list the one to connect to: the
+// current one could not be reached or its connection was lost. It reports
+// whether the list wrapped around to its first node.
+func (k *connector) failover() (wrapped bool) {
+	if len(k.urls) == 1 {
+		return true
+	}
+	next := (k.cur.Add(1)) % uint32(len(k.urls))
+	return next == 0
 }
 
 // dialError gives a failure to connect its code: PERMISSION_DENIED for
 // refused credentials, UNAVAILABLE otherwise; an error from setup, which has
 // one, is kept.
-func (k *connector) dialError(err error) error {
+func (k *connector) dialError(url string, err error) error {
 	var se *status.Error
 	if errors.As(err, &se) {
 		return err
 	}
 	var ae *amqp091.Error
 	if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
-		return status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+		return status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(url), ae.Reason)
 	}
-	return status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+	return status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(url), err)
 }
 
 // openSession connects and sets up a session on the new connection (see
@@ -177,11 +201,17 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 				if attempt == 1 {
 					level = slog.LevelWarn
 				}
-				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", backoff)
-				if !sleep(ctx, jitter(backoff)) {
+				// The next node is tried at once; the backoff applies
+				// once every node failed in a row.
+				wait := k.min
+				if k.failover() {
+					wait = backoff
+					backoff = min(backoff*2, k.max)
+				}
+				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", wait, "next", redactURL(k.node()))
+				if !sleep(ctx, jitter(wait)) {
 					return
 				}
-				backoff = min(backoff*2, k.max)
 			}
 		}
 		if !down.IsZero() {
@@ -194,7 +224,11 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 			return
 		}
 		down = time.Now()
-		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err)
+		if len(k.urls) > 1 {
+			// The node may be gone: a surviving one is the better bet.
+			k.failover()
+		}
+		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err, "next", redactURL(k.node()))
 		if time.Since(started) > k.max {
 			backoff = k.min
 		}

@@ -91,7 +91,7 @@ type call struct {
 // before its call fails with UNAVAILABLE: enough to ride out the election
 // of a quorum queue's new leader (seconds), not to hide a queue that refuses
 // for good (a full queue with overflow reject-publish).
-const maxRequestNacks = 8
+const maxRequestNacks = 12
 
 // Dial connects to the broker at url (amqp://user:password@host:port/vhost),
 // checks that the service's exchanges and queue exist (a server of the

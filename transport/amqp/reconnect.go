@@ -29,8 +29,8 @@ import (
 // With several broker URLs (the nodes of a cluster) it connects to the first
 // and, whenever a connection cannot be opened or is lost, moves on to the
 // next one (round robin): a connection to a node that died is replaced by
-// one to a surviving node within one backoff step. The backoff grows only
-// once every node has been tried in a row without success.
+// one to a surviving node within one backoff step. Each attempt tries every
+// node once; the backoff applies between attempts.
 //
 // A connector is safe for concurrent use; only cur changes after
 // construction.
@@ -108,8 +108,20 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 			_ = raw.Close()
 		}
 	})
-	url := k.node()
-	conn, err := amqp091.DialConfig(url, config)
+	// Every node is tried once, from the current one: a node that does not
+	// answer is skipped at once.
+	var (
+		url  string
+		conn *amqp091.Connection
+		err  error
+	)
+	for range k.urls {
+		url = k.node()
+		if conn, err = amqp091.DialConfig(url, config); err == nil || ctx.Err() != nil {
+			break
+		}
+		k.failover()
+	}
 	if err == nil {
 		if err = setup(conn); err != nil {
 			closeConn(conn)
@@ -131,14 +143,11 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 func (k *connector) node() string { return k.urls[int(k.cur.Load())%len(k.urls)] }
 
 // failover makes the next node of the list the one to connect to: the
-// current one could not be reached or its connection was lost. It reports
-// whether the list wrapped around to its first node.
-func (k *connector) failover() (wrapped bool) {
-	if len(k.urls) == 1 {
-		return true
+// current one could not be reached or its connection was lost.
+func (k *connector) failover() {
+	if len(k.urls) > 1 {
+		k.cur.Add(1)
 	}
-	next := (k.cur.Add(1)) % uint32(len(k.urls))
-	return next == 0
 }
 
 // dialError gives a failure to connect its code: PERMISSION_DENIED for
@@ -201,17 +210,11 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 				if attempt == 1 {
 					level = slog.LevelWarn
 				}
-				// The next node is tried at once; the backoff applies
-				// once every node failed in a row.
-				wait := k.min
-				if k.failover() {
-					wait = backoff
-					backoff = min(backoff*2, k.max)
-				}
-				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", wait, "next", redactURL(k.node()))
-				if !sleep(ctx, jitter(wait)) {
+				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", backoff, "next", redactURL(k.node()))
+				if !sleep(ctx, jitter(backoff)) {
 					return
 				}
+				backoff = min(backoff*2, k.max)
 			}
 		}
 		if !down.IsZero() {

@@ -204,4 +204,3 @@ func TestReplyCache(t *testing.T) {
 	_, ok = young.get("a", "q")
 	assert.False(t, ok, "too old")
 }
-

@@ -35,6 +35,7 @@ func Listen(t Target, logger *slog.Logger) (transport.ServerTransport, string, e
 	case AMQP:
 		s, err := amqp.Listen(t.Addr, amqp.ServerConfig{
 			Service:              t.Bank,
+			QueueType:            amqp.QueueType(t.Queue), // the address's ?queue= wins
 			SingleActiveConsumer: true,
 			ConnectionName:       "bank-server " + t.Bank,
 			Logger:               logger,
@@ -76,7 +77,7 @@ func Dial(t Target, opts ClientOptions) (transport.ClientTransport, error) {
 	case ZMQ:
 		return zmq.Dial(t.Addr, zmq.ClientConfig{Logger: opts.Logger})
 	case AMQP:
-		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, Logger: opts.Logger}
+		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, QueueType: amqp.QueueType(t.Queue), Logger: opts.Logger}
 		if cfg.ClientName == "" {
 			var b [6]byte
 			_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms

@@ -45,17 +45,23 @@ port_open() {
 	timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
-# free_port prints a port in 20000-39999 that nothing listens on.
+# free_port sets FREE_PORT to a port in 20000-32767 that nothing listens on
+# and that this script did not hand out before (PICKED). The range ends below
+# Linux's ephemeral ports (32768-60999), which outgoing connections take
+# without listening: a node whose port is taken so fails to start. Not to be
+# called in a subshell, which would forget PICKED.
+PICKED=" "
 free_port() {
 	local p i
 	for i in $(seq 1 50); do
-		p=$((20000 + RANDOM % 20000))
-		if ! port_open "$p"; then
-			echo "$p"
+		p=$((20000 + RANDOM % 12768))
+		if [[ $PICKED != *" $p "* ]] && ! port_open "$p"; then
+			PICKED+="$p "
+			FREE_PORT=$p
 			return 0
 		fi
 	done
-	die "no free port found in 20000-39999"
+	die "no free port found in 20000-32767"
 }
 
 # node_env sets the environment rabbitmq-server and rabbitmqctl need for the
@@ -76,6 +82,7 @@ node_env() {
 	export RABBITMQ_CONF_ENV_FILE=$DIR/rabbitmq-env.conf
 	export RABBITMQ_ENABLED_PLUGINS_FILE=$DIR/enabled_plugins
 	export RABBITMQ_PLUGINS_EXPAND_DIR=$DIR/plugins-expand
+	export ERL_CRASH_DUMP=$DIR/log/erl_crash.dump
 }
 
 ctl() {
@@ -187,13 +194,16 @@ cluster_nodes() {
 }
 
 cluster_start() {
-	local n=$1 i cookie pids=() dirs=() nodes=() urls=() hosts=() failed=0 first
+	local n=$1 i cookie pids=() dirs=() nodes=() urls=() hosts=() failed=0 first amqp_port
 	[[ $n =~ ^[1-9][0-9]?$ ]] || die "the number of nodes must be 1-99, not $n"
 	mkdir -p "$CLUSTER"
 	cookie=$(new_cookie)
 	for i in $(seq 1 "$n"); do
 		DIR=$CLUSTER/node$i
-		init_node "$(free_port)" "$(free_port)" "bankrpc-c$$-n$i@localhost" "$cookie"
+		free_port
+		amqp_port=$FREE_PORT
+		free_port
+		init_node "$amqp_port" "$FREE_PORT" "bankrpc-c$$-n$i@localhost" "$cookie"
 		dirs+=("$DIR")
 	done
 	# Boot in parallel: a node takes seconds to start on a busy machine.
@@ -295,7 +305,17 @@ start)
 		print_env
 		exit 0
 	fi
-	init_node "${1:-$(free_port)}" "${2:-$(free_port)}" "bankrpc-test-$$@localhost" "$(new_cookie)"
+	amqp_port=${1:-}
+	dist_port=${2:-}
+	if [[ -z $amqp_port ]]; then
+		free_port
+		amqp_port=$FREE_PORT
+	fi
+	if [[ -z $dist_port ]]; then
+		free_port
+		dist_port=$FREE_PORT
+	fi
+	init_node "$amqp_port" "$dist_port" "bankrpc-test-$$@localhost" "$(new_cookie)"
 	start_node
 	print_env
 	;;

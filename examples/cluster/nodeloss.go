@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"github.com/bankrpc/bankrpc"
 	"github.com/bankrpc/bankrpc/bank"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
@@ -135,7 +137,12 @@ type Report struct {
 	Money, WantMoney int64
 	Mismatched       []string
 	LeftInQueues     map[string]int // messages left in the bank's and the clients' queues
-	Violations       []string
+	// DeadLettered counts the requests in the bank's dead-letter queue at
+	// the end by x-death reason. "expired" is a call attempt whose
+	// deadline passed in the queue (its caller retried); any other reason
+	// (a delivery limit, a rejection) is a violation.
+	DeadLettered map[string]int
+	Violations   []string
 }
 
 // OK reports whether the run kept every promise.
@@ -150,7 +157,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "  %-14s %-32s connected=%-5v leader=%-5v every client answered again after %-8v longest gap %-8v (median client %v), rejoined in %v\n",
 			f.Kind, f.Node, f.Connected, f.Leader, f.Recovered.Round(time.Millisecond), f.MaxGap.Round(time.Millisecond), f.MedianGap.Round(time.Millisecond), f.Rejoin.Round(time.Second))
 	}
-	fmt.Fprintf(&b, "  money %d (want %d), accounts off %d, messages left in queues %d\n", r.Money, r.WantMoney, len(r.Mismatched), total(r.LeftInQueues))
+	fmt.Fprintf(&b, "  money %d (want %d), accounts off %d, messages left in queues %d, dead-lettered %v\n", r.Money, r.WantMoney, len(r.Mismatched), total(r.LeftInQueues), r.DeadLettered)
 	if r.OK() {
 		b.WriteString("  verdict: OK (every acknowledged transfer applied exactly once, money conserved, queues drained, no INTERNAL)\n")
 	} else {
@@ -276,6 +283,7 @@ func RunNodeLoss(ctx context.Context, c *Cluster, cfg Config) (*Report, error) {
 		fr, err := injectFault(ctx, c, cfg, kind, &serverNode, clients)
 		if err != nil {
 			ferr = fmt.Errorf("fault %d (%s): %w", n+1, kind, err)
+			cfg.Progress("%v", ferr)
 			break
 		}
 		rep.Faults = append(rep.Faults, fr)
@@ -310,7 +318,7 @@ func RunNodeLoss(ctx context.Context, c *Cluster, cfg Config) (*Report, error) {
 			}
 			rep.LeftInQueues = map[string]int{}
 			for q, n := range depths {
-				if n > 0 && strings.HasPrefix(q, "bankrpc.") && !strings.HasSuffix(q, ".status") {
+				if n > 0 && strings.HasPrefix(q, "bankrpc.") && !strings.HasSuffix(q, ".status") && q != amqp.DeadLetterQueue(bankName) {
 					rep.LeftInQueues[q] = n
 				}
 			}
@@ -318,6 +326,16 @@ func RunNodeLoss(ctx context.Context, c *Cluster, cfg Config) (*Report, error) {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if live >= 0 {
+		if rep.DeadLettered, err = deadLetters(c.Nodes[live].URL, amqp.DeadLetterQueue(bankName)); err != nil {
+			return nil, err
+		}
+		for reason, n := range rep.DeadLettered {
+			if reason != "expired" {
+				rep.Violations = append(rep.Violations, fmt.Sprintf("%d requests dead-lettered (%s)", n, reason))
+			}
 		}
 	}
 	for _, cl := range clients {
@@ -446,6 +464,7 @@ func injectFault(ctx context.Context, c *Cluster, cfg Config, kind FaultKind, se
 
 // client is one transferring client.
 type client struct {
+	name string // the AMQP client name
 	conn *bankrpc.Conn
 	bank bankv1.BankClient
 
@@ -462,7 +481,7 @@ func dialBank(address string, cfg Config) (*client, error) {
 		return nil, err
 	}
 	conn := bankrpc.NewConn(ct)
-	return &client{conn: conn, bank: bankv1.NewBankClient(conn)}, nil
+	return &client{name: ct.Name(), conn: conn, bank: bankv1.NewBankClient(conn)}, nil
 }
 
 // work transfers until stop is closed, then finishes its call.
@@ -522,10 +541,11 @@ func (cl *client) work(ctx context.Context, cfg Config, rep *Report, stop <-chan
 			select {
 			case <-stop:
 				if drainBy.IsZero() {
-					drainBy = time.Now().Add(cfg.RecoverWithin + 30*time.Second)
+					drainBy = time.Now().Add(cfg.RecoverWithin)
 				}
 				if time.Now().After(drainBy) {
 					atomic.AddInt64(&rep.Unresolved, 1)
+					cfg.Progress("  client %s: call %s still without an answer (last: %v)", cl.name, id, err)
 					return
 				}
 			default:
@@ -622,6 +642,38 @@ func trackingDial(c *Cluster, node *atomic.Int32) func(network, addr string) (ne
 		}
 		node.Store(int32(c.NodeOf(addr)))
 		return conn, nil
+	}
+}
+
+// deadLetters takes every message out of the dead-letter queue and counts
+// them by the reason of their first death.
+func deadLetters(url, queue string) (map[string]int, error) {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	reasons := map[string]int{}
+	for {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return reasons, nil
+		}
+		reason, _ := d.Headers["x-first-death-reason"].(string)
+		if reason == "" {
+			reason, _ = d.Headers["bankrpc-dead-reason"].(string)
+		}
+		if reason == "" {
+			reason = "unknown"
+		}
+		reasons[reason]++
 	}
 }
 

@@ -33,7 +33,7 @@ func main() {
 		recover_ = flag.Duration("recover", 30*time.Second, "the bound on the time every client waits for an answer after a loss")
 		script   = flag.String("script", "scripts/rabbitmq-node.sh", "the node script")
 		dir      = flag.String("dir", "", "the cluster's directory (default: a temporary one)")
-		verbose  = flag.Bool("v", false, "print the transports' logs (warnings and above)")
+		logFile  = flag.String("log", "", "write the transports' and the bank's logs (info and above) to this `file`")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,8 +45,13 @@ func main() {
 	for _, f := range strings.Split(*faults, ",") {
 		cfg.Faults = append(cfg.Faults, cluster.FaultKind(strings.TrimSpace(f)))
 	}
-	if *verbose {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if *logFile != "" {
+		f, err := os.Create(*logFile)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		cfg.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	failed := 0
 	for run := 1; run <= *runs; run++ {

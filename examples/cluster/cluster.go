@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -147,13 +148,17 @@ func (c *Cluster) QueueDepths(ctx context.Context, i int) (map[string]int, error
 }
 
 // scriptWait bounds one command of the script: a cluster start takes a
-// minute on a busy machine.
-const scriptWait = 4 * time.Minute
+// minute or more on a busy machine.
+const scriptWait = 8 * time.Minute
 
 func run(ctx context.Context, script string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, scriptWait)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, args...)...)
+	if os.Getenv("BANKRPC_NODE_WAIT") == "" {
+		// A node started again on a busy machine may take over a minute.
+		cmd.Env = append(os.Environ(), "BANKRPC_NODE_WAIT=180")
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second

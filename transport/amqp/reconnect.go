@@ -64,10 +64,11 @@ func newConnector(urls []string, connectionName string, dial func(network, addr 
 // connection.
 func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection) error) (*amqp091.Connection, error) {
 	var (
-		mu      sync.Mutex // guards raw, ended
-		raw     net.Conn
-		ended   bool
-		config  = k.config
+		mu       sync.Mutex // guards raw, ended, timedOut
+		raw      net.Conn
+		ended    bool
+		timedOut bool
+		config   = k.config
 		netDial = k.dial
 	)
 	if netDial == nil {
@@ -108,8 +109,11 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 			_ = raw.Close()
 		}
 	})
-	// Every node is tried once, from the current one: a node that does not
-	// answer is skipped at once.
+	// Every node is tried once, from the current one: a node that refuses
+	// the connection is skipped at once, one that does not complete the
+	// handshake and the setup within setupTimeout (a node overwhelmed, or
+	// one that holds a declaration while a quorum queue elects its leader:
+	// the library waits for the answer forever) after that.
 	var (
 		url  string
 		conn *amqp091.Connection
@@ -117,15 +121,32 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 	)
 	for range k.urls {
 		url = k.node()
-		if conn, err = amqp091.DialConfig(url, config); err == nil || ctx.Err() != nil {
+		mu.Lock()
+		timedOut = false
+		mu.Unlock()
+		bound := time.AfterFunc(setupTimeout, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			timedOut = true
+			if raw != nil {
+				_ = raw.Close()
+			}
+		})
+		if conn, err = amqp091.DialConfig(url, config); err == nil {
+			if err = setup(conn); err != nil {
+				closeConn(conn)
+			}
+		}
+		bound.Stop()
+		mu.Lock()
+		if timedOut && err != nil {
+			err = status.Errorf(status.Unavailable, "amqp: connect to %s: no connection set up within %v (%v)", redactURL(url), setupTimeout, err)
+		}
+		mu.Unlock()
+		if err == nil || ctx.Err() != nil {
 			break
 		}
 		k.failover()
-	}
-	if err == nil {
-		if err = setup(conn); err != nil {
-			closeConn(conn)
-		}
 	}
 	if !stop() {
 		if err == nil {
@@ -258,6 +279,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// setupTimeout bounds the opening of a connection to one node, handshake
+// and setup (channels, declarations, consumers) included.
+const setupTimeout = 15 * time.Second
 
 // closeWait bounds the close handshake with a broker.
 const closeWait = 2 * time.Second

@@ -69,7 +69,7 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 		ended    bool
 		timedOut bool
 		config   = k.config
-		netDial = k.dial
+		netDial  = k.dial
 	)
 	if netDial == nil {
 		netDial = func(network, addr string) (net.Conn, error) {

@@ -10,6 +10,8 @@
 #   rabbitmq-node.sh kill DIR                            kill -9 the node started in DIR
 #   rabbitmq-node.sh restart DIR                         stop, then start on the same ports and data
 #   rabbitmq-node.sh ctl DIR ARGS...                     rabbitmqctl -n <that node> ARGS...
+#   rabbitmq-node.sh await-quorum DIR                    wait until every quorum queue with a member on
+#                                                        the node in DIR could lose that node (quorum + 1 online)
 #   rabbitmq-node.sh cluster-start DIR [N]               start N nodes (default 3) in DIR/node1..N, joined
 #   rabbitmq-node.sh cluster-stop DIR                    stop every node of the cluster, remove DIR
 #   rabbitmq-node.sh cluster-leader DIR QUEUE            print the DIR of the node leading a quorum queue
@@ -37,7 +39,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
+	awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
 	exit 2
 }
 
@@ -337,6 +339,12 @@ ctl)
 	[[ -e $DIR/node.env ]] || die "no node in $DIR"
 	node_env
 	ctl "$@"
+	;;
+await-quorum)
+	[[ -e $DIR/node.env ]] || die "no node in $DIR"
+	node_env
+	timeout $((WAIT_SECONDS + 10)) "$RMQ_BIN/rabbitmq-upgrade" -q -n "$NODE" await_online_quorum_plus_one -t "$WAIT_SECONDS" >/dev/null ||
+		die "the quorum queues of node $NODE did not all have quorum + 1 members online within ${WAIT_SECONDS}s"
 	;;
 cluster-start)
 	CLUSTER=$DIR

@@ -94,6 +94,15 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 	return err
 }
 
+// AwaitQuorum waits until every quorum queue with a member on node i has
+// a quorum plus one members online (rabbitmq-upgrade
+// await_online_quorum_plus_one): node i, or any one node of a three-node
+// cluster, can be lost without a queue losing its majority.
+func (c *Cluster) AwaitQuorum(ctx context.Context, i int) error {
+	_, err := run(ctx, c.Script, "await-quorum", c.Nodes[i].Dir)
+	return err
+}
+
 // Leader returns the index of the node leading the quorum queue.
 func (c *Cluster) Leader(ctx context.Context, queue string) (int, error) {
 	out, err := run(ctx, c.Script, "cluster-leader", c.Dir, queue)

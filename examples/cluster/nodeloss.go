@@ -113,7 +113,7 @@ type FaultReport struct {
 	// from the loss until the next fault (the restart of the node included);
 	// the worst and the median client.
 	MaxGap, MedianGap time.Duration
-	Rejoin            time.Duration // how long the node took to start again and rejoin
+	Rejoin            time.Duration // how long the node took to start again, rejoin, and have every quorum queue's members online
 
 	at time.Time // when the node was lost
 }
@@ -453,6 +453,12 @@ func injectFault(ctx context.Context, c *Cluster, cfg Config, kind FaultKind, se
 	sleepCtx(ctx, cfg.Settle)
 	t0 := time.Now()
 	if err := c.StartNode(ctx, victim); err != nil {
+		return fr, err
+	}
+	// Rejoined means healed: every queue has its members online again, so
+	// that the next loss leaves each a majority (as Jepsen's analysis
+	// waits for the cluster to heal between faults).
+	if err := c.AwaitQuorum(ctx, victim); err != nil {
 		return fr, err
 	}
 	fr.Rejoin = time.Since(t0)

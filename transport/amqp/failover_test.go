@@ -98,22 +98,32 @@ func TestRefusedReplyRepublishedNotRequeued(t *testing.T) {
 	}
 }
 
-// TestRefusedRequestRepublished: the broker refuses a client's requests for
-// a while. The client publishes them again, with back-off, on a fresh
-// channel, and the call succeeds once they are taken; refused for good, the
-// call fails with UNAVAILABLE after maxRequestNacks republishes.
+// TestRefusedRequestRepublished: the broker refuses a client's request
+// for a while (the service queue is full, with overflow reject-publish).
+// The client publishes it again, with back-off, on a fresh channel, and the
+// call succeeds once the queue takes it; refused for good, the call fails
+// with UNAVAILABLE after maxRequestNacks republishes. (A refused request
+// used to fail its call at once.)
 func TestRefusedRequestRepublished(t *testing.T) {
 	url := privateNodeURL(t)
-	ctx := testCtx(t, 60*time.Second)
-	svc := uniqueName(t)
+	ctx := testCtx(t, 90*time.Second)
+	prefix := uniqueName(t)
+	svc, full := prefix+"-a", prefix+"-b"
+	// One ready request fills either queue.
+	privateNodeCtl(t, "set_policy", "--apply-to", "queues", "--priority", "10", prefix,
+		"^"+regexpQuote(ServiceQueue(prefix))+"-(a|b)$", `{"max-length":1,"overflow":"reject-publish"}`)
+	t.Cleanup(func() { privateNodeCtl(t, "clear_policy", prefix) })
 	l := newLedger()
 	srv := listen(t, url, ServerConfig{Service: svc})
-	serve(t, srv, handlerFor(l))
+	listen(t, url, ServerConfig{Service: full}) // declared, never served
 	c := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: svc})))
-	_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "warm-up"})
-	require.NoError(t, err)
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "fills the queue"}, bankrpc.WithCallID("req-first"))
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return queueDepth(t, url, ServiceQueue(svc)) == 1 }, 20*time.Second, 20*time.Millisecond)
 
-	lift := refusePolicy(t, ServiceQueue(svc))
 	answered := make(chan error, 1)
 	go func() {
 		_, err := c.Echo(ctx, &testv1.EchoRequest{Tag: "refused"}, bankrpc.WithCallID("req-refused-1"))
@@ -122,20 +132,24 @@ func TestRefusedRequestRepublished(t *testing.T) {
 	select {
 	case err := <-answered:
 		t.Fatalf("the call ended while its request was refused: %v", err)
-	case <-time.After(200 * time.Millisecond):
+	case <-time.After(time.Second):
 	}
-	lift() // rabbitmqctl takes seconds: the request is refused meanwhile
-	select {
-	case err := <-answered:
-		require.NoError(t, err)
-	case <-ctx.Done():
-		t.Fatal("no answer after the refusals stopped")
+	serve(t, srv, handlerFor(l)) // the queue empties: the request is taken
+	for _, ch := range []chan error{first, answered} {
+		select {
+		case err := <-ch:
+			require.NoError(t, err)
+		case <-ctx.Done():
+			t.Fatal("no answer after the queue emptied")
+		}
 	}
 	assert.Equal(t, 1, l.executionsOf("req-refused-1"))
 
-	refusePolicy(t, ServiceQueue(svc))
+	cf := testv1.NewTestServiceClient(bankrpc.NewConn(dial(t, url, ClientConfig{Service: full})))
+	go func() { _, _ = cf.Echo(ctx, &testv1.EchoRequest{Tag: "fills the queue for good"}) }()
+	require.Eventually(t, func() bool { return queueDepth(t, url, ServiceQueue(full)) == 1 }, 20*time.Second, 20*time.Millisecond)
 	start := time.Now()
-	_, err = c.Echo(ctx, &testv1.EchoRequest{Tag: "refused for good"})
+	_, err := cf.Echo(ctx, &testv1.EchoRequest{Tag: "refused for good"})
 	assert.Equal(t, bankrpc.Unavailable, bankrpc.CodeOf(err), "%v", err)
 	assert.ErrorContains(t, err, fmt.Sprintf("%d times", maxRequestNacks+1))
 	t.Logf("refused for good: failed after %v", time.Since(start).Round(time.Millisecond))

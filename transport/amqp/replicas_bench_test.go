@@ -38,12 +38,12 @@ func (stateless) Echo(_ context.Context, in *testv1.EchoRequest) (*testv1.EchoRe
 
 // replicaConcurrency is each replica's handlers at once (ServerConfig's
 // Prefetch and Concurrency): what one process of a real service can take.
-const replicaConcurrency = 8
+const replicaConcurrency = 2
 
 // BenchmarkReplicas measures a stateless service scaled out over AMQP:
-// 1, 2 and 4 replicas, each with 8 handlers at once, consume the one service
+// 1, 2 and 4 replicas, each with 2 handlers at once, consume the one service
 // queue, and 64 callers (over 4 client connections) call it in a closed
-// loop. With work=5ms a replica serves at most 8/5ms = 1600 calls/s, so
+// loop. With work=50ms a replica serves at most 2/50ms = 40 calls/s, so
 // throughput grows with replicas until the broker limits it; with work=0
 // the broker (persistent messages, confirms, acknowledgements) is the limit
 // from the start. Each round measures the three replica counts, 2 s each,
@@ -60,7 +60,7 @@ func BenchmarkReplicas(b *testing.B) {
 		conns   = 4
 	)
 	counts := []int{1, 2, 4}
-	for _, work := range []time.Duration{5 * time.Millisecond, 0} {
+	for _, work := range []time.Duration{50 * time.Millisecond, 0} {
 		b.Run(fmt.Sprintf("work=%v", work), func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()

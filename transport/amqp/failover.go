@@ -34,6 +34,11 @@ const (
 	// a message the broker refused.
 	republishMin = 25 * time.Millisecond
 	republishMax = time.Second
+	// confirmTimeout: a message the broker has neither confirmed nor
+	// refused after this long counts as a refusal. A channel with a stale
+	// view of a quorum queue may also hold its publishes without an answer
+	// at all, as long as the connection lives.
+	confirmTimeout = 3 * time.Second
 )
 
 // errRefused ends a session whose fresh channels the broker keeps refusing.
@@ -60,8 +65,19 @@ type pubChannel struct {
 	ended        bool      // the session must end; no channel is opened any more
 	shuttingDown bool      // close was called
 
-	runs   sync.WaitGroup // the publishers' run loops
+	runs   sync.WaitGroup // the publishers' run loops and the watchdog
 	failed chan error     // buffered 1: why the session must end
+	quit   chan struct{}  // closed by close: the watchdog stops
+
+	// unconfirmed holds the publishes waiting for their outcome, by token,
+	// with their publisher and time; guarded by mu.
+	unconfirmed map[uint64]pending
+	nextToken   uint64
+}
+
+type pending struct {
+	p    *publisher
+	sent time.Time
 }
 
 // newPubChannel starts a pubChannel on ch, a channel of conn already set up
@@ -72,14 +88,43 @@ func newPubChannel(conn *amqp091.Connection, ch *amqp091.Channel, onOpen func(*a
 	if err != nil {
 		return nil, err
 	}
-	return &pubChannel{conn: conn, onOpen: onOpen, logger: logger, cur: p, failed: make(chan error, 1)}, nil
+	return &pubChannel{conn: conn, onOpen: onOpen, logger: logger, cur: p, failed: make(chan error, 1),
+		quit: make(chan struct{}), unconfirmed: make(map[uint64]pending)}, nil
 }
 
-// start runs the confirmation loop of the first channel.
+// start runs the confirmation loop of the first channel, and the watchdog
+// of unanswered publishes.
 func (pc *pubChannel) start() {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	pc.runLocked(pc.cur)
+	pc.runs.Go(pc.watch)
+}
+
+// watch treats a publish of the current channel left without an answer for
+// confirmTimeout as a refusal (see refused).
+func (pc *pubChannel) watch() {
+	t := time.NewTicker(confirmTimeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-pc.quit:
+			return
+		case <-t.C:
+		}
+		pc.mu.Lock()
+		cur, stale := pc.cur, false
+		for _, u := range pc.unconfirmed {
+			if u.p == cur && time.Since(u.sent) > confirmTimeout {
+				stale = true
+				break
+			}
+		}
+		pc.mu.Unlock()
+		if stale {
+			pc.refused(cur, "no confirmation within "+confirmTimeout.String())
+		}
+	}
 }
 
 // runLocked runs p's confirmation loop. When p's channel closes while p is
@@ -119,7 +164,10 @@ func (pc *pubChannel) alive() bool {
 // for the loops to end; the connection must be closed (or closing).
 func (pc *pubChannel) close() {
 	pc.mu.Lock()
-	pc.shuttingDown = true
+	if !pc.shuttingDown {
+		pc.shuttingDown = true
+		close(pc.quit)
+	}
 	pc.mu.Unlock()
 	pc.runs.Wait()
 }
@@ -128,15 +176,30 @@ func (pc *pubChannel) close() {
 func (pc *pubChannel) publish(exchange, key string, mandatory bool, msg amqp091.Publishing, onConfirm func(confirmOutcome)) error {
 	pc.mu.Lock()
 	p := pc.cur
+	var token uint64
+	if onConfirm != nil {
+		pc.nextToken++
+		token = pc.nextToken
+		pc.unconfirmed[token] = pending{p: p, sent: time.Now()}
+	}
 	pc.mu.Unlock()
 	var f func(confirmOutcome)
 	if onConfirm != nil {
 		f = func(o confirmOutcome) {
+			pc.mu.Lock()
+			delete(pc.unconfirmed, token)
+			pc.mu.Unlock()
 			pc.observe(p, o)
 			onConfirm(o)
 		}
 	}
-	return p.publish(exchange, key, mandatory, msg, f)
+	err := p.publish(exchange, key, mandatory, msg, f)
+	if err != nil && onConfirm != nil {
+		pc.mu.Lock()
+		delete(pc.unconfirmed, token)
+		pc.mu.Unlock()
+	}
+	return err
 }
 
 // publishWait publishes msg and waits for its outcome.

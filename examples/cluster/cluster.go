@@ -9,7 +9,7 @@
 // Run it as a test (it starts and removes its own cluster, about four
 // minutes):
 //
-//	BANKRPC_CLUSTER=1 go test -run TestNodeLoss -v -timeout 15m ./examples/cluster/
+//	BANKRPC_CLUSTER=1 go test -run TestNodeLoss -v -timeout 25m ./examples/cluster/
 //
 // or as a command, which prints the figures and exits non-zero on any
 // violation:

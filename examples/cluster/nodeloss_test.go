@@ -49,7 +49,7 @@ func startCluster(t *testing.T) *Cluster {
 // INTERNAL, and every client is answered again within 30 s of each loss.
 func TestNodeLoss(t *testing.T) {
 	c := startCluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	rep, err := RunNodeLoss(ctx, c, Config{Progress: t.Logf})
 	require.NoError(t, err)

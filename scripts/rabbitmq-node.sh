@@ -97,7 +97,9 @@ start_node() {
 	if port_open "$PORT"; then
 		die "port $PORT is already taken; not starting a second node there"
 	fi
-	"$RMQ_BIN/rabbitmq-server" >"$DIR/log/stdout.log" 2>&1 &
+	# From DIR: a node that crashes writes its Mnesia core file in its
+	# working directory.
+	(cd "$DIR" && exec "$RMQ_BIN/rabbitmq-server") >"$DIR/log/stdout.log" 2>&1 &
 	echo $! >"$DIR/launcher.pid"
 
 	local deadline=$((SECONDS + WAIT_SECONDS))

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
 )
@@ -28,18 +30,45 @@ const (
 // (RabbitMQ's URI query parameters); they are passed through.
 var brokerParams = []string{"auth_mechanism", "cacertfile", "certfile", "channel_max", "connection_timeout", "heartbeat", "keyfile", "server_name_indication"}
 
-// address is a parsed address: the broker URL and bankrpc's parameters.
+// address is a parsed address: the broker URLs and bankrpc's parameters.
 type address struct {
-	broker          string
+	brokers         []string // one per host, in the address's order
 	service, client string
 	queue           QueueType
 }
 
 // parseAddress splits raw, amqp[s]://user:password@host:port/vhost?PARAMS,
-// into the broker URL and bankrpc's parameters. An unknown parameter is an
-// error (a misspelt "service" must not go unnoticed); so is client= when
-// forDial is false.
+// into the broker URLs and bankrpc's parameters. The host part may list the
+// nodes of a cluster, host1:port1,host2:port2,...: every node gets the same
+// credentials, vhost and broker parameters, and the connection managers try
+// them in turn (see connector). An unknown parameter is an error (a misspelt
+// "service" must not go unnoticed); so is client= when forDial is false.
 func parseAddress(raw string, forDial bool) (address, error) {
+	a, err := parseOneAddress(raw, forDial)
+	if err != nil {
+		return a, err
+	}
+	u, err := url.Parse(a.brokers[0])
+	if err != nil || !strings.Contains(u.Host, ",") {
+		return a, nil // an error here was reported by parseOneAddress
+	}
+	hosts := strings.Split(u.Host, ",")
+	a.brokers = make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		if h == "" {
+			return address{}, status.Errorf(status.InvalidArgument, "amqp: address %s: empty host in the list of broker nodes (give host:port,host:port)", u.Redacted())
+		}
+		one := *u
+		one.Host = h
+		if _, err := url.Parse(one.String()); err != nil {
+			return address{}, status.Errorf(status.InvalidArgument, "amqp: address %s: broker node %q: %v", u.Redacted(), h, err)
+		}
+		a.brokers = append(a.brokers, one.String())
+	}
+	return a, nil
+}
+
+func parseOneAddress(raw string, forDial bool) (address, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return address{}, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(raw), err)
@@ -48,9 +77,9 @@ func parseAddress(raw string, forDial bool) (address, error) {
 	if scheme != "amqp" && scheme != "amqps" {
 		return address{}, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: the scheme must be amqp or amqps", u.Redacted())
 	}
-	a := address{broker: raw}
+	a := address{brokers: []string{raw}}
 	if !strings.HasPrefix(raw, scheme+":") {
-		a.broker = u.String() // amqp091-go knows the lower-case names only; url.Parse lowered it
+		a.brokers[0] = u.String() // amqp091-go knows the lower-case names only; url.Parse lowered it
 	}
 	if u.RawQuery == "" {
 		return a, nil
@@ -83,16 +112,16 @@ func parseAddress(raw string, forDial bool) (address, error) {
 		}
 	}
 	u.RawQuery = kept.Encode()
-	a.broker = u.String()
+	a.brokers[0] = u.String()
 	return a, nil
 }
 
 // fromAddress applies the parameters of the address raw to c (they take
-// precedence over c's fields) and returns the broker URL.
-func (c *ClientConfig) fromAddress(raw string) (string, error) {
+// precedence over c's fields) and returns the broker URLs.
+func (c *ClientConfig) fromAddress(raw string) ([]string, error) {
 	a, err := parseAddress(raw, true)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if a.service != "" {
 		c.Service = a.service
@@ -103,15 +132,15 @@ func (c *ClientConfig) fromAddress(raw string) (string, error) {
 	if a.queue != "" {
 		c.QueueType = a.queue
 	}
-	return a.broker, nil
+	return a.brokers, nil
 }
 
 // fromAddress applies the parameters of the address raw to c (they take
-// precedence over c's fields) and returns the broker URL.
-func (c *ServerConfig) fromAddress(raw string) (string, error) {
+// precedence over c's fields) and returns the broker URLs.
+func (c *ServerConfig) fromAddress(raw string) ([]string, error) {
 	a, err := parseAddress(raw, false)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if a.service != "" {
 		c.Service = a.service
@@ -119,7 +148,23 @@ func (c *ServerConfig) fromAddress(raw string) (string, error) {
 	if a.queue != "" {
 		c.QueueType = a.queue
 	}
-	return a.broker, nil
+	return a.brokers, nil
+}
+
+// brokerUser checks every broker URL and returns the user name of the
+// first (the nodes of one address share it).
+func brokerUser(brokers []string) (string, error) {
+	var user string
+	for i, b := range brokers {
+		uri, err := amqp091.ParseURI(b)
+		if err != nil {
+			return "", status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(b), err)
+		}
+		if i == 0 {
+			user = uri.Username
+		}
+	}
+	return user, nil
 }
 
 // requireService refuses an address, given to bankrpc.Dial or

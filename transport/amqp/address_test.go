@@ -17,22 +17,29 @@ import (
 func TestParseAddress(t *testing.T) {
 	a, err := parseAddress("amqp://u:p@h:5672/v?service=bank&client=alice&queue=quorum&heartbeat=5", true)
 	require.NoError(t, err)
-	assert.Equal(t, address{broker: "amqp://u:p@h:5672/v?heartbeat=5", service: "bank", client: "alice", queue: QueueQuorum}, a,
+	assert.Equal(t, address{brokers: []string{"amqp://u:p@h:5672/v?heartbeat=5"}, service: "bank", client: "alice", queue: QueueQuorum}, a,
 		"bankrpc's parameters are taken out, the broker's stay")
 
 	a, err = parseAddress("AMQPS://u:p@h/", false)
 	require.NoError(t, err)
-	assert.Equal(t, "amqps://u:p@h/", a.broker, "amqp091-go knows lower-case schemes only")
+	assert.Equal(t, []string{"amqps://u:p@h/"}, a.brokers, "amqp091-go knows lower-case schemes only")
 
 	a, err = parseAddress("amqp://u:p@h/", false)
 	require.NoError(t, err)
-	assert.Equal(t, "amqp://u:p@h/", a.broker, "an address without parameters is the broker URL as it is")
+	assert.Equal(t, []string{"amqp://u:p@h/"}, a.brokers, "an address without parameters is the broker URL as it is")
+
+	a, err = parseAddress("amqp://u:p@n1:5672,n2:5673,n3:5674/v?service=bank&heartbeat=5", true)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"amqp://u:p@n1:5672/v?heartbeat=5", "amqp://u:p@n2:5673/v?heartbeat=5", "amqp://u:p@n3:5674/v?heartbeat=5"}, a.brokers,
+		"the nodes of a cluster share the credentials, vhost and broker parameters")
+	assert.Equal(t, "bank", a.service)
 
 	for _, tc := range []struct {
 		addr    string
 		forDial bool
 		want    string
 	}{
+		{"amqp://u:p@n1:5672,,n2:5672/?service=bank", true, "empty host"},
 		{"http://h/?service=bank", true, "the scheme must be amqp or amqps"},
 		{"amqp://h/?servce=bank", true, `unknown parameter "servce"`},
 		{"amqp://h/?service=bank&queue=stream", true, `queue type "stream"`},
@@ -54,7 +61,7 @@ func TestAddressOverridesConfig(t *testing.T) {
 	cfg := ClientConfig{Service: "north", ClientName: "bob", QueueType: QueueQuorum, Prefetch: 7}
 	broker, err := cfg.fromAddress("amqp://h/?service=south&client=alice")
 	require.NoError(t, err)
-	assert.Equal(t, "amqp://h/", broker)
+	assert.Equal(t, []string{"amqp://h/"}, broker)
 	assert.Equal(t, ClientConfig{Service: "south", ClientName: "alice", QueueType: QueueQuorum, Prefetch: 7}, cfg)
 
 	scfg := ServerConfig{Service: "north", QueueType: QueueQuorum, Prefetch: 7}

@@ -93,7 +93,15 @@ type call struct {
 	// Guarded by Client.mu.
 	sentOn    *clientSession // the session of the last publish, to publish once per session
 	confirmed bool           // the broker holds the request: never publish it again
+	nacks     int            // how many times the broker refused the request
 }
+
+// maxRequestNacks is how many times a request refused by the broker
+// (basic.nack) is published again, with back-off and on a fresh channel,
+// before its call fails with UNAVAILABLE: enough to ride out the election
+// of a quorum queue's new leader (seconds), not to hide a queue that refuses
+// for good (a full queue with overflow reject-publish).
+const maxRequestNacks = 12
 
 // Dial connects to the broker at url (amqp://user:password@host:port/vhost),
 // checks that the service's exchanges and queue exist (a server of the
@@ -107,20 +115,20 @@ func Dial(url string, cfg ClientConfig) (*Client, error) {
 }
 
 func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, error) {
-	broker, err := cfg.fromAddress(url)
+	brokers, err := cfg.fromAddress(url)
 	if err != nil {
 		return nil, err
 	}
 	if cfg, err = cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	uri, err := amqp091.ParseURI(broker)
+	user, err := brokerUser(brokers)
 	if err != nil {
-		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(broker), err)
+		return nil, err
 	}
 	c := &Client{
 		cfg:       cfg,
-		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
+		connector: newConnector(brokers, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Logger.With("client", cfg.ClientName, "service", cfg.Service)),
 		pending:   make(map[string][]*call),
 		orphans:   newOrphans(cfg.OrphanReplies, cfg.OrphanTTL),
 		kept:      make(chan struct{}),
@@ -129,7 +137,7 @@ func dialContext(ctx context.Context, url string, cfg ClientConfig) (*Client, er
 	}
 	c.connector.events = cfg.Events
 	if !cfg.NoUserID {
-		c.userID = uri.Username
+		c.userID = user
 	}
 	first, err := c.openFirst(ctx)
 	if err != nil {
@@ -309,8 +317,8 @@ func (c *Client) status(id string, frame []byte) {
 	}
 }
 
-// confirmed records the broker's answer to a request.
-func (c *Client) confirmed(pc *call, o confirmOutcome) {
+// confirmed records the broker's answer to a request published on s.
+func (c *Client) confirmed(s *clientSession, pc *call, o confirmOutcome) {
 	switch o {
 	case confirmAcked:
 		c.mu.Lock()
@@ -320,10 +328,40 @@ func (c *Client) confirmed(pc *call, o confirmOutcome) {
 			pc.sent()
 		}
 	case confirmNacked:
-		c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: the broker refused request %s for service %q (basic.nack)", pc.id, c.cfg.Service)})
+		// The refusal replaced s's publishing channel (see pubChannel): the
+		// request is published again on the fresh one, after a back-off.
+		c.mu.Lock()
+		pc.nacks++
+		n := pc.nacks
+		c.mu.Unlock()
+		if n > maxRequestNacks {
+			c.finish(pc, outcome{err: status.Errorf(status.Unavailable, "amqp: the broker refused request %s for service %q %d times (basic.nack)", pc.id, c.cfg.Service, n)})
+			return
+		}
+		time.AfterFunc(republishBackoff(n), func() { c.republish(s, pc) })
 	case confirmLost:
-		// Published again on the next connection, by attach.
+		// Lost with a replaced channel of a live session: published again
+		// at once. Lost with the connection: published again on the next
+		// one, by attach.
+		if s.pub.alive() {
+			c.republish(s, pc)
+		}
 	}
+}
+
+// republish queues again on s a request published on s that the broker
+// did not take, unless the call ended, the request was confirmed since, or s
+// is no longer the current session (attach of the next one queued it).
+func (c *Client) republish(s *clientSession, pc *call) {
+	c.mu.Lock()
+	if c.sess != s || pc.sentOn != s || pc.confirmed || !c.isPendingLocked(pc) {
+		c.mu.Unlock()
+		return
+	}
+	pc.sentOn = nil
+	s.queue = append(s.queue, pc)
+	c.mu.Unlock()
+	s.signal()
 }
 
 // openFirst opens the first session. A client restarted right after its
@@ -355,13 +393,14 @@ func (c *Client) open(ctx context.Context) (session, error) {
 type clientSession struct {
 	c        *Client
 	conn     *amqp091.Connection
-	pub      *publisher
+	pub      *pubChannel
 	results  <-chan amqp091.Delivery
 	errs     <-chan amqp091.Delivery
 	statuses <-chan amqp091.Delivery
-	returns  <-chan amqp091.Return
+	returns  chan amqp091.Return // from every publishing channel of the session
 	blocks   <-chan amqp091.Blocking
-	closed   [4]<-chan *amqp091.Error // connection, publishing, result and auxiliary channels
+	closed   [3]<-chan *amqp091.Error // connection, result and auxiliary channels (the publishing side reports through pub.done)
+	stop     chan struct{}            // closed when run returns
 
 	queue   []*call       // requests to publish, oldest first; guarded by Client.mu
 	wake    chan struct{} // buffered 1: the writer has work, or blocked changed
@@ -369,7 +408,7 @@ type clientSession struct {
 }
 
 func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
-	s := &clientSession{c: c, conn: conn, wake: make(chan struct{}, 1)}
+	s := &clientSession{c: c, conn: conn, wake: make(chan struct{}, 1), returns: make(chan amqp091.Return, 64), stop: make(chan struct{})}
 	// Buffered: the library waits at most a few seconds for a listener.
 	s.blocks = conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	pubCh, err := conn.Channel()
@@ -379,10 +418,13 @@ func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
 	if err := declareClient(pubCh, c.cfg); err != nil {
 		return nil, err
 	}
-	if s.pub, err = newPublisher(pubCh); err != nil {
+	s.forwardReturns(pubCh)
+	if s.pub, err = newPubChannel(conn, pubCh, func(ch *amqp091.Channel) error {
+		s.forwardReturns(ch)
+		return nil
+	}, c.connector.logger); err != nil {
 		return nil, channelError(err)
 	}
-	s.returns = pubCh.NotifyReturn(make(chan amqp091.Return, 64))
 	// Replies have a channel of their own, so that they can be acknowledged
 	// in batches (see ackBatch); errors and statuses share another.
 	resCh, err := conn.Channel()
@@ -409,8 +451,26 @@ func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
 	if s.statuses, err = auxCh.Consume(StatusQueue(c.cfg.ClientName), "", true, true, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
-	s.closed = [4]<-chan *amqp091.Error{notifyClose(conn), notifyClose(pubCh), notifyClose(resCh), notifyClose(auxCh)}
+	s.closed = [3]<-chan *amqp091.Error{notifyClose(conn), notifyClose(resCh), notifyClose(auxCh)}
 	return s, nil
+}
+
+// forwardReturns passes the requests ch returns (unroutable) to the
+// session's returns, until ch closes. The library waits for a listener, so
+// once the session stopped reading they are drained.
+func (s *clientSession) forwardReturns(ch *amqp091.Channel) {
+	src := ch.NotifyReturn(make(chan amqp091.Return, 64))
+	go func() {
+		for r := range src {
+			select {
+			case s.returns <- r:
+			case <-s.stop:
+				for range src {
+				}
+				return
+			}
+		}
+	}()
 }
 
 // run attaches the session, then dispatches replies, errors, statuses and
@@ -420,7 +480,7 @@ func (c *Client) setup(conn *amqp091.Connection) (*clientSession, error) {
 func (s *clientSession) run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	quit := make(chan struct{})
-	workers.Go(s.pub.run)
+	s.pub.start()
 	workers.Go(s.watchBlocked)
 	workers.Go(func() { s.write(quit) })
 	var closer sync.WaitGroup
@@ -437,6 +497,8 @@ func (s *clientSession) run(ctx context.Context) error {
 		}
 		s.closeConn()
 		closer.Wait()
+		s.pub.close()
+		close(s.stop)
 		workers.Wait()
 	}()
 	s.c.attach(s)
@@ -446,11 +508,11 @@ func (s *clientSession) run(ctx context.Context) error {
 			return nil
 		case e := <-s.closed[0]:
 			return closedError("connection", e)
+		case err := <-s.pub.done():
+			return err
 		case e := <-s.closed[1]:
-			return closedError("publishing channel", e)
-		case e := <-s.closed[2]:
 			return closedError("result channel", e)
-		case e := <-s.closed[3]:
+		case e := <-s.closed[2]:
 			return closedError("error and status channel", e)
 		case d, ok := <-s.results:
 			if !ok {
@@ -468,11 +530,10 @@ func (s *clientSession) run(ctx context.Context) error {
 				return closedError("status consumer", nil)
 			}
 			s.c.status(d.CorrelationId, d.Body)
-		case r, ok := <-s.returns:
-			if !ok {
-				return closedError("publishing channel", nil)
-			}
+		case r := <-s.returns:
 			s.c.returned(r)
+			// A refusal too: the channel may hold a stale view of the queue.
+			s.pub.refused(s.pub.current(), "basic.return")
 		}
 	}
 }
@@ -662,9 +723,12 @@ func (s *clientSession) send(pc *call) {
 		msg.Headers = amqp091.Table{headerDeadline: pc.deadline.UnixMilli()}
 	}
 	// mandatory: a request no queue takes comes back (see returned) instead
-	// of vanishing. A failed publish means a lost connection: attach
-	// publishes the request again on the next one.
-	_ = s.pub.publish(RequestExchange, c.cfg.Service, true, msg, func(o confirmOutcome) { c.confirmed(pc, o) })
+	// of vanishing. A failed publish means a lost connection (attach
+	// publishes the request again on the next one) or a publishing channel
+	// replaced meanwhile (published again on the fresh one).
+	if err := s.pub.publish(RequestExchange, c.cfg.Service, true, msg, func(o confirmOutcome) { c.confirmed(s, pc, o) }); err != nil && s.pub.alive() {
+		c.republish(s, pc)
+	}
 }
 
 // returned fails the calls with the id of a request no queue took: the

@@ -24,6 +24,10 @@
 //   - A request delivered ServerConfig.DeliveryLimit times without an answer
 //     goes to the dead-letter queue bankrpc.svc.<service>.dead, and its caller
 //     gets an INTERNAL error.
+//   - A publish the broker refuses (basic.nack) replaces the publishing
+//     channel by a fresh one and is published again with back-off: a
+//     refused reply is never given back to the queue, so it neither runs
+//     again nor counts toward the delivery limit.
 //   - Both halves reconnect by themselves (their own connection manager, not
 //     amqp091-go's Config.Recovery), publish unconfirmed requests again with
 //     the same call id, and never acknowledge a delivery on a channel other
@@ -39,6 +43,13 @@
 // bankrpc's parameters:
 //
 //	amqp://USER:PASSWORD@HOST:PORT/VHOST?service=NAME[&client=NAME][&queue=classic|quorum]
+//
+// The host part may list the nodes of a RabbitMQ cluster,
+// HOST1:PORT1,HOST2:PORT2,...: they share the credentials, vhost and
+// parameters; each connection goes to the first node that answers and a lost
+// one is reopened on the next node of the list. With queue=quorum the
+// service, dead-letter, result and error queues are replicated quorum
+// queues (docs/cluster.md).
 //
 // service is required (ClientConfig.Service, ServerConfig.Service); client is
 // the stable client name (ClientConfig.ClientName, Dial only); queue the

@@ -57,6 +57,9 @@ func (ss *serverSession) overLimit(d amqp091.Delivery) bool {
 	if failed < int64(cfg.DeliveryLimit) {
 		return false
 	}
+	if ss.answerFromCache(d) {
+		return true // answered before: never INTERNAL for a call that was applied
+	}
 	ss.poison(d, failed)
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -26,9 +27,17 @@ import (
 // different message. Here every delivery is acknowledged on the channel it
 // came from, and a channel never outlives its connection.
 //
-// A connector is immutable after construction and safe for concurrent use.
+// With several broker URLs (the nodes of a cluster) it connects to the first
+// and, whenever a connection cannot be opened or is lost, moves on to the
+// next one (round robin): a connection to a node that died is replaced by
+// one to a surviving node within one backoff step. Each attempt tries every
+// node once; the backoff applies between attempts.
+//
+// A connector is safe for concurrent use; only cur changes after
+// construction.
 type connector struct {
-	url      string
+	urls     []string
+	cur      atomic.Uint32                                // index in urls of the node to connect to next
 	config   amqp091.Config                               // Dial is set per connection, see connect
 	dial     func(network, addr string) (net.Conn, error) // the user's, or nil
 	min, max time.Duration
@@ -36,12 +45,12 @@ type connector struct {
 	events   transport.EventSink // reconnections and what the client or server built on k reports
 }
 
-func newConnector(url, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
+func newConnector(urls []string, connectionName string, dial func(network, addr string) (net.Conn, error), minBackoff, maxBackoff time.Duration, logger *slog.Logger) *connector {
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName(connectionName)
 	props["product"] = "bankrpc"
 	return &connector{
-		url:    url,
+		urls:   urls,
 		config: amqp091.Config{Heartbeat: defaultHeartbeat, Locale: "en_US", Properties: props},
 		dial:   dial,
 		min:    minBackoff,
@@ -57,11 +66,12 @@ func newConnector(url, connectionName string, dial func(network, addr string) (n
 // connection.
 func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection) error) (*amqp091.Connection, error) {
 	var (
-		mu      sync.Mutex // guards raw, ended
-		raw     net.Conn
-		ended   bool
-		config  = k.config
-		netDial = k.dial
+		mu       sync.Mutex // guards raw, ended, timedOut
+		raw      net.Conn
+		ended    bool
+		timedOut bool
+		config   = k.config
+		netDial  = k.dial
 	)
 	if netDial == nil {
 		netDial = func(network, addr string) (net.Conn, error) {
@@ -101,11 +111,44 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 			_ = raw.Close()
 		}
 	})
-	conn, err := amqp091.DialConfig(k.url, config)
-	if err == nil {
-		if err = setup(conn); err != nil {
-			closeConn(conn)
+	// Every node is tried once, from the current one: a node that refuses
+	// the connection is skipped at once, one that does not complete the
+	// handshake and the setup within setupTimeout (a node overwhelmed, or
+	// one that holds a declaration while a quorum queue elects its leader:
+	// the library waits for the answer forever) after that.
+	var (
+		url  string
+		conn *amqp091.Connection
+		err  error
+	)
+	for range k.urls {
+		url = k.node()
+		mu.Lock()
+		timedOut = false
+		mu.Unlock()
+		bound := time.AfterFunc(setupTimeout, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			timedOut = true
+			if raw != nil {
+				_ = raw.Close()
+			}
+		})
+		if conn, err = amqp091.DialConfig(url, config); err == nil {
+			if err = setup(conn); err != nil {
+				closeConn(conn)
+			}
 		}
+		bound.Stop()
+		mu.Lock()
+		if timedOut && err != nil {
+			err = status.Errorf(status.Unavailable, "amqp: connect to %s: no connection set up within %v (%v)", redactURL(url), setupTimeout, err)
+		}
+		mu.Unlock()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		k.failover()
 	}
 	if !stop() {
 		if err == nil {
@@ -114,24 +157,35 @@ func (k *connector) connect(ctx context.Context, setup func(*amqp091.Connection)
 		return nil, status.FromContextError(ctx.Err())
 	}
 	if err != nil {
-		return nil, k.dialError(err)
+		return nil, k.dialError(url, err)
 	}
 	return conn, nil
+}
+
+// node returns the URL of the node to connect to next.
+func (k *connector) node() string { return k.urls[int(k.cur.Load())%len(k.urls)] }
+
+// failover makes the next node of the list the one to connect to: the
+// current one could not be reached or its connection was lost.
+func (k *connector) failover() {
+	if len(k.urls) > 1 {
+		k.cur.Add(1)
+	}
 }
 
 // dialError gives a failure to connect its code: PERMISSION_DENIED for
 // refused credentials, UNAVAILABLE otherwise; an error from setup, which has
 // one, is kept.
-func (k *connector) dialError(err error) error {
+func (k *connector) dialError(url string, err error) error {
 	var se *status.Error
 	if errors.As(err, &se) {
 		return err
 	}
 	var ae *amqp091.Error
 	if errors.As(err, &ae) && ae.Code == amqp091.AccessRefused {
-		return status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(k.url), ae.Reason)
+		return status.Errorf(status.PermissionDenied, "amqp: connect to %s: %s", redactURL(url), ae.Reason)
 	}
-	return status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(k.url), err)
+	return status.Errorf(status.Unavailable, "amqp: connect to %s: %v", redactURL(url), err)
 }
 
 // openSession connects and sets up a session on the new connection (see
@@ -179,7 +233,7 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 				if attempt == 1 {
 					level = slog.LevelWarn
 				}
-				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", backoff)
+				k.logger.Log(ctx, level, "amqp: connect failed", "error", err, "attempt", attempt, "retry_in", backoff, "next", redactURL(k.node()))
 				if !sleep(ctx, jitter(backoff)) {
 					return
 				}
@@ -197,7 +251,11 @@ func (k *connector) supervise(ctx context.Context, first session, open func(cont
 			return
 		}
 		down = time.Now()
-		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err)
+		if len(k.urls) > 1 {
+			// The node may be gone: a surviving one is the better bet.
+			k.failover()
+		}
+		k.logger.WarnContext(ctx, "amqp: connection lost; reconnecting", "error", err, "next", redactURL(k.node()))
 		if time.Since(started) > k.max {
 			backoff = k.min
 		}
@@ -224,6 +282,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// setupTimeout bounds the opening of a connection to one node, handshake
+// and setup (channels, declarations, consumers) included.
+const setupTimeout = 15 * time.Second
 
 // closeWait bounds the close handshake with a broker.
 const closeWait = 2 * time.Second

@@ -50,6 +50,8 @@ type Server struct {
 	mu      sync.Mutex // guards serving, and orders it with drain and kill
 	serving bool
 
+	replies *replyCache // the replies this server published lately, by call id
+
 	stopping context.Context    // ends at Shutdown or Close: take no more requests
 	drain    context.CancelFunc // ends stopping
 	killed   context.Context    // ends at Close, or when Shutdown's ctx ends: stop at once
@@ -72,25 +74,26 @@ func Listen(url string, cfg ServerConfig) (*Server, error) {
 }
 
 func listenContext(ctx context.Context, url string, cfg ServerConfig) (*Server, error) {
-	broker, err := cfg.fromAddress(url)
+	brokers, err := cfg.fromAddress(url)
 	if err != nil {
 		return nil, err
 	}
 	if cfg, err = cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	uri, err := amqp091.ParseURI(broker)
+	user, err := brokerUser(brokers)
 	if err != nil {
-		return nil, status.Errorf(status.InvalidArgument, "amqp: broker URL %s: %v", redactURL(broker), err)
+		return nil, err
 	}
 	logger := cfg.Logger.With("service", cfg.Service)
 	s := &Server{
 		cfg:       cfg,
-		connector: newConnector(broker, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
+		connector: newConnector(brokers, cfg.ConnectionName, cfg.Dial, cfg.ReconnectMin, cfg.ReconnectMax, logger),
 		logger:    logger,
 		refused:   ratelog.New(logger, ratelog.DefaultBurst, ratelog.DefaultInterval),
-		user:      uri.Username,
+		user:      user,
 		served:    make(chan struct{}),
+		replies:   newReplyCache(replyCacheEntries, replyCacheBytes, replyCacheAge),
 	}
 	s.connector.events = cfg.Events
 	conn, err := s.connector.connect(ctx, func(conn *amqp091.Connection) error {
@@ -237,13 +240,13 @@ func (l *serveLoop) open(ctx context.Context) (session, error) {
 type serverSession struct {
 	l          *serveLoop
 	conn       *amqp091.Connection
-	pub        *publisher
+	pub        *pubChannel
 	consumer   *amqp091.Channel
 	acks       *batchAcker // the Acknowledger of the requests delivered on consumer
 	tag        string
 	deliveries <-chan amqp091.Delivery
 	cancels    <-chan amqp091.Delivery
-	closed     [3]<-chan *amqp091.Error // connection, publishing channel, consuming channel
+	closed     [2]<-chan *amqp091.Error // connection, consuming channel (the publishing side reports through pub.done)
 	handlers   inflight                 // this session's handlers
 	stopped    chan struct{}            // closed once the session consumes no more requests
 	stopOnce   sync.Once
@@ -270,7 +273,7 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ss.pub, err = newPublisher(pubCh); err != nil {
+	if ss.pub, err = newPubChannel(conn, pubCh, nil, l.s.logger); err != nil {
 		return nil, channelError(err)
 	}
 	if ss.consumer, err = conn.Channel(); err != nil {
@@ -288,7 +291,7 @@ func (l *serveLoop) setup(conn *amqp091.Connection) (*serverSession, error) {
 	if ss.deliveries, err = ss.consumer.Consume(ServiceQueue(cfg.Service), ss.tag, false, false, false, false, nil); err != nil {
 		return nil, channelError(err)
 	}
-	ss.closed = [3]<-chan *amqp091.Error{notifyClose(conn), notifyClose(pubCh), notifyClose(ss.consumer)}
+	ss.closed = [2]<-chan *amqp091.Error{notifyClose(conn), notifyClose(ss.consumer)}
 	return ss, nil
 }
 
@@ -305,8 +308,7 @@ func randomHex() string {
 // from another goroutine, even while run waits for the broker.
 func (ss *serverSession) run(ctx context.Context) error {
 	killed := ss.l.s.killed
-	var confirms sync.WaitGroup
-	confirms.Go(ss.pub.run)
+	ss.pub.start()
 	go ss.acks.run()
 	var closer sync.WaitGroup
 	closer.Add(1)
@@ -322,7 +324,7 @@ func (ss *serverSession) run(ctx context.Context) error {
 		closeConn(ss.conn)
 		closer.Wait()
 		ss.markStopped()
-		confirms.Wait()
+		ss.pub.close()
 	}()
 	var (
 		deliveries = ss.deliveries
@@ -393,9 +395,9 @@ func (ss *serverSession) run(ctx context.Context) error {
 			ss.cancel(d)
 		case e := <-ss.closed[0]:
 			return closedError("connection", e)
+		case err := <-ss.pub.done():
+			return err
 		case e := <-ss.closed[1]:
-			return closedError("publishing channel", e)
-		case e := <-ss.closed[2]:
 			return closedError("consuming channel", e)
 		}
 	}
@@ -501,28 +503,52 @@ func (ss *serverSession) handle(d amqp091.Delivery) {
 		s.refused.Log(context.Background(), slog.LevelWarn, "amqp.no_reply_to", "amqp: request has no reply_to: its reply is dropped", "call_id", d.CorrelationId)
 		_ = d.Ack(false)
 	default:
-		ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
+		if ss.publishThenAck(d, d.ReplyTo, amqp091.Publishing{
 			ContentType:   contentProto,
 			Type:          typeResult,
 			DeliveryMode:  amqp091.Persistent,
 			CorrelationId: d.CorrelationId,
 			Timestamp:     time.Now(),
 			Body:          reply,
-		})
+		}) {
+			// The caller can get it: kept in case d comes back at its
+			// delivery limit (its acknowledgement lost, again and again).
+			s.replies.put(d.CorrelationId, d.ReplyTo, reply)
+		}
 	}
 }
 
 // publishThenAck publishes msg to queue through the default exchange and
-// acknowledges d once the broker confirmed msg. A refused msg returns d to
-// the queue; a lost one leaves d unacknowledged, so it is delivered again.
-func (ss *serverSession) publishThenAck(d amqp091.Delivery, queue string, msg amqp091.Publishing) {
-	switch ss.pub.publishWait("", queue, false, msg) {
-	case confirmAcked:
-		_ = d.Ack(false) // a failed ack means a lost connection: d comes again
-	case confirmNacked:
-		_ = d.Nack(false, true)
-	case confirmLost:
-		// d was on the same connection: the broker requeues it.
+// acknowledges d once the broker confirmed msg. A refused msg (basic.nack:
+// on a cluster, typically a channel's stale view of a quorum queue that lost
+// its leader) is published again, from the message in hand, with back-off,
+// on the session's current publishing channel, which the refusal replaced
+// (see pubChannel); so is a msg lost with a replaced channel. d stays
+// unacknowledged meanwhile: it is not given back to the queue, so it is
+// neither run again nor counted toward the delivery limit. When the
+// connection is lost, d is left to the broker, which delivers it again. It
+// reports whether the broker confirmed msg.
+func (ss *serverSession) publishThenAck(d amqp091.Delivery, queue string, msg amqp091.Publishing) bool {
+	killed := ss.l.s.killed.Done()
+	for n := 1; ; n++ {
+		o := ss.pub.publishWait("", queue, false, msg)
+		if o == confirmAcked {
+			_ = d.Ack(false) // a failed ack means a lost connection: d comes again
+			return true
+		}
+		if !ss.pub.alive() {
+			return false // d was on the same connection: the broker requeues it
+		}
+		if o == confirmNacked {
+			ss.l.s.logger.Debug("amqp: the broker refused a message: publishing it again", "call_id", d.CorrelationId, "queue", queue, "attempt", n)
+		}
+		t := time.NewTimer(republishBackoff(n))
+		select {
+		case <-t.C:
+		case <-killed:
+			t.Stop()
+			return false
+		}
 	}
 }
 

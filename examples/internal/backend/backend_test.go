@@ -56,6 +56,11 @@ func TestResolveTakesBankrpcAddresses(t *testing.T) {
 	assert.Equal(t, Target{Kind: AMQP, Addr: "amqp://u:p@h:5672/v", Bank: "savings", Timeout: 5 * time.Second}, got,
 		"the scheme names the backend without --transport; ?service names the bank")
 
+	got, err = resolve(t, []string{"--addr", "amqp://u:p@h1:5672,h2:5673/?service=savings", "--queue", "quorum"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, Target{Kind: AMQP, Addr: "amqp://u:p@h1:5672,h2:5673/", Bank: "savings", Queue: "quorum", Timeout: 5 * time.Second}, got,
+		"a cluster's nodes in one address, quorum queues")
+
 	_, err = resolve(t, []string{"--addr", "amqp://h/?service=a", "--bank", "b"}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `names service "a" but --bank is "b"`)
@@ -73,6 +78,8 @@ func TestResolveRefusals(t *testing.T) {
 		{[]string{"--addr", "127.0.0.1:4040"}, "not a ZeroMQ endpoint"},
 		{[]string{"--bank", "../etc"}, "bank name"},
 		{[]string{"--timeout", "0s"}, "positive duration"},
+		{[]string{"--transport", "amqp", "--queue", "stream"}, "not a queue type"},
+		{[]string{"--queue", "quorum"}, "for the amqp backend"},
 	} {
 		_, err := resolve(t, tc.args, nil)
 		require.Error(t, err, "%v", tc.args)

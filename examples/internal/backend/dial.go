@@ -35,6 +35,7 @@ func Listen(t Target, opts ServerOptions) (transport.ServerTransport, string, er
 	case AMQP:
 		s, err := amqp.Listen(t.Addr, amqp.ServerConfig{
 			Service:              t.Bank,
+			QueueType:            amqp.QueueType(t.Queue), // the address's ?queue= wins
 			SingleActiveConsumer: true,
 			ConnectionName:       "bank-server " + t.Bank,
 			Logger:               opts.Logger,
@@ -88,7 +89,7 @@ func Dial(t Target, opts ClientOptions) (transport.ClientTransport, error) {
 	case ZMQ:
 		return zmq.Dial(t.Addr, zmq.ClientConfig{Logger: opts.Logger, Events: opts.Events})
 	case AMQP:
-		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, Logger: opts.Logger, Events: opts.Events}
+		cfg := amqp.ClientConfig{Service: t.Bank, ClientName: opts.ClientName, QueueType: amqp.QueueType(t.Queue), Logger: opts.Logger, Events: opts.Events}
 		if cfg.ClientName == "" {
 			var b [6]byte
 			_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms

@@ -31,6 +31,7 @@ type Flags struct {
 	Transport string
 	Addr      string
 	Bank      string
+	Queue     string
 	Timeout   time.Duration
 }
 
@@ -41,6 +42,7 @@ func (f *Flags) Register(fs *flag.FlagSet, timeoutUsage string, defaultTimeout t
 	fs.StringVar(&f.Transport, "transport", string(ZMQ), "the `backend`: zmq (ZeroMQ, brokerless) or amqp (RabbitMQ, durable queues);\na shorthand: an --addr with a scheme names the backend itself")
 	fs.StringVar(&f.Addr, "addr", "", "the `address`: zmq://HOST:PORT (or a ZeroMQ endpoint, default "+DefaultZMQAddr+"),\nor amqp://USER:PASS@HOST:PORT/VHOST[?service=BANK] (default "+DefaultAMQPAddr+")")
 	fs.StringVar(&f.Bank, "bank", DefaultBank, "the bank's `name`: names its data directory and its AMQP service queue")
+	fs.StringVar(&f.Queue, "queue", "", "AMQP only: the `type` of the durable queues, classic (default) or quorum (replicated: for a\nRabbitMQ cluster, whose nodes --addr lists as amqp://USER:PASS@HOST1:PORT1,HOST2:PORT2/);\nan address's ?queue= says the same")
 	fs.DurationVar(&f.Timeout, "timeout", defaultTimeout, timeoutUsage)
 }
 
@@ -49,6 +51,7 @@ type Target struct {
 	Kind    Kind
 	Addr    string
 	Bank    string
+	Queue   string // AMQP: "", "classic" or "quorum"
 	Timeout time.Duration
 }
 
@@ -56,7 +59,7 @@ type Target struct {
 // address of the chosen backend unless --addr (or BANKRPC_ADDR) was set.
 // Errors are *cli.UsageError.
 func (f *Flags) Resolve(set map[string]bool) (Target, error) {
-	t := Target{Addr: f.Addr, Bank: f.Bank, Timeout: f.Timeout}
+	t := Target{Addr: f.Addr, Bank: f.Bank, Queue: f.Queue, Timeout: f.Timeout}
 	transport := f.Transport
 	if set["addr"] {
 		// An address in bankrpc's form names its backend, as bankrpc.Dial
@@ -84,6 +87,12 @@ func (f *Flags) Resolve(set map[string]bool) (Target, error) {
 	}
 	if err := cli.CheckBankName(t.Bank); err != nil {
 		return t, err
+	}
+	switch {
+	case t.Queue != "" && t.Kind != AMQP:
+		return t, cli.Usagef("--queue %q is for the amqp backend: ZeroMQ has no queues", t.Queue)
+	case t.Queue != "" && t.Queue != "classic" && t.Queue != "quorum":
+		return t, cli.Usagef("--queue %q is not a queue type: give classic or quorum", t.Queue)
 	}
 	if t.Timeout <= 0 {
 		return t, cli.Usagef("--timeout %v is not accepted: give a positive duration such as 5s or 1m30s", t.Timeout)

@@ -23,6 +23,7 @@ import (
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
 	"github.com/bankrpc/bankrpc/transport/amqp/amqptest"
+	"github.com/bankrpc/bankrpc/transport/transporttest"
 )
 
 func TestMain(m *testing.M) {
@@ -280,25 +281,11 @@ func (k *connTracker) cut() int {
 	return len(conns)
 }
 
-// events records what a backend reports to its transport.EventSink.
-type events struct {
-	mu  sync.Mutex
-	got map[transport.Event]int
-}
+// events records what the amqp backend reports to its transport.EventSink.
+type events struct{ transporttest.Events }
 
-func (e *events) sink() transport.EventSink {
-	return func(ev transport.Event) {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.got == nil {
-			e.got = make(map[transport.Event]int)
-		}
-		e.got[ev]++
-	}
-}
+func (e *events) sink() transport.EventSink { return e.Sink() }
 
 func (e *events) count(kind transport.EventKind, reason string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.got[transport.Event{Transport: "amqp", Kind: kind, Reason: reason}]
+	return e.Count("amqp", kind, reason)
 }

@@ -1,7 +1,6 @@
 package zmq_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -12,30 +11,17 @@ import (
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	"github.com/bankrpc/bankrpc/transport"
+	"github.com/bankrpc/bankrpc/transport/transporttest"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
-// events records what a backend reports to its transport.EventSink.
-type events struct {
-	mu  sync.Mutex
-	got map[transport.Event]int
-}
+// events records what the zmq backend reports to its transport.EventSink.
+type events struct{ transporttest.Events }
 
-func (e *events) sink() transport.EventSink {
-	return func(ev transport.Event) {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.got == nil {
-			e.got = make(map[transport.Event]int)
-		}
-		e.got[ev]++
-	}
-}
+func (e *events) sink() transport.EventSink { return e.Sink() }
 
 func (e *events) count(kind transport.EventKind, reason string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.got[transport.Event{Transport: "zmq", Kind: kind, Reason: reason}]
+	return e.Count("zmq", kind, reason)
 }
 
 // The frames a server refuses before the runtime sees them are reported as

@@ -82,6 +82,10 @@ func main() {
 			fmt.Printf("unknown %s %s\n", tag, code)
 			continue
 		}
+		if code != bankrpc.OK && code != bankrpc.FailedPrecondition {
+			// What the test reports as a problem: its reason, for the log.
+			fmt.Fprintf(os.Stderr, "promisedriver: %s %s: %s: %s\n", op, callID, code, bankrpc.MessageOf(err))
+		}
 		fmt.Printf("done %s %s %d\n", tag, code, balance)
 	}
 }

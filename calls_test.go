@@ -304,3 +304,33 @@ func TestExpiredRequestIsNotTheCallsOutcome(t *testing.T) {
 	}
 	assert.Equal(t, int64(1), svc.runs.Load(), "the repeat ran once, then its reply was cached")
 }
+
+// A result that invites a retry with the same call id (UNAVAILABLE: not
+// served; DEADLINE_EXCEEDED: refused as expired) leaves the call's sequence
+// pending, so the requests that follow still carry it as first unanswered
+// and a session-recording server answers the retry instead of refusing it
+// as forgotten; a definitive error settles it. (The bank refused such a
+// retry ABORTED: TestPromiseZMQ.)
+func TestRetryableResultsKeepTheSequencePending(t *testing.T) {
+	codes := []bankrpc.Code{
+		bankrpc.Unavailable,        // seq 1: stays pending
+		bankrpc.OK,                 // seq 2
+		bankrpc.FailedPrecondition, // seq 3: settled
+		bankrpc.DeadlineExceeded,   // seq 4: stays pending
+		bankrpc.OK,                 // seq 5
+	}
+	var seen []uint64
+	b := backendFunc(func(ctx context.Context, call *transport.Call) ([]byte, error) {
+		var v envelope.RequestView
+		require.NoError(t, envelope.DecodeRequestView(call.Frame, 0, &v))
+		code := codes[len(seen)]
+		seen = append(seen, v.FirstUnanswered)
+		return envelope.AppendResult(nil, v.CallID, uint32(code), "as asked", nil, nil, nil), nil
+	})
+	conn := bankrpc.NewConn(b)
+	for _, code := range codes {
+		err := conn.Invoke(context.Background(), testv1.TestService_Echo_FullMethodName, &testv1.EchoRequest{}, &testv1.EchoResponse{})
+		assert.Equal(t, code, bankrpc.CodeOf(err))
+	}
+	assert.Equal(t, []uint64{1, 1, 1, 1, 1}, seen)
+}

@@ -168,15 +168,41 @@ func (c *Conn) send(ctx context.Context, method string, args, reply any, o *call
 		return err
 	}
 	frame, err := c.t.RoundTrip(ctx, call)
-	if seq != 0 {
-		// A call that got no reply keeps its sequence pending, so that a
-		// retry with its call id can still learn its outcome.
-		c.pending.end(seq, err == nil)
-	}
 	if err != nil {
+		if seq != 0 {
+			// A call that got no reply keeps its sequence pending, so that a
+			// retry with its call id can still learn its outcome.
+			c.pending.end(seq, false)
+		}
 		return c.roundTripError(ctx, method, err)
 	}
-	return c.decodeResult(method, call.ID, frame, reply, o)
+	err = c.decodeResult(method, call.ID, frame, reply, o)
+	if seq != 0 {
+		c.pending.end(seq, settles(err))
+	}
+	return err
+}
+
+// settles reports whether a call's result, err, settles its outcome, so
+// that its sequence need not stay pending: a success, or an error the
+// server sent other than those that invite a retry with the same call id
+// (PROTOCOL.md 2.8): UNAVAILABLE (not served: the server was stopping),
+// DEADLINE_EXCEEDED (refused as expired: outcome unknown) and CANCELED.
+// Keeping those pending keeps the call's first unanswered sequence in the
+// requests that follow, so that a server recording sessions, such as the
+// bank, still answers a retry instead of refusing it as forgotten.
+func settles(err error) bool {
+	if err == nil {
+		return true
+	}
+	if !status.IsWireError(err) {
+		return false // a reply this Conn could not read: outcome unknown
+	}
+	switch CodeOf(err) {
+	case Unavailable, DeadlineExceeded, Canceled:
+		return false
+	}
+	return true
 }
 
 // newCall encodes the request of one call and makes its call id (unless o

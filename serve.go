@@ -118,15 +118,22 @@ func (s *Server) ServeAll(ls ...transport.ServerTransport) error {
 // not answered (AMQP delivers them again). It never waits beyond ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	ls := s.beginStop(draining)
-	stop := context.AfterFunc(ctx, func() { s.calls.cancelAll(ErrServerStopping) })
-	defer stop()
-
 	errs := make(chan error, len(ls)+1)
 	var wg sync.WaitGroup
 	for _, l := range ls {
 		wg.Go(func() { errs <- l.Shutdown(ctx) })
 	}
-	wg.Go(func() { errs <- s.calls.wait(ctx) })
+	wg.Go(func() {
+		// Canceled here, before Shutdown returns, rather than by
+		// context.AfterFunc: ctx's Done is closed before AfterFunc's
+		// function starts, and a Shutdown that returned on Done and then
+		// stopped it would leave the handlers running uncanceled.
+		err := s.calls.wait(ctx)
+		if err != nil {
+			s.calls.cancelAll(ErrServerStopping)
+		}
+		errs <- err
+	})
 	wg.Wait()
 	close(errs)
 	s.finishStop()

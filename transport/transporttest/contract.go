@@ -230,8 +230,11 @@ func testShutdownStuck(t *testing.T, e *env) {
 	took := time.Since(began)
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "Shutdown returns its ctx's error when calls outlast it")
 	assert.Less(t, took, 3*time.Second, "Shutdown must not wait for a stuck handler past its ctx")
-	assert.Eventually(t, func() bool { _, cause := e.svc.ctxDoneOf(key); return errors.Is(cause, bankrpc.ErrServerStopping) }, 5*time.Second, time.Millisecond,
-		"Shutdown cancels the handlers' contexts (cause ErrServerStopping) when its ctx ends")
+	if !assert.Eventually(t, func() bool { _, cause := e.svc.ctxDoneOf(key); return errors.Is(cause, bankrpc.ErrServerStopping) }, 5*time.Second, time.Millisecond,
+		"Shutdown cancels the handlers' contexts (cause ErrServerStopping) when its ctx ends") {
+		at, cause := e.svc.ctxDoneOf(key)
+		t.Logf("the handler's ctx ended at %v (Shutdown began %v) with cause %v", at, began, cause)
+	}
 	e.svc.releaseStuck()
 }
 

@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 
 from . import envelope
-from .codes import Code, RpcError
+from .codes import Code, RpcError, settles
 from .session import Session
 
 REQUEST_EXCHANGE = "bankrpc.requests"
@@ -187,7 +187,8 @@ class AmqpClient:
                 raise RpcError(Code.DEADLINE_EXCEEDED, "no outcome for call %s within %.1fs" % (call_id, timeout), call_id, local=True)
             self._conn.process_data_events(time_limit=min(0.1, left) if left is not None else 0.1)
         outcome = self._kept.pop(call_id)
-        self.session.end(call_id, answered=True)
+        code = outcome[1] if outcome[0] == "error" else outcome[1].code
+        self.session.end(call_id, answered=settles(code))
         if outcome[0] == "error":
             raise RpcError(outcome[1], outcome[2], call_id)
         if response_type is None:

@@ -72,3 +72,16 @@ class RpcError(Exception):
         """True when the call may have been applied: repeat it with the same
         call id to learn its outcome (PROTOCOL.md §2.8)."""
         return self.code not in NOT_APPLIED
+
+
+# PROTOCOL.md C2: a result with one of these codes invites a repeat under the
+# same call id (section 2.8), so it does not settle the call's sequence: the
+# session keeps it unanswered in first_unanswered until a repeat gets
+# another result.
+RETRY_SAME_ID = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELED})
+
+
+def settles(code):
+    """Whether a result with code, received from the server, settles its
+    call's sequence in the session (PROTOCOL.md C2)."""
+    return code not in RETRY_SAME_ID

@@ -48,9 +48,11 @@ class Session:
         return int(tail)
 
     def end(self, call_id, answered):
-        """Settle a call: answered (a result came from the server, whatever
-        its code) removes it from the pending set; otherwise it stays pending
-        among the latest MAX_UNKNOWN unknown outcomes."""
+        """Settle a call: answered (a result came from the server that
+        settles it: codes.settles, PROTOCOL.md C2) removes it from the
+        pending set; otherwise (no result, or UNAVAILABLE, DEADLINE_EXCEEDED
+        or CANCELED, which invite a repeat under the same call id) it stays
+        pending among the latest MAX_UNKNOWN unknown outcomes."""
         seq = self.seq_of(call_id)
         if seq is None:
             return

@@ -8,7 +8,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import envelope
-from .codes import Code, RpcError
+from .codes import Code, RpcError, settles
 from .session import Session
 
 # docs/protocol-zmq.md §5: what the Go client sets.
@@ -69,7 +69,7 @@ class ReqClient:
         except RpcError:
             self.session.end(call_id, answered=False)
             raise
-        self.session.end(call_id, answered=True)
+        self.session.end(call_id, answered=settles(result.code))
         if result.call_id not in ("", call_id):
             raise RpcError(Code.INTERNAL, "result for call %r, expected %r" % (result.call_id, call_id), call_id, local=True)
         return envelope.outcome(result, response_type)
@@ -186,7 +186,7 @@ class DealerClient:
             self._pump(step)
             self._write_pending()
         del self._calls[call_id]
-        self.session.end(call_id, answered=True)
+        self.session.end(call_id, answered=settles(c.result.code))
         if response_type is None:
             return c.result
         return envelope.outcome(c.result, response_type)

@@ -22,7 +22,8 @@ import zmq
 from bank.v1 import bank_pb2
 from bankrpc.test.v1 import test_pb2
 from bankrpc.wire.v1 import envelope_pb2
-from bankrpc_client import AmqpClient, Code, DealerClient, ReqClient, RpcError
+from bankrpc_client import AmqpClient, Code, DealerClient, ReqClient, RpcError, Session
+from bankrpc_client.codes import settles
 
 BANK = "/bank.v1.Bank/"
 ZMQ = os.environ.get("BANKRPC_ZMQ_ENDPOINT")
@@ -407,6 +408,31 @@ def python_block(path, after):
     text = text[text.index(after):]
     start = text.index("```python\n") + len("```python\n")
     return text[start:text.index("```", start)]
+
+
+@unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)
+class SessionRules(unittest.TestCase):
+    """PROTOCOL.md C2, without a server: which results settle a sequence."""
+
+    def test_retryable_results_keep_the_sequence_pending(self):
+        """UNAVAILABLE, DEADLINE_EXCEEDED and CANCELED invite a repeat under
+        the same call id, so the sequence stays the first unanswered; any
+        other result settles it (Go: TestRetryableResultsKeepTheSequencePending)."""
+        for code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELED):
+            s = Session()
+            first, _ = s.next()
+            s.end(first, answered=settles(code))
+            _, f = s.next()
+            self.assertEqual(f, 1, "after %s, sequence 1 is still unanswered" % code.name)
+            self.assertEqual(s.repeat(first), 1)
+            s.end(first, answered=settles(Code.OK))
+            self.assertEqual(s.first_unanswered(), 2, "the repeat's OK settles sequence 1")
+        for code in (Code.OK, Code.FAILED_PRECONDITION, Code.ABORTED, Code.INTERNAL, Code.UNKNOWN):
+            s = Session()
+            first, _ = s.next()
+            s.end(first, answered=settles(code))
+            _, f = s.next()
+            self.assertEqual(f, 2, "a result with %s settles sequence 1" % code.name)
 
 
 @unittest.skipIf(PHASE, "the %s phase runs its own test only" % PHASE)

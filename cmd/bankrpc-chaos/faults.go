@@ -430,27 +430,7 @@ func garbage(ctx context.Context, e *Env, r *Result) error {
 			return 0, err
 		}
 		defer zctx.Term()
-		n := 0
-		for {
-			sleep(stop, 20*time.Millisecond+time.Duration(mrand.Int64N(int64(80*time.Millisecond))))
-			select {
-			case <-stop:
-				if !srv.alive() {
-					return n, errors.New("bank-server died under garbage input")
-				}
-				return n, nil
-			default:
-			}
-			kind := n % len(sent)
-			if err := sendGarbage(zctx, addr, kind); err != nil {
-				return n, err
-			}
-			sent[kind].Add(1)
-			n++
-			if !srv.alive() {
-				return n, errors.New("bank-server died under garbage input")
-			}
-		}
+		return garbageUntilStop(stop, srv, sent[:], func(kind int) error { return sendGarbage(zctx, addr, kind) })
 	}
 	if err := e.run(ctx, &bankRun{srv: srv, data: srv.data, load: e.newLoad(zmqDial("zmq://" + addr)), faults: faults}, r); err != nil {
 		return err
@@ -549,18 +529,7 @@ func amqpGarbage(ctx context.Context, e *Env, r *Result) error {
 		if err != nil {
 			return 0, err
 		}
-		k := 0
-		for {
-			sleep(stop, 20*time.Millisecond+time.Duration(mrand.Int64N(int64(80*time.Millisecond))))
-			select {
-			case <-stop:
-				if !srv.alive() {
-					return k, errors.New("bank-server died under garbage input")
-				}
-				return k, nil
-			default:
-			}
-			kind := k % len(sent)
+		return garbageUntilStop(stop, srv, sent[:], func(kind int) error {
 			id := newSessionCallID()
 			p := amqp091.Publishing{DeliveryMode: amqp091.Persistent}
 			switch kind {
@@ -584,15 +553,8 @@ func amqpGarbage(ctx context.Context, e *Env, r *Result) error {
 				// refused by the broker, closing the publisher's channel).
 				p.Body, p.CorrelationId, p.ReplyTo = junk(4<<20+1024), id, "bankrpc.client.chaos-nobody.results"
 			}
-			if err := ch.PublishWithContext(ctx, "bankrpc.requests", srv.bank, false, false, p); err != nil {
-				return k, err
-			}
-			sent[kind].Add(1)
-			k++
-			if !srv.alive() {
-				return k, errors.New("bank-server died under garbage input")
-			}
-		}
+			return ch.PublishWithContext(ctx, "bankrpc.requests", srv.bank, false, false, p)
+		})
 	}
 	if err := e.run(ctx, &bankRun{srv: srv, data: srv.data, load: e.newLoad(amqpDial(n.url, srv.bank)), faults: faults}, r); err != nil {
 		return err
@@ -600,6 +562,33 @@ func amqpGarbage(ctx context.Context, e *Env, r *Result) error {
 	r.Extra = append(r.Extra, fmt.Sprintf("garbage published: junk without properties %d, junk with a reply-to %d, junk payloads/unknown methods %d, bodies over 4 MiB %d",
 		sent[0].Load(), sent[1].Load(), sent[2].Load(), sent[3].Load()))
 	return nil
+}
+
+// garbageUntilStop sends garbage of each kind in turn (kind = index in
+// sent, which counts them), one every 20–100 ms, until stop; it fails when
+// a send fails or when the server died.
+func garbageUntilStop(stop <-chan struct{}, srv *server, sent []atomic.Int64, send func(kind int) error) (int, error) {
+	died := errors.New("bank-server died under garbage input")
+	for n := 0; ; {
+		sleep(stop, 20*time.Millisecond+time.Duration(mrand.Int64N(int64(80*time.Millisecond))))
+		select {
+		case <-stop:
+			if !srv.alive() {
+				return n, died
+			}
+			return n, nil
+		default:
+		}
+		kind := n % len(sent)
+		if err := send(kind); err != nil {
+			return n, err
+		}
+		sent[kind].Add(1)
+		n++
+		if !srv.alive() {
+			return n, died
+		}
+	}
 }
 
 func junk(n int) []byte {

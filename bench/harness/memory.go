@@ -25,7 +25,9 @@ import (
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
 	wirev1 "github.com/bankrpc/bankrpc/gen/bankrpc/wire/v1"
+	"github.com/bankrpc/bankrpc/internal/procstat"
 	"github.com/bankrpc/bankrpc/transport/amqp"
+	"github.com/bankrpc/bankrpc/transport/amqp/amqpbench"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -157,34 +159,8 @@ func selfStats() ProcStats {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	st := procStatus(os.Getpid())
-	st.HeapInuse = ms.HeapInuse
-	st.Goroutines = runtime.NumGoroutine()
-	return st
-}
-
-// procStatus reads VmRSS and Threads of a process.
-func procStatus(pid int) ProcStats {
-	var st ProcStats
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		fs := strings.Fields(v)
-		if len(fs) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(fs[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			st.RSS = n * 1024
-		case "Threads":
-			st.Threads = int(n)
-		}
-	}
-	return st
+	ps, _ := procstat.Read(os.Getpid())
+	return ProcStats{RSS: ps.RSS, Threads: ps.Threads, HeapInuse: ms.HeapInuse, Goroutines: runtime.NumGoroutine()}
 }
 
 // rawZMQServer is a ROUTER echo server on its own context, as
@@ -561,7 +537,7 @@ func measureAMQPMemory(ctx context.Context, url string, n int) (AMQPMemory, erro
 	m := AMQPMemory{Queued: n}
 	service, client := "bench-mem-"+randomHex(6), "bench-mem-"+randomHex(6)
 	defer func() {
-		_ = deleteQueues(url, amqp.ServiceQueue(service), amqp.DeadLetterQueue(service), amqp.ResultQueue(client), amqp.ErrorQueue(client))
+		_ = amqpbench.DeleteQueues(url, amqp.ServiceQueue(service), amqp.DeadLetterQueue(service), amqp.ResultQueue(client), amqp.ErrorQueue(client))
 	}()
 	srv, _, err := startChild(ctx, fmt.Sprintf("amqp-server %s %s", url, service))
 	if err != nil {
@@ -685,25 +661,6 @@ func waitQueued(ctx context.Context, url, queue string, want int) (int, error) {
 		}
 	}
 	return last, fmt.Errorf("queue %s holds %d messages after 3 minutes, want %d", queue, last, want)
-}
-
-// deleteQueues deletes the measurement's queues.
-func deleteQueues(url string, queues ...string) error {
-	conn, err := amqp091.Dial(url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	for _, q := range queues {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			return fmt.Errorf("delete queue %s: %w", q, err)
-		}
-	}
-	return nil
 }
 
 func randomHex(n int) string {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/internal/procstat"
 )
 
 // measureEnv turns on TestMeasureOversizedFlood, a measurement of a few
@@ -132,7 +132,7 @@ func measureFlood(t *testing.T, url string) floodFigures {
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
 		for {
-			if n := readRSS(pid); n > 0 {
+			if n := procstat.RSS(pid); n > 0 {
 				rssMu.Lock()
 				peak = max(peak, n)
 				rssMu.Unlock()
@@ -204,7 +204,7 @@ func measureFlood(t *testing.T, url string) floodFigures {
 
 	time.Sleep(3 * time.Second)
 	var f floodFigures
-	f.baseRSS = readRSS(pid)
+	f.baseRSS = procstat.RSS(pid)
 	rssMu.Lock()
 	peak = f.baseRSS
 	rssMu.Unlock()
@@ -284,7 +284,7 @@ func measureFlood(t *testing.T, url string) floodFigures {
 	floodEnd := time.Now()
 	f.floodTook = floodEnd.Sub(floodStart)
 	time.Sleep(5 * time.Second)
-	f.afterRSS = readRSS(pid)
+	f.afterRSS = procstat.RSS(pid)
 	close(stopGood)
 	good.Wait()
 	f.floodP99, f.maxLat, f.floodRate = stats(floodStart, floodEnd)
@@ -294,20 +294,4 @@ func measureFlood(t *testing.T, url string) floodFigures {
 	t.Logf("%d of 20 publishes accepted by the broker, %d failed otherwise (connection lost); %d good calls failed", accepted, failedPublishes, goodFailed)
 	require.GreaterOrEqual(t, f.deadLettered, accepted, "every accepted oversized request dead-lettered")
 	return f
-}
-
-// readRSS returns the resident set size of process pid in bytes, 0 when it
-// cannot be read.
-func readRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -2,13 +2,10 @@ package zmq_test
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
+	"github.com/bankrpc/bankrpc/internal/procstat"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
 
@@ -188,7 +186,7 @@ func hostileRun(t *testing.T, kinds []hostileKind) (base, peakRSS int64) {
 
 	var peak atomic.Int64
 	sample := func() int64 {
-		n := readRSS(pid)
+		n := procstat.RSS(pid)
 		for {
 			p := peak.Load()
 			if n <= p || peak.CompareAndSwap(p, n) {
@@ -199,7 +197,7 @@ func hostileRun(t *testing.T, kinds []hostileKind) (base, peakRSS int64) {
 	stopSampling := make(chan struct{})
 	var sampler sync.WaitGroup
 	time.Sleep(2 * time.Second) // warm up: the good calls' buffers, the handler pool
-	base = readRSS(pid)
+	base = procstat.RSS(pid)
 	require.Positive(t, base, "read the server's RSS from /proc")
 	peak.Store(base)
 	sampler.Go(func() {
@@ -229,7 +227,7 @@ func hostileRun(t *testing.T, kinds []hostileKind) (base, peakRSS int64) {
 	close(stopSampling)
 	sampler.Wait()
 	stop()
-	after := readRSS(pid)
+	after := procstat.RSS(pid)
 
 	resp, err := stub(t, dial(t, addr, zmq.ClientConfig{})).Echo(ctx, &testv1.EchoRequest{})
 	require.NoError(t, err, "the server still serves")
@@ -247,20 +245,4 @@ func drain(s *zmq4.Socket) {
 			return
 		}
 	}
-}
-
-// readRSS returns the resident set size of process pid in bytes, 0 when it
-// cannot be read.
-func readRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

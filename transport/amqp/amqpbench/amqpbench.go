@@ -60,13 +60,13 @@ func RunRawDurable(ctx context.Context, url string, callers int, d time.Duration
 	}
 	client, err := dialRawClient(url, requests, replies)
 	if err != nil {
-		return Result{}, errors.Join(err, server.close(), deleteQueues(url, requests))
+		return Result{}, errors.Join(err, server.close(), DeleteQueues(url, requests))
 	}
 	payload := make([]byte, PayloadSize)
 	res, err := loadgen.ClosedLoop(ctx, callers, d, func(ctx context.Context, _ int) error {
 		return client.call(ctx, payload)
 	})
-	return res, errors.Join(err, client.close(), server.close(), deleteQueues(url, requests, replies))
+	return res, errors.Join(err, client.close(), server.close(), DeleteQueues(url, requests, replies))
 }
 
 // rawServer answers each request with its own body, acknowledging it once
@@ -254,7 +254,7 @@ func startBankrpc(url string) (*bankrpcPair, error) {
 	go func() { p.served <- srv.Serve(handler) }()
 	cl, err := amqp.Dial(url, amqp.ClientConfig{Service: p.service, ClientName: p.client})
 	if err != nil {
-		return nil, errors.Join(err, p.stopServer(), deleteQueues(url, amqp.ServiceQueue(p.service), amqp.DeadLetterQueue(p.service)))
+		return nil, errors.Join(err, p.stopServer(), DeleteQueues(url, amqp.ServiceQueue(p.service), amqp.DeadLetterQueue(p.service)))
 	}
 	p.conn = bankrpc.NewConn(cl, bankrpc.WithDefaultTimeout(time.Minute))
 	p.stub = testv1.NewTestServiceClient(p.conn)
@@ -266,7 +266,7 @@ func (p *bankrpcPair) stopServer() error {
 }
 
 func (p *bankrpcPair) close() error {
-	return errors.Join(p.conn.Close(), p.stopServer(), deleteQueues(p.url,
+	return errors.Join(p.conn.Close(), p.stopServer(), DeleteQueues(p.url,
 		amqp.ServiceQueue(p.service), amqp.DeadLetterQueue(p.service), amqp.ResultQueue(p.client), amqp.ErrorQueue(p.client)))
 }
 
@@ -303,8 +303,8 @@ func RunThesis(ctx context.Context, url string, n, inFlight int) (Result, error)
 	return res, errors.Join(err, p.close())
 }
 
-// deleteQueues deletes the measurement's queues.
-func deleteQueues(url string, queues ...string) error {
+// DeleteQueues deletes queues (a measurement's, when it ends) on the broker at url.
+func DeleteQueues(url string, queues ...string) error {
 	conn, err := amqp091.Dial(url)
 	if err != nil {
 		return err

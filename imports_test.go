@@ -68,6 +68,8 @@ var importTable = []importRule{
 	{pkg: "cmd/...", any: true},
 	// Closed-loop load and latency statistics for the harnesses; standard library only.
 	{pkg: "internal/loadgen"},
+	// A process's RSS and threads from /proc, for the memory tests and the bench harness.
+	{pkg: "internal/procstat"},
 	{pkg: "transport/zmq/zmqbench", any: true},
 	{pkg: "transport/amqp/amqpbench", any: true},
 }

@@ -56,12 +56,21 @@ func (w *worker) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1.Work
 	run := w.runs[key]
 	w.where[key] = append(w.where[key], label)
 	w.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() {
+	record := func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.ended[key], w.causes[key] = time.Now(), context.Cause(ctx)
-	})
-	defer stop()
+	}
+	stop := context.AfterFunc(ctx, record)
+	defer func() {
+		// Done is closed before AfterFunc starts its function: a run
+		// returning on Done can stop it before it runs, so record here then
+		// (without this, 1 run in ~70 of TestCancelThenCloseReachesHandler
+		// looked as if the cancel never came).
+		if stop() && ctx.Err() != nil {
+			record()
+		}
+	}()
 	if label != "" && label == w.stuckOn {
 		<-w.release
 		return &testv1.WorkResponse{Run: run}, nil

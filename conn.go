@@ -209,10 +209,6 @@ func settles(err error) bool {
 // names one); seq is its sequence in this Conn's session, pending from now
 // on, or 0 for a call id from elsewhere. The deadline is ctx's.
 func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *callOptions) (*transport.Call, uint64, error) {
-	payload, err := c.o.codec.Marshal(args)
-	if err != nil {
-		return nil, 0, Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
-	}
 	call := &transport.Call{ID: o.callID, Method: method}
 	var seq, firstUnanswered uint64 // of this Conn's session; 0 for a call id from elsewhere
 	if call.ID == "" {
@@ -229,7 +225,16 @@ func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *c
 		call.Deadline = dl
 		deadline = dl.UnixNano()
 	}
-	call.Frame = envelope.AppendRequest(make([]byte, 0, len(payload)+len(method)+len(call.ID)+34), call.ID, method, payload, deadline, md, firstUnanswered)
+	frame, err := envelope.AppendRequestFunc(make([]byte, 0, len(method)+len(call.ID)+34+payloadHint), call.ID, method, func(dst []byte) ([]byte, error) {
+		return appendPayload(c.o.codec, dst, args)
+	}, deadline, md, firstUnanswered)
+	if err != nil {
+		if seq != 0 {
+			c.pending.end(seq, true) // nothing was sent
+		}
+		return nil, 0, Errorf(Internal, "bankrpc: encode %s request: %w", method, err)
+	}
+	call.Frame = frame
 	if o.onStatus != nil || o.onProgress != nil {
 		call.Frame = envelope.AppendAcceptStatus(call.Frame)
 		call.OnStatus = c.statusDecoder(call.ID, o)

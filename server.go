@@ -287,21 +287,34 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 // encoded result and error, or interrupted when the server stopped it before
 // it finished (the call is then not answered). It records a refusal in end.
 func (s *Server) run(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
-	payload, lines, e := s.dispatch(ctx, id, req, end)
+	resp, lines, e := s.dispatch(ctx, id, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
 		return nil, e, true
 	}
-	reply = callResultFrame(req.CallID, req.Method, e, payload, lines)
+	if e == nil {
+		var err error
+		reply, err = envelope.AppendResultFunc(make([]byte, 0, len(req.CallID)+len(req.Method)+10+payloadHint), req.CallID, 0, "", func(dst []byte) ([]byte, error) {
+			return appendPayload(s.o.codec, dst, resp)
+		}, lines, nil)
+		if err == nil {
+			reply = envelope.AppendResultMethod(reply, string(req.Method))
+		} else {
+			e = Errorf(Internal, "bankrpc: encode %s response: %w", req.Method, err)
+		}
+	}
+	if e != nil {
+		reply = callErrorFrame(req.CallID, req.Method, e, lines)
+	}
 	if s.o.maxFrame > 0 && len(reply) > s.o.maxFrame {
 		e = Errorf(ResourceExhausted, "bankrpc: %s reply of %d bytes exceeds the limit of %d bytes", req.Method, len(reply), s.o.maxFrame)
-		reply = callResultFrame(req.CallID, req.Method, e, nil, nil)
+		reply = callErrorFrame(req.CallID, req.Method, e, nil)
 	}
 	return reply, e, false
 }
 
-// dispatch runs the call and returns the response payload or the error, and
-// the log lines for its result.
-func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) ([]byte, []string, *Error) {
+// dispatch runs the call and returns the response or the error, and the log
+// lines for its result.
+func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (any, []string, *Error) {
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
@@ -326,12 +339,7 @@ func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestV
 		e := handlerError(err)
 		return nil, cc.info.log.take(e), e
 	}
-	payload, err := s.o.codec.Marshal(resp)
-	if err != nil {
-		e := Errorf(Internal, "bankrpc: encode %s response: %w", m.name, err)
-		return nil, cc.info.log.take(e), e
-	}
-	return payload, cc.info.log.take(nil), nil
+	return resp, cc.info.log.take(nil), nil
 }
 
 // refuse logs a call the server refuses without running it, at debug and
@@ -400,16 +408,11 @@ func wireReason(e *Error) string {
 	return reason
 }
 
-// callResultFrame encodes the result of a call that reached dispatch: as
-// resultFrame, with the method and the log lines (which replace e's own, as
-// they include them).
-func callResultFrame(callID, method []byte, e *Error, payload []byte, log []string) []byte {
-	var frame []byte
-	if e == nil {
-		frame = envelope.AppendResult(make([]byte, 0, len(callID)+len(method)+len(payload)+10), callID, 0, "", payload, log, nil)
-	} else {
-		frame = envelope.AppendResult(nil, callID, uint32(wireCode(e)), wireReason(e), nil, log, e.Details())
-	}
+// callErrorFrame encodes the error result of a call that reached dispatch:
+// as resultFrame, with the method and the log lines (which replace e's own,
+// as they include them).
+func callErrorFrame(callID, method []byte, e *Error, log []string) []byte {
+	frame := envelope.AppendResult(nil, callID, uint32(wireCode(e)), wireReason(e), nil, log, e.Details())
 	return envelope.AppendResultMethod(frame, string(method))
 }
 

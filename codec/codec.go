@@ -22,6 +22,15 @@ type Codec interface {
 	Unmarshal(data []byte, v any) error
 }
 
+// Appender is an optional ability of a Codec, found by type assertion: it
+// encodes v by appending to dst, so that the runtime can write a payload
+// straight into the envelope around it instead of into a fresh slice that is
+// then copied (connect-go's marshalAppender). The bytes are those Marshal
+// would return.
+type Appender interface {
+	MarshalAppend(dst []byte, v any) ([]byte, error)
+}
+
 // Proto is the protobuf binary codec, the default and the only one every
 // bankrpc peer must speak.
 type Proto struct{}
@@ -37,6 +46,18 @@ func (Proto) Marshal(v any) ([]byte, error) {
 	}
 	return proto.Marshal(m)
 }
+
+// MarshalAppend appends the encoding of v, which must be a proto.Message, to
+// dst. It implements Appender.
+func (Proto) MarshalAppend(dst []byte, v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return dst, fmt.Errorf("codec: cannot marshal %T: not a proto.Message", v)
+	}
+	return proto.MarshalOptions{}.MarshalAppend(dst, m)
+}
+
+var _ Appender = Proto{}
 
 // Unmarshal decodes data into v, which must be a proto.Message.
 func (Proto) Unmarshal(data []byte, v any) error {

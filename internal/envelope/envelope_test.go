@@ -2,6 +2,7 @@ package envelope_test
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -173,4 +174,36 @@ func FuzzDecodeResultView(f *testing.F) {
 		assert.Equal(t, len(m.GetLog()), len(v.Log))
 		assert.Equal(t, len(m.GetDetails()), len(v.Details))
 	})
+}
+
+// The payload appended in place has its length written before it: frames
+// whose payload length needs one, two and three varint bytes are the bytes
+// proto.Marshal makes of the same messages.
+func TestAppendFuncWritesThePayloadInPlace(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 300, 16383, 16384, 70000} {
+		payload := bytes.Repeat([]byte{0xab}, n)
+		appendPayload := func(dst []byte) ([]byte, error) { return append(dst, payload...), nil }
+		opts := proto.MarshalOptions{Deterministic: true}
+
+		frame, err := envelope.AppendRequestFunc([]byte("prefix"), "c-1", "/s.S/M", appendPayload, 42, nil, 0)
+		require.NoError(t, err)
+		want, err := opts.MarshalAppend([]byte("prefix"), &wirev1.Request{CallId: "c-1", Method: "/s.S/M", Payload: payload, DeadlineUnixNano: 42})
+		require.NoError(t, err)
+		assert.Equal(t, want, frame, "request with a payload of %d bytes", n)
+
+		frame, err = envelope.AppendResultFunc(nil, []byte("c-1"), 0, "", appendPayload, []string{"line"}, nil)
+		require.NoError(t, err)
+		want, err = opts.Marshal(&wirev1.Result{CallId: "c-1", Payload: payload, Log: []string{"line"}})
+		require.NoError(t, err)
+		assert.Equal(t, want, frame, "result with a payload of %d bytes", n)
+	}
+}
+
+func TestAppendFuncReturnsThePayloadError(t *testing.T) {
+	bad := errors.New("cannot encode")
+	failing := func(dst []byte) ([]byte, error) { return append(dst, 1, 2), bad }
+	_, err := envelope.AppendRequestFunc(nil, "c-1", "/s.S/M", failing, 0, nil, 0)
+	assert.ErrorIs(t, err, bad)
+	_, err = envelope.AppendResultFunc(nil, []byte("c-1"), 0, "", failing, nil, nil)
+	assert.ErrorIs(t, err, bad)
 }

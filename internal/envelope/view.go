@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"unicode/utf8"
@@ -75,11 +76,20 @@ type ResultView struct {
 // the metadata, one entry per value, keys in sorted order for a
 // deterministic frame.
 func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUnixNano int64, md map[string][]string, firstUnanswered uint64) []byte {
+	dst, _ = AppendRequestFunc(dst, callID, method, func(b []byte) ([]byte, error) { return append(b, payload...), nil }, deadlineUnixNano, md, firstUnanswered)
+	return dst
+}
+
+// AppendRequestFunc is AppendRequest with the payload appended in place by
+// payload (a codec's MarshalAppend), so that it is written once, into the
+// frame. When payload fails, its error is returned and the frame is not
+// to be used.
+func AppendRequestFunc(dst []byte, callID, method string, payload func([]byte) ([]byte, error), deadlineUnixNano int64, md map[string][]string, firstUnanswered uint64) ([]byte, error) {
 	dst = appendString(dst, reqCallID, callID)
 	dst = appendString(dst, reqMethod, method)
-	if len(payload) > 0 {
-		dst = protowire.AppendTag(dst, reqPayload, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, payload)
+	dst, err := appendBytesFunc(dst, reqPayload, payload)
+	if err != nil {
+		return dst, err
 	}
 	if deadlineUnixNano != 0 {
 		dst = protowire.AppendTag(dst, reqDeadline, protowire.VarintType)
@@ -101,7 +111,33 @@ func AppendRequest(dst []byte, callID, method string, payload []byte, deadlineUn
 			}
 		}
 	}
-	return dst
+	return dst, nil
+}
+
+// appendBytesFunc appends a bytes field whose value fn appends, as
+// protowire.AppendBytes would encode it: the length, a varint, is written
+// before the value, so one byte is set aside for it and the value moved
+// when its length needs more. An empty value is left out, as proto3 does.
+func appendBytesFunc(dst []byte, num protowire.Number, fn func([]byte) ([]byte, error)) ([]byte, error) {
+	start := len(dst)
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	at := len(dst)
+	dst = append(dst, 0)
+	dst, err := fn(dst)
+	if err != nil {
+		return dst[:start], err
+	}
+	n := len(dst) - at - 1
+	if n == 0 {
+		return dst[:start], nil
+	}
+	if k := protowire.SizeVarint(uint64(n)); k > 1 {
+		var pad [binary.MaxVarintLen64]byte
+		dst = append(dst, pad[:k-1]...)
+		copy(dst[at+k:], dst[at+1:at+1+n])
+	}
+	protowire.AppendVarint(dst[:at], uint64(n))
+	return dst, nil
 }
 
 // AppendAcceptStatus appends Request.accept_status = true to dst, the
@@ -130,6 +166,15 @@ func appendEntry(dst []byte, k, v string) []byte {
 
 // AppendResult appends the encoding of a result envelope to dst.
 func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload []byte, log []string, details [][]byte) []byte {
+	dst, _ = AppendResultFunc(dst, callID, code, reason, func(b []byte) ([]byte, error) { return append(b, payload...), nil }, log, details)
+	return dst
+}
+
+// AppendResultFunc is AppendResult with the payload appended in place by
+// payload (a codec's MarshalAppend), so that it is written once, into the
+// frame. When payload fails, its error is returned and the frame is not
+// to be used.
+func AppendResultFunc(dst []byte, callID []byte, code uint32, reason string, payload func([]byte) ([]byte, error), log []string, details [][]byte) ([]byte, error) {
 	if len(callID) > 0 {
 		dst = protowire.AppendTag(dst, resCallID, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, callID)
@@ -139,9 +184,9 @@ func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload
 		dst = protowire.AppendVarint(dst, uint64(code))
 	}
 	dst = appendString(dst, resReason, reason)
-	if len(payload) > 0 {
-		dst = protowire.AppendTag(dst, resPayload, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, payload)
+	dst, err := appendBytesFunc(dst, resPayload, payload)
+	if err != nil {
+		return dst, err
 	}
 	for _, l := range log {
 		dst = protowire.AppendTag(dst, resLog, protowire.BytesType)
@@ -151,7 +196,7 @@ func AppendResult(dst []byte, callID []byte, code uint32, reason string, payload
 		dst = protowire.AppendTag(dst, resDetails, protowire.BytesType)
 		dst = protowire.AppendBytes(dst, d)
 	}
-	return dst
+	return dst, nil
 }
 
 // AppendResultMethod appends Result.method to dst, the encoding of a result

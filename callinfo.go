@@ -2,9 +2,11 @@ package bankrpc
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/bankrpc/bankrpc/codec"
+	"github.com/bankrpc/bankrpc/internal/ratelog"
 	"github.com/bankrpc/bankrpc/transport"
 )
 
@@ -28,6 +30,23 @@ type callInfoKey struct{}
 type callContext struct {
 	context.Context
 	info callInfo
+
+	// For decode, the handler's decode callback.
+	payload     []byte // aliases the request frame; not used once the handler returned
+	refusals    *ratelog.Logger
+	undecodable bool // set by decode when the payload could not be decoded
+}
+
+// decode decodes the request's payload into v: the decode callback of the
+// method handler.
+func (c *callContext) decode(v any) error {
+	if err := c.info.codec.Unmarshal(c.payload, v); err != nil {
+		e := Errorf(InvalidArgument, "bankrpc: decode %s request: %v", c.info.method, err)
+		c.undecodable = true
+		c.refusals.Log(c, slog.LevelDebug, "undecodable payload", "bankrpc: refused a call", "method", c.info.method, "call_id", c.info.id, "error", e.Message())
+		return e
+	}
+	return nil
 }
 
 func (c *callContext) Value(key any) any {

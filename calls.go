@@ -12,13 +12,17 @@ import (
 // callTable holds the calls a Server runs and the replies of those it
 // finished, by call id: the in-flight table and the reply cache behind the
 // rule "at most one run per call id while the server runs".
+//
+// A call costs no allocation of its own here: the calls in flight are a
+// list threaded through them, and the cache is bounded when a reply is
+// added, not on every lookup (a lookup ignores a reply past its age).
 type callTable struct {
 	mu       sync.Mutex
 	byID     map[string]*call
 	finished []*call // oldest first; finished[head:] are live
 	head     int
-	bytes    int // reply bytes of finished[head:]
-	running  map[*call]struct{}
+	bytes    int           // sizes of finished[head:]
+	running  *call         // the calls in flight, linked by next and prev
 	idle     chan struct{} // closed when running becomes empty, for a waiter
 
 	size, maxBytes int
@@ -31,10 +35,12 @@ type call struct {
 	fp       uint64 // fingerprint of method and payload; 0 matches any
 	deadline int64  // the request's, Unix nanoseconds; 0 for none
 
-	// Guarded by callTable.mu: whether the call ended, and the channel its
-	// joiners wait on, made only when one joins (most calls have none).
-	ended bool
-	done  chan struct{}
+	// Guarded by callTable.mu: whether the call ended, the channel its
+	// joiners wait on, made only when one joins (most calls have none), and
+	// its links in the list of calls in flight.
+	ended      bool
+	done       chan struct{}
+	next, prev *call
 
 	// Written before done is closed, read after.
 	reply []byte
@@ -44,11 +50,20 @@ type call struct {
 
 	cancel     context.CancelCauseFunc // guarded by callTable.mu; nil once done
 	finishedAt time.Time
+	size       int // what the cache counts for it, set when it is cached
+}
+
+// callOverhead is what the cache counts for a call besides its id and
+// reply: the call itself and its map and slice slots.
+const callOverhead = 256
+
+// cacheSize is what the cache counts for c in its byte bound.
+func (c *call) cacheSize() int {
+	return callOverhead + len(c.id) + len(c.reply)
 }
 
 func (t *callTable) init(size int, age time.Duration, maxBytes int) {
 	t.byID = make(map[string]*call)
-	t.running = make(map[*call]struct{})
 	t.size, t.age, t.maxBytes = size, age, maxBytes
 }
 
@@ -67,21 +82,27 @@ func errCallIDReused(id string) error {
 // cancel, and for a joiner of a call still running the channel closed when
 // it ends (nil when it has ended). A duplicate of another request's id is
 // refused; so is a new call when accept is false (transport.ErrNotServed).
-func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, wait <-chan struct{}, err error) {
+// id is read, not kept: a new call copies it.
+func (t *callTable) begin(parent context.Context, id []byte, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, wait <-chan struct{}, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.evictLocked(time.Now())
-	if c := t.byID[id]; c != nil && c.fp == 0 && c.ended {
+	c = t.byID[string(id)]
+	if c != nil && c.ended && c.fp != 0 && time.Since(c.finishedAt) > t.age {
+		// Past its age: forgotten, as if evicted (finish evicts it).
+		delete(t.byID, c.id)
+		c = nil
+	}
+	if c != nil && c.fp == 0 && c.ended {
 		// A cancel that came before its request answers that request once,
 		// if it comes soon (AMQP may deliver the two out of order); a later
 		// retry of the call id runs.
-		delete(t.byID, id)
-		if time.Since(c.finishedAt) <= earlyCancelTTL {
+		delete(t.byID, c.id)
+		if time.Since(c.finishedAt) <= min(earlyCancelTTL, t.age) {
 			return c, false, nil, nil, nil
 		}
 	} else if c != nil {
 		if c.fp != 0 && c.fp != fp {
-			return nil, false, nil, nil, errCallIDReused(id)
+			return nil, false, nil, nil, errCallIDReused(c.id)
 		}
 		if !c.ended && c.done == nil {
 			c.done = make(chan struct{})
@@ -94,10 +115,14 @@ func (t *callTable) begin(parent context.Context, id string, fp uint64, deadline
 	if !accept {
 		return nil, false, nil, nil, transport.ErrNotServed
 	}
-	c = &call{id: id, fp: fp, deadline: deadline}
+	c = &call{id: string(id), fp: fp, deadline: deadline}
 	ctx, c.cancel = context.WithCancelCause(parent)
-	t.byID[id] = c
-	t.running[c] = struct{}{}
+	t.byID[c.id] = c
+	c.next = t.running
+	if t.running != nil {
+		t.running.prev = c
+	}
+	t.running = c
 	return c, true, ctx, nil, nil
 }
 
@@ -113,12 +138,13 @@ func (t *callTable) finish(c *call, reply []byte, code Code, e *Error, keep bool
 	c.cancel = nil
 	t.endLocked(c)
 	if keep && t.size > 0 && t.age > 0 {
+		c.size = c.cacheSize()
 		t.finished = append(t.finished, c)
-		t.bytes += len(reply)
+		t.bytes += c.size
+		t.evictLocked(now)
 	} else {
 		delete(t.byID, c.id)
 	}
-	t.evictLocked(now)
 	t.mu.Unlock()
 }
 
@@ -144,8 +170,16 @@ func (t *callTable) endLocked(c *call) {
 	if c.done != nil {
 		close(c.done)
 	}
-	delete(t.running, c)
-	if len(t.running) == 0 && t.idle != nil {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if t.running == c {
+		t.running = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.next, c.prev = nil, nil
+	if t.running == nil && t.idle != nil {
 		close(t.idle)
 		t.idle = nil
 	}
@@ -171,9 +205,10 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 	}
 	now := time.Now()
 	c := &call{id: id, ended: true, reply: tombstone(), finishedAt: now, code: Canceled}
+	c.size = c.cacheSize()
 	t.byID[id] = c
 	t.finished = append(t.finished, c)
-	t.bytes += len(c.reply)
+	t.bytes += c.size
 	t.evictLocked(now)
 }
 
@@ -181,7 +216,7 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 func (t *callTable) cancelAll(cause error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for c := range t.running {
+	for c := t.running; c != nil; c = c.next {
 		if c.cancel != nil {
 			c.cancel(cause)
 		}
@@ -191,7 +226,7 @@ func (t *callTable) cancelAll(cause error) {
 // wait returns when no call is in flight, or with ctx's error.
 func (t *callTable) wait(ctx context.Context) error {
 	t.mu.Lock()
-	if len(t.running) == 0 {
+	if t.running == nil {
 		t.mu.Unlock()
 		return nil
 	}
@@ -217,7 +252,7 @@ func (t *callTable) evictLocked(now time.Time) {
 		}
 		t.finished[t.head] = nil
 		t.head++
-		t.bytes -= len(c.reply)
+		t.bytes -= c.size
 		if t.byID[c.id] == c {
 			delete(t.byID, c.id)
 		}

@@ -334,3 +334,46 @@ func TestRetryableResultsKeepTheSequencePending(t *testing.T) {
 	}
 	assert.Equal(t, []uint64{1, 1, 1, 1, 1}, seen)
 }
+
+// The calls in flight are a list threaded through them: calls that end in
+// any order leave it whole, so that Close still cancels every one left.
+func TestCallsEndingInAnyOrderLeaveTheOthersCancelable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svc := &counting{release: make(chan struct{})}
+	srv := bankrpc.NewServer()
+	testv1.RegisterTestServiceServer(srv, svc)
+	sleep := testv1.TestService_Sleep_FullMethodName
+
+	const n = 5
+	codes := make([]bankrpc.Code, n)
+	errs := make([]error, n)
+	var returned atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			defer returned.Add(1)
+			var reply []byte
+			reply, errs[i] = srv.HandleFrame(ctx, request(t, fmt.Sprintf("s%d", i), sleep))
+			if errs[i] == nil {
+				codes[i] = resultCode(t, reply)
+			}
+		})
+	}
+	require.Eventually(t, func() bool { return svc.runs.Load() == n }, 5*time.Second, time.Millisecond)
+	// The first, a middle and the last started end by their caller's cancel.
+	canceled := []int{0, 2, n - 1}
+	for _, i := range canceled {
+		srv.CancelCall(fmt.Sprintf("s%d", i))
+	}
+	require.Eventually(t, func() bool { return returned.Load() == int64(len(canceled)) }, 5*time.Second, time.Millisecond)
+	require.NoError(t, srv.Close())
+	wg.Wait() // hangs (and the test times out) if Close missed one
+	for _, i := range canceled {
+		require.NoError(t, errs[i])
+		assert.Equal(t, bankrpc.Canceled, codes[i], "s%d was canceled by its caller", i)
+	}
+	for _, i := range []int{1, 3} {
+		assert.ErrorIs(t, errs[i], transport.ErrNotServed, "s%d was stopped by Close", i)
+	}
+}

@@ -128,8 +128,8 @@ func (c *Conn) invoke(ctx context.Context, method string, args, reply any, opts 
 		return ErrClosed
 	}
 	var o callOptions
-	for _, opt := range opts {
-		opt.applyCall(&o)
+	if len(opts) > 0 {
+		o = applyCallOptions(opts)
 	}
 	if len(c.o.stats) > 0 {
 		if o.callID == "" {
@@ -142,6 +142,17 @@ func (c *Conn) invoke(ctx context.Context, method string, args, reply any, opts 
 		return err
 	}
 	return c.send(ctx, method, args, reply, &o)
+}
+
+// applyCallOptions returns the options opts set. Kept apart from invoke:
+// the options escape (applyCall is an interface method), and a call without
+// any then costs no allocation.
+func applyCallOptions(opts []CallOption) callOptions {
+	o := new(callOptions)
+	for _, opt := range opts {
+		opt.applyCall(o)
+	}
+	return *o
 }
 
 // send encodes and sends one call and decodes its reply.

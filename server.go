@@ -199,23 +199,22 @@ func (s *Server) statsInfo(ctx context.Context, req *envelope.RequestView) *Call
 // handle answers a decoded request: it joins the call id's run, or runs it,
 // and fills end with the outcome.
 func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, error) {
-	id := string(req.CallID)
 	fp := s.fingerprint(req.Method, req.Payload)
-	c, owner, hctx, wait, err := s.calls.begin(ctx, id, fp, req.DeadlineUnixNano, s.acceptingNew())
+	c, owner, hctx, wait, err := s.calls.begin(ctx, req.CallID, fp, req.DeadlineUnixNano, s.acceptingNew())
 	switch {
 	case errors.Is(err, transport.ErrNotServed):
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed, Refused: true, RefusedReason: "not served"}
-		s.refusals.Log(ctx, slog.LevelDebug, "not served", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", "the server is shutting down: the call is given back unanswered")
+		s.refusals.Log(ctx, slog.LevelDebug, "not served", "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "error", "the server is shutting down: the call is given back unanswered")
 		return resultFrame(req.CallID, transport.ErrNotServed, nil), transport.ErrNotServed
 	case err != nil:
 		e := status.Convert(err)
 		*end = CallEnd{Code: e.Code(), Err: e, Refused: true, RefusedReason: "call id reused"}
-		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", e.Message())
+		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "error", e.Message())
 		return resultFrame(req.CallID, e, nil), nil
 	case !owner && c.fp == 0:
 		// A cancel came before the request: answered CANCELED, not run.
 		*end = CallEnd{Code: Canceled, Err: Errorf(Canceled, "bankrpc: the caller canceled the call before it started"), Refused: true, RefusedReason: "canceled early"}
-		s.refusals.Log(ctx, slog.LevelDebug, "canceled early", "bankrpc: refused a call", "method", string(req.Method), "call_id", id, "error", "a cancel of this call id came before it")
+		s.refusals.Log(ctx, slog.LevelDebug, "canceled early", "bankrpc: refused a call", "method", string(req.Method), "call_id", c.id, "error", "a cancel of this call id came before it")
 		return c.reply, nil
 	case !owner:
 		reply, err := s.join(ctx, c, wait, req.CallID)
@@ -229,7 +228,7 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		}
 		return reply, err
 	}
-	reply, e, interrupted := s.run(hctx, id, req, end)
+	reply, e, interrupted := s.run(hctx, c, req, end)
 	if interrupted {
 		s.calls.abandon(c)
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed}
@@ -286,8 +285,8 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 // run runs the call in ctx, which begin made cancelable, and returns its
 // encoded result and error, or interrupted when the server stopped it before
 // it finished (the call is then not answered). It records a refusal in end.
-func (s *Server) run(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
-	resp, lines, e := s.dispatch(ctx, id, req, end)
+func (s *Server) run(ctx context.Context, c *call, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
+	resp, lines, e := s.dispatch(ctx, c, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
 		return nil, e, true
 	}
@@ -314,7 +313,7 @@ func (s *Server) run(ctx context.Context, id string, req *envelope.RequestView, 
 
 // dispatch runs the call and returns the response or the error, and the log
 // lines for its result.
-func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestView, end *CallEnd) (any, []string, *Error) {
+func (s *Server) dispatch(ctx context.Context, c *call, req *envelope.RequestView, end *CallEnd) (any, []string, *Error) {
 	if req.DeadlineUnixNano != 0 {
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
@@ -333,8 +332,11 @@ func (s *Server) dispatch(ctx context.Context, id string, req *envelope.RequestV
 	if !ok {
 		return nil, nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
-	cc := &callContext{Context: ctx, info: callInfo{id: id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), codec: s.o.codec, firstUnanswered: req.FirstUnanswered}}
-	resp, err := s.call(cc, m, req.Payload, end)
+	cc := &callContext{Context: ctx, info: callInfo{id: c.id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), codec: s.o.codec, firstUnanswered: req.FirstUnanswered}, payload: req.Payload, refusals: s.refusals}
+	resp, err := s.call(cc, m)
+	if cc.undecodable {
+		end.Refused, end.RefusedReason = true, "undecodable payload"
+	}
 	if err != nil {
 		e := handlerError(err)
 		return nil, cc.info.log.take(e), e
@@ -363,23 +365,14 @@ func handlerError(err error) *Error {
 
 // call runs the method handler, turning a panic into Internal with a
 // generic message; the panic's value and stack go to the server's logger.
-func (s *Server) call(ctx context.Context, m method, payload []byte, end *CallEnd) (resp any, err error) {
+func (s *Server) call(cc *callContext, m method) (resp any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.o.logger.ErrorContext(ctx, "bankrpc: handler panicked", "method", m.name, "call_id", CallIDFromContext(ctx), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.o.logger.ErrorContext(cc, "bankrpc: handler panicked", "method", m.name, "call_id", cc.info.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			resp, err = nil, Errorf(Internal, "bankrpc: %s: internal error in the handler", m.name)
 		}
 	}()
-	dec := func(v any) error {
-		if err := s.o.codec.Unmarshal(payload, v); err != nil {
-			e := Errorf(InvalidArgument, "bankrpc: decode %s request: %v", m.name, err)
-			end.Refused, end.RefusedReason = true, "undecodable payload"
-			s.refusals.Log(ctx, slog.LevelDebug, "undecodable payload", "bankrpc: refused a call", "method", m.name, "call_id", CallIDFromContext(ctx), "error", e.Message())
-			return e
-		}
-		return nil
-	}
-	return m.handler(m.impl, ctx, dec, s.interceptor)
+	return m.handler(m.impl, cc, cc.decode, s.interceptor)
 }
 
 // resultFrame encodes the result of a call: payload when e is nil, e otherwise.

@@ -25,10 +25,11 @@ type callInfo struct {
 
 type callInfoKey struct{}
 
-// callContext is the handler's ctx: its parent plus the callInfo, in one
-// allocation instead of a context.WithValue and a callInfo.
+// callContext is the handler's ctx: its parent, its cancelation (see
+// lazyCancelCtx) and the callInfo, in one allocation instead of a
+// context.WithCancelCause, a context.WithValue and a callInfo.
 type callContext struct {
-	context.Context
+	lazyCancelCtx
 	info callInfo
 
 	// For decode, the handler's decode callback.
@@ -53,7 +54,7 @@ func (c *callContext) Value(key any) any {
 	if key == (callInfoKey{}) {
 		return &c.info
 	}
-	return c.Context.Value(key)
+	return c.lazyCancelCtx.Value(key)
 }
 
 // CallIDFromContext returns the call id of the request being handled: unique

@@ -48,7 +48,7 @@ type call struct {
 	code  Code  // the reply's code
 	e     *Error
 
-	cancel     context.CancelCauseFunc // guarded by callTable.mu; nil once done
+	ctx        *callContext // the handler's; guarded by callTable.mu; nil once done
 	finishedAt time.Time
 	size       int // what the cache counts for it, set when it is cached
 }
@@ -78,12 +78,12 @@ func errCallIDReused(id string) error {
 
 // begin finds the call id's run, or starts one when accept is true. It
 // returns the call, whether the caller owns (must run and finish) it, for
-// the owner a ctx derived from parent that CancelCall and the server's stop
-// cancel, and for a joiner of a call still running the channel closed when
+// the owner the handler's ctx, derived from parent, ending by the deadline,
+// that CancelCall and the server's stop cancel, and for a joiner of a call still running the channel closed when
 // it ends (nil when it has ended). A duplicate of another request's id is
 // refused; so is a new call when accept is false (transport.ErrNotServed).
 // id is read, not kept: a new call copies it.
-func (t *callTable) begin(parent context.Context, id []byte, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx context.Context, wait <-chan struct{}, err error) {
+func (t *callTable) begin(parent context.Context, id []byte, fp uint64, deadline int64, accept bool) (c *call, owner bool, ctx *callContext, wait <-chan struct{}, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c = t.byID[string(id)]
@@ -116,14 +116,17 @@ func (t *callTable) begin(parent context.Context, id []byte, fp uint64, deadline
 		return nil, false, nil, nil, transport.ErrNotServed
 	}
 	c = &call{id: string(id), fp: fp, deadline: deadline}
-	ctx, c.cancel = context.WithCancelCause(parent)
+	c.ctx = &callContext{lazyCancelCtx: lazyCancelCtx{parent: parent}}
+	if deadline != 0 {
+		c.ctx.deadline = time.Unix(0, deadline)
+	}
 	t.byID[c.id] = c
 	c.next = t.running
 	if t.running != nil {
 		t.running.prev = c
 	}
 	t.running = c
-	return c, true, ctx, nil, nil
+	return c, true, c.ctx, nil, nil
 }
 
 // finish records the reply of c, which its owner ran, and wakes its joiners.
@@ -134,8 +137,8 @@ func (t *callTable) finish(c *call, reply []byte, code Code, e *Error, keep bool
 	now := time.Now()
 	t.mu.Lock()
 	c.reply, c.finishedAt, c.code, c.e = reply, now, code, e
-	c.cancel(nil)
-	c.cancel = nil
+	c.ctx.cancel(nil)
+	c.ctx = nil
 	t.endLocked(c)
 	if keep && t.size > 0 && t.age > 0 {
 		c.size = c.cacheSize()
@@ -154,8 +157,8 @@ func (t *callTable) abandon(c *call) {
 	t.mu.Lock()
 	c.err, c.code = transport.ErrNotServed, Unavailable
 	c.reply = resultFrame([]byte(c.id), transport.ErrNotServed, nil)
-	c.cancel(nil)
-	c.cancel = nil
+	c.ctx.cancel(nil)
+	c.ctx = nil
 	t.endLocked(c)
 	if t.byID[c.id] == c {
 		delete(t.byID, c.id)
@@ -195,8 +198,8 @@ func (t *callTable) cancel(id string, tombstone func() []byte) {
 		// handler's ctx then ends by that deadline, which it carries, and
 		// says so (context.DeadlineExceeded) rather than "canceled".
 		expired := c.deadline != 0 && time.Now().UnixNano() >= c.deadline
-		if c.cancel != nil && !expired {
-			c.cancel(ErrCanceledByClient)
+		if c.ctx != nil && !expired {
+			c.ctx.cancel(ErrCanceledByClient)
 		}
 		return
 	}
@@ -217,8 +220,8 @@ func (t *callTable) cancelAll(cause error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := t.running; c != nil; c = c.next {
-		if c.cancel != nil {
-			c.cancel(cause)
+		if c.ctx != nil {
+			c.ctx.cancel(cause)
 		}
 	}
 }

@@ -228,7 +228,7 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		}
 		return reply, err
 	}
-	reply, e, interrupted := s.run(hctx, c, req, end)
+	reply, e, interrupted := s.run(hctx, c.id, req, end)
 	if interrupted {
 		s.calls.abandon(c)
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed}
@@ -285,8 +285,8 @@ func (s *Server) fingerprint(method, payload []byte) uint64 {
 // run runs the call in ctx, which begin made cancelable, and returns its
 // encoded result and error, or interrupted when the server stopped it before
 // it finished (the call is then not answered). It records a refusal in end.
-func (s *Server) run(ctx context.Context, c *call, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
-	resp, lines, e := s.dispatch(ctx, c, req, end)
+func (s *Server) run(ctx *callContext, id string, req *envelope.RequestView, end *CallEnd) (reply []byte, e *Error, interrupted bool) {
+	resp, lines, e := s.dispatch(ctx, id, req, end)
 	if e != nil && errors.Is(context.Cause(ctx), ErrServerStopping) {
 		return nil, e, true
 	}
@@ -313,26 +313,27 @@ func (s *Server) run(ctx context.Context, c *call, req *envelope.RequestView, en
 
 // dispatch runs the call and returns the response or the error, and the log
 // lines for its result.
-func (s *Server) dispatch(ctx context.Context, c *call, req *envelope.RequestView, end *CallEnd) (any, []string, *Error) {
+func (s *Server) dispatch(cc *callContext, id string, req *envelope.RequestView, end *CallEnd) (any, []string, *Error) {
 	if req.DeadlineUnixNano != 0 {
+		// The handler's ctx ends by this deadline (begin gave it).
 		dl := time.Unix(0, req.DeadlineUnixNano)
 		if !time.Now().Before(dl) {
-			return nil, nil, s.refuse(ctx, req, end, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
+			return nil, nil, s.refuse(cc, req, end, "expired", Errorf(DeadlineExceeded, "bankrpc: %s: deadline passed before the call started (%s ago)", req.Method, time.Since(dl).Round(time.Microsecond)))
 		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
 	}
 	if err := checkPairs(req.Metadata, s.o.maxMetadata); err != nil {
-		return nil, nil, s.refuse(ctx, req, end, "bad metadata", status.Convert(err))
+		return nil, nil, s.refuse(cc, req, end, "bad metadata", status.Convert(err))
 	}
 	s.mu.RLock()
 	m, ok := s.methods[string(req.Method)]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, nil, s.refuse(ctx, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
+		return nil, nil, s.refuse(cc, req, end, "unknown method", Errorf(Unimplemented, "bankrpc: unknown method %s", req.Method))
 	}
-	cc := &callContext{Context: ctx, info: callInfo{id: c.id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(ctx), codec: s.o.codec, firstUnanswered: req.FirstUnanswered}, payload: req.Payload, refusals: s.refusals}
+	// cc is not shared yet, but for its lazyCancelCtx (CancelCall, the
+	// server's stop).
+	cc.info = callInfo{id: id, method: m.name, md: req.Metadata, status: transport.StatusSinkFromContext(cc.parent), codec: s.o.codec, firstUnanswered: req.FirstUnanswered}
+	cc.payload, cc.refusals = req.Payload, s.refusals
 	resp, err := s.call(cc, m)
 	if cc.undecodable {
 		end.Refused, end.RefusedReason = true, "undecodable payload"

@@ -1,0 +1,117 @@
+package bankrpc
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests hold lazyCancelCtx to what context.WithCancelCause over
+// context.WithDeadline does, whether or not its contexts were made before
+// the cancel or the deadline.
+
+var errCause = errors.New("the cause")
+
+func lazy(deadline time.Time) *callContext {
+	return &callContext{lazyCancelCtx: lazyCancelCtx{parent: context.Background(), deadline: deadline}}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestLazyCancelCtxCanceledBeforeOrAfterDone(t *testing.T) {
+	for _, doneFirst := range []bool{false, true} {
+		c := lazy(time.Time{})
+		assert.NoError(t, c.Err())
+		assert.NoError(t, context.Cause(c))
+		if doneFirst {
+			assert.False(t, isClosed(c.Done()))
+		}
+		c.cancel(errCause)
+		c.cancel(errors.New("a later cancel does not count"))
+		assert.Equal(t, context.Canceled, c.Err(), "doneFirst=%v", doneFirst)
+		assert.True(t, isClosed(c.Done()), "doneFirst=%v", doneFirst)
+		assert.Equal(t, errCause, context.Cause(c), "doneFirst=%v", doneFirst)
+	}
+}
+
+func TestLazyCancelCtxEndsByItsDeadline(t *testing.T) {
+	for _, doneFirst := range []bool{false, true} {
+		dl := time.Now().Add(20 * time.Millisecond)
+		c := lazy(dl)
+		got, ok := c.Deadline()
+		require.True(t, ok)
+		assert.Equal(t, dl, got)
+		if doneFirst {
+			select {
+			case <-c.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("Done was not closed by the deadline")
+			}
+		} else {
+			time.Sleep(time.Until(dl) + time.Millisecond)
+		}
+		c.cancel(errCause) // too late: the deadline came first
+		assert.Equal(t, context.DeadlineExceeded, c.Err(), "doneFirst=%v", doneFirst)
+		assert.Equal(t, context.DeadlineExceeded, context.Cause(c), "doneFirst=%v", doneFirst)
+		assert.True(t, isClosed(c.Done()))
+	}
+}
+
+func TestLazyCancelCtxCancelBeforeTheDeadlineWins(t *testing.T) {
+	c := lazy(time.Now().Add(10 * time.Millisecond))
+	c.cancel(nil)
+	time.Sleep(20 * time.Millisecond)
+	assert.Equal(t, context.Canceled, c.Err())
+	assert.Equal(t, context.Canceled, context.Cause(c), "a nil cause is context.Canceled")
+}
+
+func TestLazyCancelCtxReachesChildrenAndAfterFunc(t *testing.T) {
+	c := lazy(time.Time{})
+	child, stop := context.WithCancel(c)
+	defer stop()
+	ran := make(chan struct{})
+	context.AfterFunc(c, func() { close(ran) })
+	c.cancel(errCause)
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the child was not canceled")
+	}
+	assert.Equal(t, errCause, context.Cause(child))
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the AfterFunc did not run")
+	}
+}
+
+func TestLazyCancelCtxMakesNothingForTheCallInfo(t *testing.T) {
+	c := lazy(time.Now().Add(time.Hour))
+	c.info.id = "s-1"
+	assert.Equal(t, "s-1", CallIDFromContext(c))
+	assert.NoError(t, c.Err())
+	c.cancel(errCause)
+	assert.False(t, c.made.Load(), "reading the call's info, Err and a cancel make no context")
+	assert.Equal(t, errCause, context.Cause(c))
+	assert.True(t, c.made.Load())
+}
+
+func TestLazyCancelCtxFollowsItsParent(t *testing.T) {
+	parent, cancel := context.WithCancelCause(context.Background())
+	c := &callContext{lazyCancelCtx: lazyCancelCtx{parent: parent}}
+	cancel(errCause)
+	c.cancel(errors.New("too late: the parent ended first"))
+	assert.Equal(t, context.Canceled, c.Err())
+	assert.Equal(t, errCause, context.Cause(c))
+}

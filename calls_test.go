@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/bankrpc/bankrpc"
 	testv1 "github.com/bankrpc/bankrpc/gen/bankrpc/test/v1"
@@ -376,4 +377,40 @@ func TestCallsEndingInAnyOrderLeaveTheOthersCancelable(t *testing.T) {
 	for _, i := range []int{1, 3} {
 		assert.ErrorIs(t, errs[i], transport.ErrNotServed, "s%d was stopped by Close", i)
 	}
+}
+
+// The cache answers the latest replies with their own reply, not another
+// call's, however many came and went before them.
+func TestReplyCacheAnswersTheLatestWithTheirOwnReply(t *testing.T) {
+	svc := &counting{}
+	srv := bankrpc.NewServer(bankrpc.WithReplyCache(3, time.Minute))
+	testv1.RegisterTestServiceServer(srv, svc)
+	ctx := context.Background()
+	echo := func(id string) []byte {
+		t.Helper()
+		payload, err := proto.Marshal(&testv1.EchoRequest{Tag: "tag of " + id})
+		require.NoError(t, err)
+		reply, err := srv.HandleFrame(ctx, envelope.AppendRequest(nil, id, testv1.TestService_Echo_FullMethodName, payload, 0, nil, 0))
+		require.NoError(t, err)
+		return reply
+	}
+	replies := map[string][]byte{}
+	for i := range 20 {
+		id := fmt.Sprintf("e%d", i)
+		replies[id] = echo(id)
+		if i%4 == 3 {
+			// An early cancel of an unknown id takes a place in the cache too.
+			srv.CancelCall(fmt.Sprintf("x%d", i))
+		}
+	}
+	require.Equal(t, int64(20), svc.runs.Load())
+	// The cache holds e18, e19 and the cancel of x19.
+	for _, id := range []string{"e19", "e18"} {
+		assert.Equal(t, replies[id], echo(id), "%s is answered from the cache", id)
+	}
+	assert.Equal(t, int64(20), svc.runs.Load())
+	for _, id := range []string{"e17", "e0"} {
+		assert.Equal(t, replies[id], echo(id), "%s runs again, with the same outcome", id)
+	}
+	assert.Equal(t, int64(22), svc.runs.Load())
 }

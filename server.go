@@ -200,7 +200,7 @@ func (s *Server) statsInfo(ctx context.Context, req *envelope.RequestView) *Call
 // and fills end with the outcome.
 func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *CallEnd) ([]byte, error) {
 	fp := s.fingerprint(req.Method, req.Payload)
-	c, owner, hctx, wait, err := s.calls.begin(ctx, req.CallID, fp, req.DeadlineUnixNano, s.acceptingNew())
+	a, err := s.calls.begin(ctx, req.CallID, fp, req.DeadlineUnixNano, s.acceptingNew())
 	switch {
 	case errors.Is(err, transport.ErrNotServed):
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed, Refused: true, RefusedReason: "not served"}
@@ -211,13 +211,21 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		*end = CallEnd{Code: e.Code(), Err: e, Refused: true, RefusedReason: "call id reused"}
 		s.refusals.Log(ctx, slog.LevelDebug, "call id reused", "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "error", e.Message())
 		return resultFrame(req.CallID, e, nil), nil
-	case !owner && c.fp == 0:
+	case a.early:
 		// A cancel came before the request: answered CANCELED, not run.
 		*end = CallEnd{Code: Canceled, Err: Errorf(Canceled, "bankrpc: the caller canceled the call before it started"), Refused: true, RefusedReason: "canceled early"}
-		s.refusals.Log(ctx, slog.LevelDebug, "canceled early", "bankrpc: refused a call", "method", string(req.Method), "call_id", c.id, "error", "a cancel of this call id came before it")
-		return c.reply, nil
-	case !owner:
-		reply, err := s.join(ctx, c, wait, req.CallID)
+		s.refusals.Log(ctx, slog.LevelDebug, "canceled early", "bankrpc: refused a call", "method", string(req.Method), "call_id", string(req.CallID), "error", "a cancel of this call id came before it")
+		return a.done.reply, nil
+	case a.run == nil:
+		// The call finished: its cached reply.
+		*end = CallEnd{Code: a.done.code, Duplicate: true}
+		if a.done.e != nil { // a nil *Error in an error interface is not nil
+			end.Err = a.done.e
+		}
+		return a.done.reply, nil
+	case !a.owner:
+		c := a.run
+		reply, err := s.join(ctx, c, a.wait, req.CallID)
 		if err != nil {
 			*end = CallEnd{Code: Unavailable, Err: err, Refused: true, RefusedReason: "not served"}
 		} else {
@@ -228,7 +236,8 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 		}
 		return reply, err
 	}
-	reply, e, interrupted := s.run(hctx, c.id, req, end)
+	c := a.run
+	reply, e, interrupted := s.run(&c.cc, c.id, req, end)
 	if interrupted {
 		s.calls.abandon(c)
 		*end = CallEnd{Code: Unavailable, Err: transport.ErrNotServed}
@@ -245,12 +254,9 @@ func (s *Server) handle(ctx context.Context, req *envelope.RequestView, end *Cal
 	return reply, nil
 }
 
-// join waits for the call c another request runs, on wait (nil when c has
-// ended), and returns its reply.
+// join waits for the call c another request runs, on wait, closed when c
+// ends, and returns its reply.
 func (s *Server) join(ctx context.Context, c *call, wait <-chan struct{}, callID []byte) ([]byte, error) {
-	if wait == nil {
-		return c.reply, c.err
-	}
 	select {
 	case <-wait:
 		return c.reply, c.err

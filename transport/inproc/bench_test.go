@@ -3,6 +3,9 @@ package inproc_test
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
@@ -41,4 +44,51 @@ func BenchmarkUnaryCall(b *testing.B) {
 	_ = conn.Close()
 	_ = srv.Close()
 	<-done
+}
+
+// maxUnaryCallAllocs pins what BenchmarkUnaryCall's call allocates once the
+// reply cache is full: the client's call, call id, request frame and reply
+// message; the backend's copy of the frame; the server's call (which is the
+// handler's ctx), call id, decode callback, request message, reply frame;
+// and the handler's reply.
+const maxUnaryCallAllocs = 11
+
+// TestUnaryCallAllocations keeps the unary call from allocating more than it
+// does: an allocation added on the hot path fails here, with the count.
+func TestUnaryCallAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocations")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := bankrpc.NewServer()
+	bankv1.RegisterBankServer(srv, depositServer{})
+	l := inproc.NewListener()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	conn := bankrpc.NewConn(l.Dial())
+	client := bankv1.NewBankClient(conn)
+	req := &bankv1.DepositRequest{AccountId: 7, Amount: 100}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		_ = srv.Close()
+		<-done
+	})
+
+	// Fill the reply cache (10,000 replies), so that its growth is not
+	// counted: a long-running server's calls do not grow it.
+	for range bankrpc.DefaultReplyCacheSize + 1000 {
+		_, err := client.Deposit(ctx, req)
+		require.NoError(t, err)
+	}
+	var err error
+	allocs := testing.AllocsPerRun(2000, func() {
+		if _, e := client.Deposit(ctx, req); e != nil {
+			err = e
+		}
+	})
+	require.NoError(t, err)
+	if allocs > maxUnaryCallAllocs {
+		t.Errorf("a unary call over inproc allocates %.0f times, want at most %d", allocs, maxUnaryCallAllocs)
+	}
 }

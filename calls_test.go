@@ -413,4 +413,14 @@ func TestReplyCacheAnswersTheLatestWithTheirOwnReply(t *testing.T) {
 		assert.Equal(t, replies[id], echo(id), "%s runs again, with the same outcome", id)
 	}
 	assert.Equal(t, int64(22), svc.runs.Load())
+
+	// The cancel of x19 answers x19 once; its next request runs, and its
+	// reply outlives the eviction of that cancel.
+	assert.Equal(t, bankrpc.Canceled, resultCode(t, echo("x19")))
+	x19 := echo("x19")
+	assert.Equal(t, bankrpc.OK, resultCode(t, x19))
+	assert.Equal(t, int64(23), svc.runs.Load())
+	echo("e20") // evicts the cancel of x19, then e18 and e19
+	assert.Equal(t, x19, echo("x19"), "x19 is answered from the cache")
+	assert.Equal(t, int64(24), svc.runs.Load())
 }

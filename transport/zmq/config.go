@@ -63,6 +63,11 @@ type ServerConfig struct {
 	// Curve turns CURVE encryption and client authentication on; nil leaves
 	// the socket in plain text (ZeroMQ's NULL mechanism).
 	Curve *CurveServer
+
+	// heartbeat and heartbeatTimeout are the server's ZMTP heartbeats
+	// (serverHeartbeatInterval, serverHeartbeatTimeout unless a test sets
+	// them through WithServerHeartbeat).
+	heartbeat, heartbeatTimeout time.Duration
 }
 
 // ClientConfig configures a Client. The zero value is usable. Through
@@ -143,6 +148,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.heartbeat <= 0 || c.heartbeatTimeout <= 0 {
+		c.heartbeat, c.heartbeatTimeout = serverHeartbeatInterval, serverHeartbeatTimeout
 	}
 	return c
 }

@@ -165,7 +165,7 @@ func (s *Server) open(endpoint string) error {
 	if s.box, err = newMailbox[*job](s.zctx, repliesEndpoint); err != nil {
 		return err
 	}
-	opts := append(commonOptions(s.cfg.MaxFrameSize, heartbeatInterval, heartbeatTimeout),
+	opts := append(commonOptions(s.cfg.MaxFrameSize, s.cfg.heartbeat, s.cfg.heartbeatTimeout),
 		// A reply to a peer that is gone, or that does not read, fails
 		// instead of vanishing, so the server can log it.
 		opt("ZMQ_ROUTER_MANDATORY", func(r *zmq4.Socket) error { return r.SetRouterMandatory(1) }),

@@ -14,14 +14,25 @@ import (
 
 // Heartbeats let each side notice a peer that vanished without closing its
 // TCP connection (a frozen or unplugged host): the connection is dropped
-// after the heartbeat timeout without traffic, which the client takes as a
-// disconnect and the server as a peer gone. These are the server's; a
-// client's are in its ClientConfig.
+// when nothing arrives within the heartbeat timeout of a PING, which the
+// client takes as a disconnect and the server as a peer gone. These are the
+// server's; a client's are in its ClientConfig.
+//
+// The server's PINGs are rare on purpose: libzmq's I/O thread keeps every
+// connection's timers in one ordered map and cancels a timer by walking it
+// (poller_base_t::cancel_timer, O(n), "we assume it is rarely used"), and
+// every PING's timeout timer is cancelled when the peer answers. With a PING
+// a second to each of 10,000 idle clients, the server spent a whole core on
+// those walks and dropped clients whose PONGs it read too late
+// (BENCHMARKS.md, target 5). A client's PINGs cost the server no timer (the
+// Go client sets no ZMQ_HEARTBEAT_TTL, which would arm one per PING), so a
+// frozen server is still noticed within the client's timeout; a vanished
+// client is dropped within serverHeartbeatInterval+serverHeartbeatTimeout.
 const (
-	heartbeatInterval = time.Second
-	heartbeatTimeout  = 5 * time.Second
-	reconnectInterval = 100 * time.Millisecond
-	reconnectMax      = time.Second
+	serverHeartbeatInterval = 30 * time.Second
+	serverHeartbeatTimeout  = 10 * time.Second
+	reconnectInterval       = 100 * time.Millisecond
+	reconnectMax            = time.Second
 	// connectTimeout bounds one TCP connection attempt of a client to a
 	// host that does not answer at all; libzmq then tries again.
 	connectTimeout = 2 * time.Second

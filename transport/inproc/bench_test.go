@@ -25,13 +25,7 @@ func (depositServer) Deposit(_ context.Context, in *bankv1.DepositRequest) (*ban
 // BenchmarkUnaryCall is one Deposit through the generated stub, the runtime
 // and the inproc backend.
 func BenchmarkUnaryCall(b *testing.B) {
-	srv := bankrpc.NewServer()
-	bankv1.RegisterBankServer(srv, depositServer{})
-	l := inproc.NewListener()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	conn := bankrpc.NewConn(l.Dial())
-	client := bankv1.NewBankClient(conn)
+	client := depositClient(b)
 	req := &bankv1.DepositRequest{AccountId: 7, Amount: 100}
 
 	b.ReportAllocs()
@@ -41,9 +35,23 @@ func BenchmarkUnaryCall(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	_ = conn.Close()
-	_ = srv.Close()
-	<-done
+}
+
+// depositClient serves depositServer over inproc until tb ends and returns
+// a client of it.
+func depositClient(tb testing.TB) bankv1.BankClient {
+	srv := bankrpc.NewServer()
+	bankv1.RegisterBankServer(srv, depositServer{})
+	l := inproc.NewListener()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	conn := bankrpc.NewConn(l.Dial())
+	tb.Cleanup(func() {
+		_ = conn.Close()
+		_ = srv.Close()
+		<-done
+	})
+	return bankv1.NewBankClient(conn)
 }
 
 // maxUnaryCallAllocs pins what BenchmarkUnaryCall's call allocates once the
@@ -61,19 +69,8 @@ func TestUnaryCallAllocations(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := bankrpc.NewServer()
-	bankv1.RegisterBankServer(srv, depositServer{})
-	l := inproc.NewListener()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	conn := bankrpc.NewConn(l.Dial())
-	client := bankv1.NewBankClient(conn)
+	client := depositClient(t)
 	req := &bankv1.DepositRequest{AccountId: 7, Amount: 100}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		_ = srv.Close()
-		<-done
-	})
 
 	// Fill the reply cache (10,000 replies), so that its growth is not
 	// counted: a long-running server's calls do not grow it.

@@ -99,15 +99,17 @@ func testCallIDReused(t *testing.T, e *env) {
 }
 
 // Rule 2: the caller's cancel ends the handler's ctx, with cause
-// ErrCanceledByClient, within the backend's bound.
-func testCancelReachesHandler(t *testing.T, e *env, within time.Duration) {
+// ErrCanceledByClient, within the backend's bound. With poll, the handler
+// only ever calls ctx.Err(), never Done: the runtime makes a handler's
+// cancel context lazily, and a polling handler must see the same.
+func testCancelReachesHandler(t *testing.T, e *env, within time.Duration, poll bool) {
 	ctx := testCtx(t, 20*time.Second)
 	c := e.client(t)
 	key := "cancel-" + t.Name()
 	callCtx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Work(callCtx, &testv1.WorkRequest{Key: key, Nanos: int64(15 * time.Second)})
+		_, err := c.Work(callCtx, &testv1.WorkRequest{Key: key, Nanos: int64(15 * time.Second), PollErr: poll})
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return e.svc.runsOf(key) == 1 }, 10*time.Second, time.Millisecond)
@@ -123,12 +125,13 @@ func testCancelReachesHandler(t *testing.T, e *env, within time.Duration) {
 	assert.Equal(t, int64(1), e.svc.runsOf(key))
 }
 
-// Rule 3: a deadline ends the handler's ctx with DeadlineExceeded.
-func testDeadlineEndsHandler(t *testing.T, e *env) {
+// Rule 3: a deadline ends the handler's ctx with DeadlineExceeded; with
+// poll, for a handler that only calls ctx.Err() (see rule 2).
+func testDeadlineEndsHandler(t *testing.T, e *env, poll bool) {
 	ctx := testCtx(t, 20*time.Second)
 	c := e.client(t)
 	key := "deadline-" + t.Name()
-	_, err := c.Work(ctx, &testv1.WorkRequest{Key: key, Nanos: int64(10 * time.Second)}, bankrpc.WithTimeout(300*time.Millisecond))
+	_, err := c.Work(ctx, &testv1.WorkRequest{Key: key, Nanos: int64(10 * time.Second), PollErr: poll}, bankrpc.WithTimeout(300*time.Millisecond))
 	requireCode(t, bankrpc.DeadlineExceeded, err)
 	require.Eventually(t, func() bool { ended, _ := e.svc.ctxDoneOf(key); return !ended.IsZero() }, 5*time.Second, time.Millisecond)
 	_, cause := e.svc.ctxDoneOf(key)

@@ -64,6 +64,9 @@ func (s *testService) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1
 		s.causes[in.GetKey()] = context.Cause(ctx)
 		s.workMu.Unlock()
 	}
+	if in.GetPollErr() {
+		return s.pollErr(ctx, in, run, record)
+	}
 	stop := context.AfterFunc(ctx, record)
 	defer func() {
 		// Done is closed before AfterFunc starts its function: a handler
@@ -86,6 +89,19 @@ func (s *testService) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1
 	case <-s.release:
 		return &testv1.WorkResponse{Run: run, Interrupted: true}, nil
 	}
+}
+
+// pollErr is Work for a handler that never calls Done on its ctx (nor
+// anything that does, as context.AfterFunc): it works in steps of 200 µs
+// and checks ctx.Err() between them, recording when it first saw an error.
+func (s *testService) pollErr(ctx context.Context, in *testv1.WorkRequest, run int64, record func()) (*testv1.WorkResponse, error) {
+	for end := time.Now().Add(time.Duration(in.GetNanos())); time.Now().Before(end); time.Sleep(200 * time.Microsecond) {
+		if err := ctx.Err(); err != nil {
+			record()
+			return &testv1.WorkResponse{Run: run, Interrupted: true}, err
+		}
+	}
+	return &testv1.WorkResponse{Run: run}, nil
 }
 
 // runsOf returns how many times Work ran for key.

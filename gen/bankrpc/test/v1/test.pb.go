@@ -191,7 +191,10 @@ type WorkRequest struct {
 	Nanos int64 `protobuf:"varint,2,opt,name=nanos,proto3" json:"nanos,omitempty"`
 	// When true the handler ignores its ctx and works the whole duration (or
 	// until the test releases it): a stuck handler.
-	IgnoreCancel  bool `protobuf:"varint,3,opt,name=ignore_cancel,json=ignoreCancel,proto3" json:"ignore_cancel,omitempty"`
+	IgnoreCancel bool `protobuf:"varint,3,opt,name=ignore_cancel,json=ignoreCancel,proto3" json:"ignore_cancel,omitempty"`
+	// When true the handler never waits on its ctx: it works in short steps
+	// and checks ctx.Err() between them, as a CPU-bound handler does.
+	PollErr       bool `protobuf:"varint,4,opt,name=poll_err,json=pollErr,proto3" json:"poll_err,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,6 +246,13 @@ func (x *WorkRequest) GetNanos() int64 {
 func (x *WorkRequest) GetIgnoreCancel() bool {
 	if x != nil {
 		return x.IgnoreCancel
+	}
+	return false
+}
+
+func (x *WorkRequest) GetPollErr() bool {
+	if x != nil {
+		return x.PollErr
 	}
 	return false
 }
@@ -838,11 +848,12 @@ const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\breported\x18\x01 \x01(\x05R\breported\"0\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\x05R\x04done\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x05R\x05total\"Z\n" +
+	"\x05total\x18\x02 \x01(\x05R\x05total\"u\n" +
 	"\vWorkRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05nanos\x18\x02 \x01(\x03R\x05nanos\x12#\n" +
-	"\rignore_cancel\x18\x03 \x01(\bR\fignoreCancel\"B\n" +
+	"\rignore_cancel\x18\x03 \x01(\bR\fignoreCancel\x12\x19\n" +
+	"\bpoll_err\x18\x04 \x01(\bR\apollErr\"B\n" +
 	"\fWorkResponse\x12\x10\n" +
 	"\x03run\x18\x01 \x01(\x03R\x03run\x12 \n" +
 	"\vinterrupted\x18\x02 \x01(\bR\vinterrupted\"K\n" +

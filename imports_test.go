@@ -45,7 +45,7 @@ var importTable = []importRule{
 	{pkg: "internal/status"},
 	{pkg: "transport", allowed: []string{"internal/status"}},
 	{pkg: "transport/inproc", allowed: []string{"transport", "internal/status"}},
-	{pkg: "transport/zmq", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
+	{pkg: "transport/zmq", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog", "internal/calltrace"}},
 	{pkg: "transport/amqp", allowed: []string{"transport", "internal/status", "internal/envelope", "internal/ratelog"}},
 	// Test support: the broker of the tests (docs/architecture.md).
 	{pkg: "transport/amqp/amqptest"},
@@ -70,6 +70,9 @@ var importTable = []importRule{
 	{pkg: "internal/loadgen"},
 	// A process's RSS and threads from /proc, for the memory tests and the bench harness.
 	{pkg: "internal/procstat"},
+	// Timestamps of the points a call passes in a backend, for the benchmark
+	// that splits a call's latency into segments; standard library only.
+	{pkg: "internal/calltrace"},
 	{pkg: "transport/zmq/zmqbench", any: true},
 	{pkg: "transport/amqp/amqpbench", any: true},
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bankrpc/bankrpc/bench/harness"
+	"github.com/bankrpc/bankrpc/transport/zmq/zmqbench"
 )
 
 // The memory figures re-execute this binary as their server and clients.
@@ -107,6 +108,22 @@ func TestRunIsWellFormed(t *testing.T) {
 		}
 	}
 
+	// A lone zmq call split at its sockets, one pair per round: every
+	// segment lies within the call, the handler within the server's.
+	require.Len(t, rep.Segments, cfg.Rounds)
+	for _, p := range rep.Segments {
+		for _, s := range []zmqbench.Segments{p.Raw, p.Bankrpc} {
+			assert.Positive(t, s.Calls)
+			assert.Positive(t, s.Out)
+			assert.Positive(t, s.Back)
+			assert.Positive(t, s.Total)
+			assert.GreaterOrEqual(t, s.Total, max(s.Caller, s.Out, s.Server, s.Back, s.Return), "a segment longer than the call")
+		}
+		assert.Positive(t, p.Bankrpc.Handler, "bankrpc's handler is timed")
+		assert.LessOrEqual(t, p.Bankrpc.Handler, p.Bankrpc.Server, "the handler runs within the server's segment")
+		assert.Zero(t, p.Raw.Handler, "raw has no handler")
+	}
+
 	require.NotEmpty(t, rep.Fsync.Samples)
 	assert.Positive(t, rep.Fsync.P50())
 	require.Len(t, rep.Inproc, 2)
@@ -147,6 +164,7 @@ func TestRunIsWellFormed(t *testing.T) {
 		assert.Contains(t, md, sc.Name)
 	}
 	assert.Contains(t, md, "Issue 16's targets")
+	assert.Contains(t, md, "Where a lone call's time goes")
 	for _, bad := range []string{"NaN", "Inf", "%!"} {
 		assert.NotContains(t, md, bad)
 	}

@@ -287,6 +287,22 @@ func (r *Report) Markdown(charts bool) string {
 			len(r.Fsync.Samples), fmtDur(r.Fsync.P50()), fmtDur(r.Fsync.P99()))
 	}
 
+	if len(r.Segments) > 0 {
+		fmt.Fprintf(&b, "\n### Where a lone call's time goes (zmq, 1 caller; medians over the calls of a round, then over %s)\n\n", plural(len(r.Segments), "round"))
+		b.WriteString("| segment | from → to | raw pebbe/zmq4 | bankrpc | bankrpc − raw |\n|---|---|---|---|---|\n")
+		for _, row := range segmentRows {
+			raw, rpc := r.segmentMedian(false, row.get), r.segmentMedian(true, row.get)
+			rawCol, diff := fmtDur(raw), "+"+fmtDur(rpc-raw)
+			if rpc < raw {
+				diff = "−" + fmtDur(raw-rpc)
+			}
+			if raw == 0 {
+				rawCol, diff = "—", "—"
+			}
+			line(&b, []string{row.name, row.what, rawCol, fmtDur(rpc), diff})
+		}
+	}
+
 	b.WriteString("\n### Cost per call (whole process: callers and server; Go heap only, libzmq's C allocations and the broker are not counted; median of the rounds)\n\n")
 	header(&b, "scenario", c.Callers, func(n int) string { return plural(n, "caller") })
 	for _, sc := range r.Scenarios {

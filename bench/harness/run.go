@@ -85,11 +85,14 @@ type Report struct {
 	Skipped   []string   // why rows or parts were skipped
 	// Failed holds the memory figures that could not be taken, and why:
 	// the run goes on without them, and the report says so loudly.
-	Failed    []string
-	Cells     []Cell
-	Fsync     FsyncResult
-	Inproc    []InprocResult
-	Thesis    []ThesisResult
+	Failed []string
+	Cells  []Cell
+	Fsync  FsyncResult
+	Inproc []InprocResult
+	Thesis []ThesisResult
+	// Segments: a lone call split at its sockets, raw and bankrpc, one
+	// pair per round (when both zmq rows run at 1 caller).
+	Segments  []SegmentPair
 	ZMQMemory []ZMQMemory
 	AMQPMem   *AMQPMemory
 	Started   time.Time
@@ -189,6 +192,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}
+	if rep.measuresSegments() {
+		for round := range cfg.Rounds {
+			prog.step(fmt.Sprintf("zmq segments of a lone call, round %d/%d", round+1, cfg.Rounds))
+			p, err := measureSegments(ctx, round, cfg.Duration)
+			if err != nil {
+				return rep, fmt.Errorf("zmq segments: %w", err)
+			}
+			rep.Segments = append(rep.Segments, p)
+		}
+	}
 	if cfg.InprocTime > 0 {
 		for _, cpu := range []int{1, 2} {
 			prog.step(fmt.Sprintf("inproc, -cpu %d", cpu))
@@ -236,6 +249,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 func (r *Report) steps() int {
 	c := r.Config
 	n := len(c.Callers) * c.Rounds * len(r.Scenarios)
+	if r.measuresSegments() {
+		n += c.Rounds
+	}
 	if c.InprocTime > 0 {
 		n += 2
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bankrpc/bankrpc/internal/loadgen"
 	"github.com/bankrpc/bankrpc/transport/zmq/zmqbench"
 )
 
@@ -40,5 +41,70 @@ func BenchmarkVersusRaw(b *testing.B) {
 			b.ReportMetric(float64(raw.P50.Microseconds()), "raw-p50-µs")
 			b.ReportMetric(float64(raw.P99.Microseconds()), "raw-p99-µs")
 		})
+	}
+}
+
+// BenchmarkLoneCallSegments splits one caller's calls into segments (see
+// zmqbench.Segments), raw pebbe/zmq4 and bankrpc in turn, each iteration a
+// pair of two-second measurements in alternating order; the metrics are
+// medians over the pairs, in microseconds:
+//
+//	go test -run '^$' -bench LoneCallSegments -benchtime 5x ./transport/zmq
+//
+// It shows where a lone bankrpc call spends the time a raw REQ call does
+// not: the caller's and the server's own work (caller, server, return)
+// against the wire and wake-ups (out, back), which both pay alike.
+func BenchmarkLoneCallSegments(b *testing.B) {
+	const d = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var raw, rpc []zmqbench.Segments
+	whole := func(s zmqbench.Segments, err error) zmqbench.Segments {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.Calls == 0 {
+			b.Fatal("no call was measured whole")
+		}
+		return s
+	}
+	for b.Loop() {
+		measure := []func(){
+			func() { raw = append(raw, whole(zmqbench.RawSegments(ctx, d))) },
+			func() { rpc = append(rpc, whole(zmqbench.BankrpcSegments(ctx, d))) },
+		}
+		if len(raw)%2 == 1 {
+			measure[0], measure[1] = measure[1], measure[0]
+		}
+		for _, m := range measure {
+			m()
+		}
+	}
+	fields := []struct {
+		name string
+		get  func(zmqbench.Segments) time.Duration
+	}{
+		{"caller", func(s zmqbench.Segments) time.Duration { return s.Caller }},
+		{"out", func(s zmqbench.Segments) time.Duration { return s.Out }},
+		{"server", func(s zmqbench.Segments) time.Duration { return s.Server }},
+		{"handler", func(s zmqbench.Segments) time.Duration { return s.Handler }},
+		{"back", func(s zmqbench.Segments) time.Duration { return s.Back }},
+		{"return", func(s zmqbench.Segments) time.Duration { return s.Return }},
+		{"total", func(s zmqbench.Segments) time.Duration { return s.Total }},
+	}
+	for _, f := range fields {
+		for _, side := range []struct {
+			name string
+			segs []zmqbench.Segments
+		}{{"raw", raw}, {"bankrpc", rpc}} {
+			if side.name == "raw" && f.name == "handler" {
+				continue
+			}
+			xs := make([]float64, len(side.segs))
+			for i, s := range side.segs {
+				xs[i] = float64(f.get(s)) / float64(time.Microsecond)
+			}
+			b.ReportMetric(loadgen.Median(xs), side.name+"-"+f.name+"-µs")
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	zmq4 "github.com/pebbe/zmq4"
 
+	"github.com/bankrpc/bankrpc/internal/calltrace"
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/internal/status"
 	"github.com/bankrpc/bankrpc/transport"
@@ -585,6 +586,7 @@ func (c *Client) writeFrames(id string, body []byte) bool {
 		c.log.Error("zmq: send a request", "endpoint", c.endpoint, "call_id", id, "error", err)
 		return false
 	}
+	calltrace.Mark(calltrace.ClientSent)
 	return true
 }
 
@@ -706,6 +708,7 @@ func (c *Client) readReplies(self *request) (woken int) {
 			}
 			return woken
 		}
+		calltrace.Mark(calltrace.ClientReceived)
 		body, st, ok := c.recvRest()
 		if !ok {
 			c.log.Warn("zmq: dropped a reply that is not [call id, envelope] nor [call id, status marker, status]", "endpoint", c.endpoint)

@@ -16,6 +16,7 @@ import (
 	zmq4 "github.com/pebbe/zmq4"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/bankrpc/bankrpc/internal/calltrace"
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/internal/ratelog"
 	"github.com/bankrpc/bankrpc/internal/status"
@@ -543,6 +544,7 @@ func (s *Server) recv(j *job) (ok, more bool) {
 		}
 		return false, false
 	}
+	calltrace.Mark(calltrace.ServerReceived)
 	j.rid = rid
 	// Route frames past the limits are read and discarded, not kept: the
 	// request is dropped anyway.
@@ -622,7 +624,9 @@ func (s *Server) send(j *job) {
 	}
 	if _, err := s.router.SendBytes(j.reply, zmq4.DONTWAIT); err != nil {
 		s.log.Error("zmq: send a reply", "peer", hex.EncodeToString(j.rid), "error", err)
+		return
 	}
+	calltrace.Mark(calltrace.ServerSent)
 }
 
 // statusMarker is the frame before a Status envelope in a status message,
@@ -690,7 +694,9 @@ func (s *Server) handle(j *job) (reply []byte) {
 	if boolField(j.frame, requestAcceptStatusField) {
 		ctx = transport.NewStatusContext(ctx, s.statusSink(j))
 	}
+	calltrace.Mark(calltrace.HandlerStart)
 	reply, err := s.h.HandleFrame(ctx, j.frame)
+	calltrace.Mark(calltrace.HandlerEnd)
 	if err != nil && !errors.Is(err, transport.ErrNotServed) {
 		// Refused, with an error result to send. ErrNotServed needs no log:
 		// its UNAVAILABLE result is sent all the same, as ZeroMQ cannot give

@@ -22,6 +22,7 @@ import (
 
 	"github.com/bankrpc/bankrpc"
 	bankv1 "github.com/bankrpc/bankrpc/gen/bank/v1"
+	"github.com/bankrpc/bankrpc/internal/calltrace"
 	"github.com/bankrpc/bankrpc/internal/loadgen"
 	"github.com/bankrpc/bankrpc/transport/zmq"
 )
@@ -41,6 +42,14 @@ type Result = loadgen.Result
 // of a deployment have (and as a zmq.Server and a zmq.Client have): each
 // side has its own I/O thread.
 func RunRaw(ctx context.Context, callers int, d time.Duration) (Result, error) {
+	return runRaw(ctx, callers, d, direct)
+}
+
+// direct runs a call as it is; the segment measurement wraps calls instead
+// (see Segments).
+func direct(call func() error) error { return call() }
+
+func runRaw(ctx context.Context, callers int, d time.Duration, around func(func() error) error) (Result, error) {
 	zctx, err := zmq4.NewContext()
 	if err != nil {
 		return Result{}, err
@@ -98,11 +107,17 @@ func RunRaw(ctx context.Context, callers int, d time.Duration) (Result, error) {
 	}
 	payload := make([]byte, PayloadSize)
 	res, runErr := loadgen.ClosedLoop(ctx, callers, d, func(_ context.Context, i int) error {
-		if _, err := socks[i].SendBytes(payload, 0); err != nil {
-			return err
-		}
-		_, err := socks[i].RecvBytes(0)
-		return err
+		return around(func() error {
+			if _, err := socks[i].SendBytes(payload, 0); err != nil {
+				return err
+			}
+			calltrace.Mark(calltrace.ClientSent)
+			if _, err := socks[i].RecvBytes(0); err != nil {
+				return err
+			}
+			calltrace.Mark(calltrace.ClientReceived)
+			return nil
+		})
 	})
 	_, stopErr := ctlOut.Send("stop", 0)
 	echoErr := <-echoDone
@@ -128,9 +143,11 @@ func echo(router, ctl *zmq4.Socket) error {
 			if err != nil {
 				return err
 			}
+			calltrace.Mark(calltrace.ServerReceived)
 			if _, err := router.SendMessage(msg); err != nil {
 				return err
 			}
+			calltrace.Mark(calltrace.ServerSent)
 		}
 	}
 }
@@ -153,6 +170,10 @@ func (b *bank) Deposit(_ context.Context, in *bankv1.DepositRequest) (*bankv1.De
 // ZeroMQ backend for duration d with the given number of callers sharing
 // one connection.
 func RunBankrpc(ctx context.Context, callers int, d time.Duration) (Result, error) {
+	return runBankrpc(ctx, callers, d, direct)
+}
+
+func runBankrpc(ctx context.Context, callers int, d time.Duration, around func(func() error) error) (Result, error) {
 	ln, err := zmq.Listen("tcp://127.0.0.1:0", zmq.ServerConfig{})
 	if err != nil {
 		return Result{}, err
@@ -168,8 +189,10 @@ func RunBankrpc(ctx context.Context, callers int, d time.Duration) (Result, erro
 	conn := bankrpc.NewConn(cl, bankrpc.WithDefaultTimeout(30*time.Second))
 	stub := bankv1.NewBankClient(conn)
 	res, runErr := loadgen.ClosedLoop(ctx, callers, d, func(ctx context.Context, i int) error {
-		_, err := stub.Deposit(ctx, &bankv1.DepositRequest{AccountId: int32(i + 1), Amount: 100})
-		return err
+		return around(func() error {
+			_, err := stub.Deposit(ctx, &bankv1.DepositRequest{AccountId: int32(i + 1), Amount: 100})
+			return err
+		})
 	})
 	return res, errors.Join(runErr, conn.Close(), ln.Close(), <-served)
 }

@@ -1,0 +1,68 @@
+package harness
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/bankrpc/bankrpc/transport/zmq/zmqbench"
+)
+
+// SegmentPair is one round of the lone-call segment measurement: raw
+// pebbe/zmq4 and bankrpc over zmq, one after the other (the order
+// alternates between rounds).
+type SegmentPair struct {
+	Raw, Bankrpc zmqbench.Segments
+}
+
+// measuresSegments reports whether the run splits a lone zmq call into
+// segments: when it measures both zmq rows at one caller (target 1).
+func (r *Report) measuresSegments() bool {
+	has := func(key string) bool {
+		return slices.ContainsFunc(r.Scenarios, func(s Scenario) bool { return s.Key == key })
+	}
+	return has(ZMQRaw) && has(ZMQ) && slices.Contains(r.Config.Callers, 1)
+}
+
+func measureSegments(ctx context.Context, round int, d time.Duration) (SegmentPair, error) {
+	var p SegmentPair
+	var err error
+	raw := func() error { p.Raw, err = zmqbench.RawSegments(ctx, d); return err }
+	rpc := func() error { p.Bankrpc, err = zmqbench.BankrpcSegments(ctx, d); return err }
+	first, second := raw, rpc
+	if round%2 == 1 {
+		first, second = rpc, raw
+	}
+	if err := first(); err != nil {
+		return p, err
+	}
+	return p, second()
+}
+
+// segmentRows are the rows of the segment table: name, what it holds, and
+// how to read it off one measurement.
+var segmentRows = []struct {
+	name, what string
+	get        func(zmqbench.Segments) time.Duration
+}{
+	{"caller", "the call until its request is on the client's socket", func(s zmqbench.Segments) time.Duration { return s.Caller }},
+	{"out", "request on the socket → the server read it (libzmq I/O threads, TCP, wake-up)", func(s zmqbench.Segments) time.Duration { return s.Out }},
+	{"server", "the server read the request → its reply is on the socket", func(s zmqbench.Segments) time.Duration { return s.Server }},
+	{"… of which the handler", "the runtime and the in-memory bank (raw: none)", func(s zmqbench.Segments) time.Duration { return s.Handler }},
+	{"back", "reply on the socket → the client read it", func(s zmqbench.Segments) time.Duration { return s.Back }},
+	{"return", "the client read the reply → the call returns", func(s zmqbench.Segments) time.Duration { return s.Return }},
+	{"total", "one call", func(s zmqbench.Segments) time.Duration { return s.Total }},
+}
+
+// segmentMedian is the median over the rounds of one side's segment.
+func (r *Report) segmentMedian(bankrpc bool, get func(zmqbench.Segments) time.Duration) time.Duration {
+	xs := make([]float64, len(r.Segments))
+	for i, p := range r.Segments {
+		s := p.Raw
+		if bankrpc {
+			s = p.Bankrpc
+		}
+		xs[i] = float64(get(s))
+	}
+	return time.Duration(median(xs))
+}

@@ -283,8 +283,8 @@ func (r *Report) Markdown(charts bool) string {
 		line(&b, []string{fmt.Sprint(t.Number), t.Goal, orDash(t.Measured), t.Met})
 	}
 	if len(r.Fsync.Samples) > 0 {
-		fmt.Fprintf(&b, "\nOne fdatasync of a 64-byte append in the bank's directory (%d samples through the run): p50 %s, p99 %s.\n",
-			len(r.Fsync.Samples), fmtDur(r.Fsync.P50()), fmtDur(r.Fsync.P99()))
+		fmt.Fprintf(&b, "\nOne fdatasync of a 64-byte append in the bank's directory (%d samples through the run): p50 %s, p99 %s; %s of CPU each (the flushing thread's user and system time).\n",
+			len(r.Fsync.Samples), fmtDur(r.Fsync.P50()), fmtDur(r.Fsync.P99()), fmtDur(r.Fsync.CPUPerSync()))
 	}
 
 	if len(r.Segments) > 0 {

@@ -2,7 +2,7 @@
 // a backend, so that a benchmark can break one call's latency into
 // segments: the caller's side before the request is on the socket, the
 // wire and wake-ups to the server, the server's side, the way back. It is
-// off unless a benchmark sets a hook; a mark then costs one atomic load.
+// off unless a benchmark sets a hook: a mark then costs one atomic load.
 //
 // Only one hook runs at a time, for the whole process: the benchmarks that
 // set it measure one caller, one call at a time.

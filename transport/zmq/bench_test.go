@@ -52,8 +52,9 @@ func BenchmarkVersusRaw(b *testing.B) {
 //	go test -run '^$' -bench LoneCallSegments -benchtime 5x ./transport/zmq
 //
 // It shows where a lone bankrpc call spends the time a raw REQ call does
-// not: the caller's and the server's own work (caller, server, return)
-// against the wire and wake-ups (out, back), which both pay alike.
+// not: in the caller's and the server's own work (caller, server, return),
+// and in the wire and wake-ups (out, back), where waking from zmq_poll on
+// several sockets costs more than waking from a blocking receive.
 func BenchmarkLoneCallSegments(b *testing.B) {
 	const d = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

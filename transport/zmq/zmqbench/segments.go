@@ -13,7 +13,9 @@ import (
 // the calls of one measurement. Each call is split at the moments the
 // request and the reply are handed to and read from the sockets
 // (internal/calltrace), so the caller's and the server's own work stand
-// apart from the wire and the wake-ups between them.
+// apart from the wire and the wake-ups between them. bankrpc's server marks
+// the request read at its first frame, the raw echo server once it read
+// the whole message; both mark the reply sent after its last frame.
 type Segments struct {
 	Calls int
 	// Caller: from the call until the request is on the socket (bankrpc:

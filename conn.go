@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/bankrpc/bankrpc/internal/envelope"
 	"github.com/bankrpc/bankrpc/internal/status"
@@ -88,7 +89,13 @@ func (c *Conn) NewCallID() string {
 
 func (c *Conn) callID(seq uint64) string {
 	var buf [48]byte
-	return string(strconv.AppendUint(append(buf[:0], c.prefix...), seq, 10))
+	return string(c.appendCallID(buf[:0], seq))
+}
+
+// appendCallID appends the call id of sequence seq of this Conn's session
+// to dst.
+func (c *Conn) appendCallID(dst []byte, seq uint64) []byte {
+	return strconv.AppendUint(append(dst, c.prefix...), seq, 10)
 }
 
 // Close closes the backend; calls in flight fail with ErrClosed. The
@@ -220,11 +227,18 @@ func settles(err error) bool {
 // names one); seq is its sequence in this Conn's session, pending from now
 // on, or 0 for a call id from elsewhere. The deadline is ctx's.
 func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *callOptions) (*transport.Call, uint64, error) {
-	call := &transport.Call{ID: o.callID, Method: method}
+	ca := &callAlloc{call: transport.Call{ID: o.callID, Method: method}}
+	call := &ca.call
+	used := 0                       // bytes of ca.buf the call id took
 	var seq, firstUnanswered uint64 // of this Conn's session; 0 for a call id from elsewhere
 	if call.ID == "" {
 		seq, firstUnanswered = c.pending.next()
-		call.ID = c.callID(seq)
+		id := c.appendCallID(ca.buf[:0], seq)
+		if used = len(id); used <= len(ca.buf) && &id[0] == &ca.buf[0] {
+			call.ID = unsafe.String(&ca.buf[0], used) // never written again
+		} else {
+			call.ID, used = string(id), 0
+		}
 	} else if s, ok := strings.CutPrefix(call.ID, c.prefix); ok {
 		seq, _ = strconv.ParseUint(s, 10, 64)
 		if seq != 0 {
@@ -236,7 +250,15 @@ func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *c
 		call.Deadline = dl
 		deadline = dl.UnixNano()
 	}
-	frame, err := envelope.AppendRequestFunc(make([]byte, 0, len(method)+len(call.ID)+34+payloadHint), call.ID, method, func(dst []byte) ([]byte, error) {
+	// The frame goes into ca.buf after the id when its fixed part fits there
+	// (a larger payload then moves it out once, as it would grow a frame
+	// of its own); else into a frame of its own.
+	fixed := len(method) + len(call.ID) + 34
+	buf := ca.buf[used:used]
+	if fixed > cap(buf) {
+		buf = make([]byte, 0, fixed+payloadHint)
+	}
+	frame, err := envelope.AppendRequestFunc(buf, call.ID, method, func(dst []byte) ([]byte, error) {
 		return appendPayload(c.o.codec, dst, args)
 	}, deadline, md, firstUnanswered)
 	if err != nil {
@@ -257,6 +279,16 @@ func (c *Conn) newCall(ctx context.Context, method string, args any, md MD, o *c
 		return nil, 0, Errorf(ResourceExhausted, "bankrpc: %s request of %d bytes exceeds the limit of %d bytes", method, len(call.Frame), c.o.maxFrame)
 	}
 	return call, seq, nil
+}
+
+// callAlloc is a call, its call id and its request frame in one allocation:
+// a small call (the id and the frame fit in buf) costs one allocation, not
+// three. Nothing writes the id or the frame once made (transport.Call's
+// rule), so they may share an array; what keeps either keeps it all, 256
+// bytes.
+type callAlloc struct {
+	call transport.Call
+	buf  [160]byte
 }
 
 // decodeResult decodes the result frame of the call id into reply, or

@@ -55,11 +55,11 @@ func depositClient(tb testing.TB) bankv1.BankClient {
 }
 
 // maxUnaryCallAllocs pins what BenchmarkUnaryCall's call allocates once the
-// reply cache is full: the client's call, call id, request frame and reply
-// message; the backend's copy of the frame; the server's call (which is the
-// handler's ctx), call id, decode callback, request message, reply frame;
-// and the handler's reply.
-const maxUnaryCallAllocs = 11
+// reply cache is full: the client's call (with its call id and request
+// frame in it) and reply message; the backend's copy of the frame; the
+// server's call (which is the handler's ctx), call id, decode callback,
+// request message, reply frame; and the handler's reply.
+const maxUnaryCallAllocs = 9
 
 // TestUnaryCallAllocations keeps the unary call from allocating more than it
 // does: an allocation added on the hot path fails here, with the count.

@@ -9,27 +9,57 @@ import (
 
 // lazyCancelCtx is the cancelation of a handler's ctx: it behaves as
 // context.WithCancelCause(context.WithDeadline(parent, deadline)) would
-// (Done, Err, context.Cause, children), but makes those contexts only when
-// they are needed: when Done is called, or Value (context.Cause, a child
-// context looking for its parent's cancelation, any value other than the
-// call's info). A handler that never waits on its ctx, the common quick
-// call, then costs no context and no timer; until the contexts exist, Err
-// tells from the recorded cancel, the parent and the clock.
+// (Done, Err, context.Cause, children, context.AfterFunc), at a fraction of
+// the cost, and only for what the handler uses:
 //
-// It is safe for concurrent use. mu guards inner, stop, stopDeadline,
-// canceled and cause; made is set, under mu, once inner is.
+//   - A handler that never waits on its ctx, the common quick call, costs
+//     nothing: Err tells from the recorded end, the parent and the clock.
+//   - Done makes one channel, and a timer for the deadline (and a watch of
+//     the parent, when it can end).
+//   - Children and context.AfterFunc are told through the AfterFunc method,
+//     in a goroutine of their own, as the context package does for a parent
+//     that has one.
+//   - A context.WithCancelCause of the parent's values, inner, exists only to
+//     answer Value: context.Cause finds it there, with the cause of the end.
+//     It is made on the first Value of a key other than the call's info, and
+//     canceled, with the cause, when c ends.
+//
+// The first end counts: a cancel (cancel), the deadline, or the parent's
+// end; a cancel after the deadline passed, or after the parent ended, finds
+// them first, as it would with the context package's contexts.
+//
+// It is safe for concurrent use. mu guards the fields below it.
 type lazyCancelCtx struct {
 	parent   context.Context
 	deadline time.Time // zero for none
 
-	made         atomic.Bool
-	mu           sync.Mutex
-	inner        context.Context
-	stop         context.CancelCauseFunc
-	stopDeadline context.CancelFunc // nil without a deadline
-	canceled     bool               // cancel came before inner was made
-	cause        error
+	done atomic.Value // of chan struct{}: made by Done, closed at the end
+	made atomic.Bool  // inner exists
+
+	mu         sync.Mutex
+	ended      bool
+	err, cause error
+	watching   bool        // the deadline and the parent's end are watched
+	timer      *time.Timer // the deadline's, while watching
+	stopParent func() bool // the watch of the parent's end
+	funcs      []*afterFunc
+	inner      context.Context
+	stopInner  context.CancelCauseFunc
 }
+
+// afterFunc is a function given to AfterFunc, run once at the end unless
+// stopped first.
+type afterFunc struct {
+	f    func()
+	done bool // started or stopped; guarded by lazyCancelCtx.mu
+}
+
+// closedChan is the Done of a ctx that ended before anybody asked.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 func (c *lazyCancelCtx) Deadline() (time.Time, bool) {
 	d, ok := c.parent.Deadline()
@@ -39,58 +69,82 @@ func (c *lazyCancelCtx) Deadline() (time.Time, bool) {
 	return c.deadline, true
 }
 
-func (c *lazyCancelCtx) Done() <-chan struct{} { return c.ctx().Done() }
-
-func (c *lazyCancelCtx) Err() error {
-	if c.made.Load() {
-		return c.inner.Err()
+func (c *lazyCancelCtx) Done() <-chan struct{} {
+	if d, ok := c.done.Load().(chan struct{}); ok {
+		return d
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.inner != nil {
-		return c.inner.Err()
+	if d, ok := c.done.Load().(chan struct{}); ok {
+		return d
 	}
-	return c.errLocked()
+	c.checkLocked()
+	ch := closedChan
+	if !c.ended {
+		ch = make(chan struct{})
+		c.watchLocked()
+	}
+	c.done.Store(ch)
+	return ch
 }
 
-// errLocked is Err before inner is made: a recorded cancel, else the
-// parent's end, else the deadline's.
-func (c *lazyCancelCtx) errLocked() error {
-	if c.canceled {
-		return context.Canceled
-	}
-	if err := c.parent.Err(); err != nil {
-		return err
-	}
-	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
+func (c *lazyCancelCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkLocked()
+	return c.err
 }
 
-func (c *lazyCancelCtx) Value(key any) any { return c.ctx().Value(key) }
-
-// ctx makes the contexts c stands for, once.
-func (c *lazyCancelCtx) ctx() context.Context {
+// Value answers from inner, made for it once (see lazyCancelCtx).
+func (c *lazyCancelCtx) Value(key any) any {
 	if c.made.Load() {
-		return c.inner
+		return c.inner.Value(key)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inner == nil {
-		parent := c.parent
-		// A cancel recorded first has won over the deadline: the deadline
-		// context is not made, lest it end first now that it has passed.
-		if !c.deadline.IsZero() && !c.canceled {
-			parent, c.stopDeadline = context.WithDeadline(parent, c.deadline)
-		}
-		c.inner, c.stop = context.WithCancelCause(parent)
-		if c.canceled {
-			c.stop(c.cause)
+		c.inner, c.stopInner = context.WithCancelCause(context.WithoutCancel(c.parent))
+		if c.ended {
+			c.stopInner(c.cause)
 		}
 		c.made.Store(true)
 	}
-	return c.inner
+	return c.inner.Value(key)
+}
+
+// AfterFunc arranges for f to run in its own goroutine once c ends (at once
+// if it has), as context.AfterFunc; stop reports whether it kept f from
+// starting. The context package calls it for the children of c and for
+// context.AfterFunc(c, f).
+func (c *lazyCancelCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkLocked()
+	a := &afterFunc{f: f}
+	if c.ended {
+		a.done = true
+		go f()
+	} else {
+		c.funcs = append(c.funcs, a)
+		c.watchLocked()
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if a.done {
+			return false
+		}
+		a.done = true
+		for i, x := range c.funcs {
+			if x == a {
+				c.funcs[i] = c.funcs[len(c.funcs)-1]
+				c.funcs[len(c.funcs)-1] = nil
+				c.funcs = c.funcs[:len(c.funcs)-1]
+				break
+			}
+		}
+		return true
+	}
 }
 
 // cancel cancels c with cause (nil: context.Canceled), as the
@@ -98,18 +152,82 @@ func (c *lazyCancelCtx) ctx() context.Context {
 // whether a cancel, the parent's or the deadline. It releases the deadline's
 // timer.
 func (c *lazyCancelCtx) cancel(cause error) {
+	if cause == nil {
+		cause = context.Canceled
+	}
 	c.mu.Lock()
-	if c.inner == nil {
-		if c.errLocked() == nil {
-			c.canceled, c.cause = true, cause
-		}
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	c.checkLocked()
+	c.endLocked(context.Canceled, cause)
+}
+
+// expire ends c by its deadline: the timer's function.
+func (c *lazyCancelCtx) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.endLocked(context.DeadlineExceeded, context.DeadlineExceeded)
+}
+
+// parentEnded ends c as its parent ended.
+func (c *lazyCancelCtx) parentEnded() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.endLocked(c.parent.Err(), context.Cause(c.parent))
+}
+
+// checkLocked ends c if its parent ended or its deadline passed, which
+// nothing may have watched yet.
+func (c *lazyCancelCtx) checkLocked() {
+	if c.ended {
 		return
 	}
-	stop, stopDeadline := c.stop, c.stopDeadline
-	c.mu.Unlock()
-	stop(cause)
-	if stopDeadline != nil {
-		stopDeadline()
+	if err := c.parent.Err(); err != nil {
+		c.endLocked(err, context.Cause(c.parent))
+	} else if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		c.endLocked(context.DeadlineExceeded, context.DeadlineExceeded)
 	}
+}
+
+// watchLocked arms the deadline's timer and watches the parent's end, once
+// somebody can wait for c's end (Done, AfterFunc).
+func (c *lazyCancelCtx) watchLocked() {
+	if c.watching || c.ended {
+		return
+	}
+	c.watching = true
+	if !c.deadline.IsZero() {
+		c.timer = time.AfterFunc(time.Until(c.deadline), c.expire)
+	}
+	if c.parent.Done() != nil {
+		c.stopParent = context.AfterFunc(c.parent, c.parentEnded)
+	}
+}
+
+// endLocked ends c with err and cause, unless it has ended: it closes Done,
+// cancels inner with the cause, releases the watches and starts the
+// AfterFunc functions.
+func (c *lazyCancelCtx) endLocked(err, cause error) {
+	if c.ended {
+		return
+	}
+	c.ended, c.err, c.cause = true, err, cause
+	if d, ok := c.done.Load().(chan struct{}); ok {
+		close(d) // not closedChan: that is only stored once c has ended
+	}
+	if c.stopInner != nil {
+		c.stopInner(cause) // inner has no children: nothing calls back
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.stopParent != nil {
+		c.stopParent()
+	}
+	for _, a := range c.funcs {
+		if !a.done {
+			a.done = true
+			go a.f()
+		}
+	}
+	c.funcs = nil
 }

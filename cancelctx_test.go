@@ -115,3 +115,74 @@ func TestLazyCancelCtxFollowsItsParent(t *testing.T) {
 	assert.Equal(t, context.Canceled, c.Err())
 	assert.Equal(t, errCause, context.Cause(c))
 }
+
+func TestLazyCancelCtxDoneMakesNoInnerContext(t *testing.T) {
+	c := lazy(time.Now().Add(time.Hour))
+	done := c.Done()
+	assert.False(t, isClosed(done))
+	c.cancel(errCause)
+	assert.True(t, isClosed(done))
+	assert.True(t, done == c.Done(), "one channel")
+	assert.False(t, c.made.Load(), "Done and a cancel need no context.WithCancelCause")
+	assert.Equal(t, errCause, context.Cause(c))
+}
+
+func TestLazyCancelCtxErrAndDoneAgreeAtTheDeadline(t *testing.T) {
+	c := lazy(time.Now().Add(5 * time.Millisecond))
+	time.Sleep(10 * time.Millisecond)
+	// Nothing watched the deadline: Err finds it passed, and Done agrees.
+	require.Equal(t, context.DeadlineExceeded, c.Err())
+	assert.True(t, isClosed(c.Done()), "Err is not nil, so Done is closed")
+}
+
+func TestLazyCancelCtxChildEndsByTheDeadline(t *testing.T) {
+	c := lazy(time.Now().Add(10 * time.Millisecond))
+	child, stop := context.WithCancel(c)
+	defer stop()
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the child did not end by its parent's deadline")
+	}
+	assert.Equal(t, context.DeadlineExceeded, child.Err(), "as a child of context.WithDeadline")
+	assert.Equal(t, context.DeadlineExceeded, context.Cause(child))
+}
+
+func TestLazyCancelCtxWatchesItsParent(t *testing.T) {
+	parent, cancel := context.WithCancelCause(context.Background())
+	c := &callContext{lazyCancelCtx: lazyCancelCtx{parent: parent}}
+	done := c.Done()
+	cancel(errCause)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done was not closed by the parent's end")
+	}
+	assert.Equal(t, context.Canceled, c.Err())
+	assert.Equal(t, errCause, context.Cause(c))
+}
+
+func TestLazyCancelCtxAfterFuncStop(t *testing.T) {
+	c := lazy(time.Time{})
+	ran := make(chan string, 2)
+	stopFirst := context.AfterFunc(c, func() { ran <- "first" })
+	stopSecond := context.AfterFunc(c, func() { ran <- "second" })
+	assert.True(t, stopFirst(), "stopped before the end")
+	assert.False(t, stopFirst(), "stopped already")
+	c.cancel(nil)
+	select {
+	case got := <-ran:
+		assert.Equal(t, "second", got)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the AfterFunc did not run")
+	}
+	assert.False(t, stopSecond(), "started already")
+	context.AfterFunc(c, func() { ran <- "after the end" })
+	select {
+	case got := <-ran:
+		assert.Equal(t, "after the end", got, "runs at once once c has ended")
+	case <-time.After(5 * time.Second):
+		t.Fatal("an AfterFunc given after the end did not run")
+	}
+	assert.Empty(t, ran, "the stopped one never ran")
+}

@@ -17,8 +17,10 @@ import (
 //   - Done makes one channel, and a timer for the deadline (and a watch of
 //     the parent, when it can end).
 //   - Children and context.AfterFunc are told through the AfterFunc method,
-//     in a goroutine of their own, as the context package does for a parent
-//     that has one.
+//     which the context package uses for a parent that has one: at the end,
+//     on the goroutine that ended c, once it let go of c (a child is canceled
+//     at once, as a child of a context.WithCancel is; context.AfterFunc
+//     starts its function in a goroutine of its own).
 //   - A context.WithCancelCause of the parent's values, inner, exists only to
 //     answer Value: context.Cause finds it there, with the cause of the end.
 //     It is made on the first Value of a key other than the call's info, and
@@ -28,7 +30,8 @@ import (
 // end; a cancel after the deadline passed, or after the parent ended, finds
 // them first, as it would with the context package's contexts.
 //
-// It is safe for concurrent use. mu guards the fields below it.
+// It is safe for concurrent use. mu guards the fields below it; a method
+// that may end c lets go of it with unlock.
 type lazyCancelCtx struct {
 	parent   context.Context
 	deadline time.Time // zero for none
@@ -43,6 +46,7 @@ type lazyCancelCtx struct {
 	timer      *time.Timer // the deadline's, while watching
 	stopParent func() bool // the watch of the parent's end
 	funcs      []*afterFunc
+	run        []func() // AfterFunc functions due, run by unlock
 	inner      context.Context
 	stopInner  context.CancelCauseFunc
 }
@@ -74,7 +78,7 @@ func (c *lazyCancelCtx) Done() <-chan struct{} {
 		return d
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	if d, ok := c.done.Load().(chan struct{}); ok {
 		return d
 	}
@@ -90,7 +94,7 @@ func (c *lazyCancelCtx) Done() <-chan struct{} {
 
 func (c *lazyCancelCtx) Err() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.checkLocked()
 	return c.err
 }
@@ -112,16 +116,19 @@ func (c *lazyCancelCtx) Value(key any) any {
 	return c.inner.Value(key)
 }
 
-// AfterFunc arranges for f to run in its own goroutine once c ends (at once
-// if it has), as context.AfterFunc; stop reports whether it kept f from
-// starting. The context package calls it for the children of c and for
-// context.AfterFunc(c, f).
+// AfterFunc arranges for f to run once c ends, on the goroutine that ended
+// it (in a goroutine of its own if c has ended); stop reports whether it
+// kept f from starting.
+// The context package calls it for the children of c and for
+// context.AfterFunc(c, f), with a function that cancels the child.
 func (c *lazyCancelCtx) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.checkLocked()
 	a := &afterFunc{f: f}
 	if c.ended {
+		// Not on this goroutine: the context package holds the child's lock
+		// while it calls AfterFunc, and f takes it.
 		a.done = true
 		go f()
 	} else {
@@ -156,7 +163,7 @@ func (c *lazyCancelCtx) cancel(cause error) {
 		cause = context.Canceled
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.checkLocked()
 	c.endLocked(context.Canceled, cause)
 }
@@ -164,14 +171,14 @@ func (c *lazyCancelCtx) cancel(cause error) {
 // expire ends c by its deadline: the timer's function.
 func (c *lazyCancelCtx) expire() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.endLocked(context.DeadlineExceeded, context.DeadlineExceeded)
 }
 
 // parentEnded ends c as its parent ended.
 func (c *lazyCancelCtx) parentEnded() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
 	c.endLocked(c.parent.Err(), context.Cause(c.parent))
 }
 
@@ -204,8 +211,8 @@ func (c *lazyCancelCtx) watchLocked() {
 }
 
 // endLocked ends c with err and cause, unless it has ended: it closes Done,
-// cancels inner with the cause, releases the watches and starts the
-// AfterFunc functions.
+// cancels inner with the cause, releases the watches and makes the
+// AfterFunc functions due.
 func (c *lazyCancelCtx) endLocked(err, cause error) {
 	if c.ended {
 		return
@@ -226,8 +233,19 @@ func (c *lazyCancelCtx) endLocked(err, cause error) {
 	for _, a := range c.funcs {
 		if !a.done {
 			a.done = true
-			go a.f()
+			c.run = append(c.run, a.f)
 		}
 	}
 	c.funcs = nil
+}
+
+// unlock lets go of mu and runs the AfterFunc functions that became due:
+// they ask c for its Err and cause.
+func (c *lazyCancelCtx) unlock() {
+	run := c.run
+	c.run = nil
+	c.mu.Unlock()
+	for _, f := range run {
+		f()
+	}
 }

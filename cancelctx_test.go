@@ -186,3 +186,31 @@ func TestLazyCancelCtxAfterFuncStop(t *testing.T) {
 	}
 	assert.Empty(t, ran, "the stopped one never ran")
 }
+
+func TestLazyCancelCtxCancelsChildrenBeforeCancelReturns(t *testing.T) {
+	c := lazy(time.Time{})
+	child, stop := context.WithCancel(c)
+	defer stop()
+	grandchild, stopGrandchild := context.WithTimeout(child, time.Hour)
+	defer stopGrandchild()
+	c.cancel(errCause)
+	// As with context.WithCancelCause: the children end within the cancel.
+	assert.Equal(t, context.Canceled, child.Err())
+	assert.Equal(t, errCause, context.Cause(child))
+	assert.Equal(t, errCause, context.Cause(grandchild))
+}
+
+func TestLazyCancelCtxChildOfAnEndedCtx(t *testing.T) {
+	for range 200 { // the end races the child's registration
+		c := lazy(time.Time{})
+		go c.cancel(errCause)
+		child, stop := context.WithCancel(c)
+		select {
+		case <-child.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the child of an ended ctx did not end")
+		}
+		assert.Equal(t, errCause, context.Cause(child))
+		stop()
+	}
+}

@@ -98,18 +98,31 @@ func testCallIDReused(t *testing.T, e *env) {
 	assert.Equal(t, int64(0), e.svc.runsOf(key+"-other"), "the second request must not run")
 }
 
-// Rule 2: the caller's cancel ends the handler's ctx, with cause
-// ErrCanceledByClient, within the backend's bound. With poll, the handler
-// only ever calls ctx.Err(), never Done: the runtime makes a handler's
-// cancel context lazily, and a polling handler must see the same.
-func testCancelReachesHandler(t *testing.T, e *env, within time.Duration, poll bool) {
+// waitHow is how a Work handler of a contract case waits for its ctx's end.
+// The runtime makes a handler's ctx lazily, and a handler must see the same
+// however it waits.
+type waitHow int
+
+const (
+	onDone     waitHow = iota // on ctx.Done, with context.AfterFunc
+	pollingErr                // only ever calling ctx.Err(), between steps
+	onChildCtx                // on a context derived from ctx
+)
+
+func (w waitHow) work(key string, nanos time.Duration) *testv1.WorkRequest {
+	return &testv1.WorkRequest{Key: key, Nanos: int64(nanos), PollErr: w == pollingErr, ChildCtx: w == onChildCtx}
+}
+
+// Rule 2: the caller's cancel ends the handler's ctx, and a context derived
+// from it, with cause ErrCanceledByClient, within the backend's bound.
+func testCancelReachesHandler(t *testing.T, e *env, within time.Duration, how waitHow) {
 	ctx := testCtx(t, 20*time.Second)
 	c := e.client(t)
 	key := "cancel-" + t.Name()
 	callCtx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Work(callCtx, &testv1.WorkRequest{Key: key, Nanos: int64(15 * time.Second), PollErr: poll})
+		_, err := c.Work(callCtx, how.work(key, 15*time.Second))
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return e.svc.runsOf(key) == 1 }, 10*time.Second, time.Millisecond)
@@ -125,13 +138,13 @@ func testCancelReachesHandler(t *testing.T, e *env, within time.Duration, poll b
 	assert.Equal(t, int64(1), e.svc.runsOf(key))
 }
 
-// Rule 3: a deadline ends the handler's ctx with DeadlineExceeded; with
-// poll, for a handler that only calls ctx.Err() (see rule 2).
-func testDeadlineEndsHandler(t *testing.T, e *env, poll bool) {
+// Rule 3: a deadline ends the handler's ctx, and a context derived from it,
+// with DeadlineExceeded, however the handler waits (see rule 2).
+func testDeadlineEndsHandler(t *testing.T, e *env, how waitHow) {
 	ctx := testCtx(t, 20*time.Second)
 	c := e.client(t)
 	key := "deadline-" + t.Name()
-	_, err := c.Work(ctx, &testv1.WorkRequest{Key: key, Nanos: int64(10 * time.Second), PollErr: poll}, bankrpc.WithTimeout(300*time.Millisecond))
+	_, err := c.Work(ctx, how.work(key, 10*time.Second), bankrpc.WithTimeout(300*time.Millisecond))
 	requireCode(t, bankrpc.DeadlineExceeded, err)
 	require.Eventually(t, func() bool { ended, _ := e.svc.ctxDoneOf(key); return !ended.IsZero() }, 5*time.Second, time.Millisecond)
 	_, cause := e.svc.ctxDoneOf(key)

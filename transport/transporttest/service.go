@@ -67,6 +67,11 @@ func (s *testService) Work(ctx context.Context, in *testv1.WorkRequest) (*testv1
 	if in.GetPollErr() {
 		return s.pollErr(ctx, in, run, record)
 	}
+	if in.GetChildCtx() {
+		child, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		ctx = child // record reads the child's cause
+	}
 	stop := context.AfterFunc(ctx, record)
 	defer func() {
 		// Done is closed before AfterFunc starts its function: a handler

@@ -194,7 +194,12 @@ type WorkRequest struct {
 	IgnoreCancel bool `protobuf:"varint,3,opt,name=ignore_cancel,json=ignoreCancel,proto3" json:"ignore_cancel,omitempty"`
 	// When true the handler never waits on its ctx: it works in short steps
 	// and checks ctx.Err() between them, as a CPU-bound handler does.
-	PollErr       bool `protobuf:"varint,4,opt,name=poll_err,json=pollErr,proto3" json:"poll_err,omitempty"`
+	PollErr bool `protobuf:"varint,4,opt,name=poll_err,json=pollErr,proto3" json:"poll_err,omitempty"`
+	// When true the handler waits on a context it derives from its ctx
+	// (context.WithTimeout, an hour), as a handler that gives a database call
+	// a deadline of its own does: the child ends with the handler's ctx, with
+	// its cause.
+	ChildCtx      bool `protobuf:"varint,5,opt,name=child_ctx,json=childCtx,proto3" json:"child_ctx,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -253,6 +258,13 @@ func (x *WorkRequest) GetIgnoreCancel() bool {
 func (x *WorkRequest) GetPollErr() bool {
 	if x != nil {
 		return x.PollErr
+	}
+	return false
+}
+
+func (x *WorkRequest) GetChildCtx() bool {
+	if x != nil {
+		return x.ChildCtx
 	}
 	return false
 }
@@ -848,12 +860,13 @@ const file_bankrpc_test_v1_test_proto_rawDesc = "" +
 	"\breported\x18\x01 \x01(\x05R\breported\"0\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\x05R\x04done\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x05R\x05total\"u\n" +
+	"\x05total\x18\x02 \x01(\x05R\x05total\"\x92\x01\n" +
 	"\vWorkRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05nanos\x18\x02 \x01(\x03R\x05nanos\x12#\n" +
 	"\rignore_cancel\x18\x03 \x01(\bR\fignoreCancel\x12\x19\n" +
-	"\bpoll_err\x18\x04 \x01(\bR\apollErr\"B\n" +
+	"\bpoll_err\x18\x04 \x01(\bR\apollErr\x12\x1b\n" +
+	"\tchild_ctx\x18\x05 \x01(\bR\bchildCtx\"B\n" +
 	"\fWorkResponse\x12\x10\n" +
 	"\x03run\x18\x01 \x01(\x03R\x03run\x12 \n" +
 	"\vinterrupted\x18\x02 \x01(\bR\vinterrupted\"K\n" +

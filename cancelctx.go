@@ -37,7 +37,7 @@ type lazyCancelCtx struct {
 	deadline time.Time // zero for none
 
 	done atomic.Value // of chan struct{}: made by Done, closed at the end
-	made atomic.Bool  // inner exists
+	made atomic.Bool  // inner exists (for tests)
 
 	mu         sync.Mutex
 	ended      bool
@@ -99,13 +99,13 @@ func (c *lazyCancelCtx) Err() error {
 	return c.err
 }
 
-// Value answers from inner, made for it once (see lazyCancelCtx).
+// Value answers from inner, made for it once (see lazyCancelCtx). It first
+// records an end that nothing watched, so that context.Cause agrees with
+// Err.
 func (c *lazyCancelCtx) Value(key any) any {
-	if c.made.Load() {
-		return c.inner.Value(key)
-	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock()
+	c.checkLocked()
 	if c.inner == nil {
 		c.inner, c.stopInner = context.WithCancelCause(context.WithoutCancel(c.parent))
 		if c.ended {

@@ -214,3 +214,12 @@ func TestLazyCancelCtxChildOfAnEndedCtx(t *testing.T) {
 		stop()
 	}
 }
+
+func TestLazyCancelCtxCauseAgreesWithErrAtTheDeadline(t *testing.T) {
+	c := lazy(time.Now().Add(5 * time.Millisecond))
+	assert.NoError(t, context.Cause(c), "made before the deadline")
+	time.Sleep(10 * time.Millisecond)
+	// Nothing watched the deadline (no Done): Cause finds it as Err does.
+	assert.Equal(t, context.DeadlineExceeded, context.Cause(c))
+	assert.Equal(t, context.DeadlineExceeded, c.Err())
+}

@@ -381,14 +381,16 @@ func (c *Client) abandon(r *request) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.gaveUp.Store(true)
-	if m.closed {
-		return // Close cancels every call in flight
-	}
 	if r.promoted {
+		// The lead came with, or before, the reason to give up (a Close
+		// among them): it is passed on, or back to Close, never kept.
 		<-r.done
 		c.cancelCall(r.id)
 		c.handoffLocked()
 		return
+	}
+	if m.closed {
+		return // Close cancels every call in flight
 	}
 	m.items = append(m.items, &request{id: r.id, cancelOf: r})
 	m.signalLocked()

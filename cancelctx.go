@@ -56,6 +56,7 @@ type lazyCancelCtx struct {
 type afterFunc struct {
 	f    func()
 	done bool // started or stopped; guarded by lazyCancelCtx.mu
+	i    int  // its index in lazyCancelCtx.funcs while waiting
 }
 
 // closedChan is the Done of a ctx that ended before anybody asked.
@@ -132,6 +133,7 @@ func (c *lazyCancelCtx) AfterFunc(f func()) (stop func() bool) {
 		a.done = true
 		go f()
 	} else {
+		a.i = len(c.funcs)
 		c.funcs = append(c.funcs, a)
 		c.watchLocked()
 	}
@@ -142,14 +144,11 @@ func (c *lazyCancelCtx) AfterFunc(f func()) (stop func() bool) {
 			return false
 		}
 		a.done = true
-		for i, x := range c.funcs {
-			if x == a {
-				c.funcs[i] = c.funcs[len(c.funcs)-1]
-				c.funcs[len(c.funcs)-1] = nil
-				c.funcs = c.funcs[:len(c.funcs)-1]
-				break
-			}
-		}
+		// Out of funcs in O(1), so that many children come and go cheaply.
+		last := c.funcs[len(c.funcs)-1]
+		c.funcs[a.i], last.i = last, a.i
+		c.funcs[len(c.funcs)-1] = nil
+		c.funcs = c.funcs[:len(c.funcs)-1]
 		return true
 	}
 }

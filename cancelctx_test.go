@@ -223,3 +223,25 @@ func TestLazyCancelCtxCauseAgreesWithErrAtTheDeadline(t *testing.T) {
 	assert.Equal(t, context.DeadlineExceeded, context.Cause(c))
 	assert.Equal(t, context.DeadlineExceeded, c.Err())
 }
+
+func TestLazyCancelCtxManyChildrenComeAndGo(t *testing.T) {
+	c := lazy(time.Time{})
+	var stops []context.CancelFunc
+	var kept []context.Context
+	for i := range 1000 {
+		child, stop := context.WithCancel(c)
+		if i%3 == 0 {
+			kept = append(kept, child)
+			defer stop()
+		} else {
+			stops = append(stops, stop)
+		}
+	}
+	for _, stop := range stops {
+		stop() // each leaves c's list
+	}
+	c.cancel(errCause)
+	for _, child := range kept {
+		assert.Equal(t, errCause, context.Cause(child))
+	}
+}

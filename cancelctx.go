@@ -37,7 +37,6 @@ type lazyCancelCtx struct {
 	deadline time.Time // zero for none
 
 	done atomic.Value // of chan struct{}: made by Done, closed at the end
-	made atomic.Bool  // inner exists (for tests)
 
 	mu         sync.Mutex
 	ended      bool
@@ -112,7 +111,6 @@ func (c *lazyCancelCtx) Value(key any) any {
 		if c.ended {
 			c.stopInner(c.cause)
 		}
-		c.made.Store(true)
 	}
 	return c.inner.Value(key)
 }

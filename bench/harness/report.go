@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bankrpc/bankrpc/bench/chart"
+	"github.com/bankrpc/bankrpc/transport/zmq/zmqbench"
 )
 
 // Thesis figures (seed 002): 10,000 trivial calls over RabbitMQ.
@@ -290,8 +291,8 @@ func (r *Report) Markdown(charts bool) string {
 	if len(r.Segments) > 0 {
 		fmt.Fprintf(&b, "\n### Where a lone call's time goes (zmq, 1 caller; medians over the calls of a round, then over %s)\n\n", plural(len(r.Segments), "round"))
 		b.WriteString("| segment | from → to | raw pebbe/zmq4 | bankrpc | bankrpc − raw |\n|---|---|---|---|---|\n")
-		for _, row := range segmentRows {
-			raw, rpc := r.segmentMedian(false, row.get), r.segmentMedian(true, row.get)
+		for _, f := range zmqbench.SegmentFields {
+			raw, rpc := r.segmentMedian(false, f.Get), r.segmentMedian(true, f.Get)
 			rawCol, diff := fmtDur(raw), "+"+fmtDur(rpc-raw)
 			if rpc < raw {
 				diff = "−" + fmtDur(raw-rpc)
@@ -299,7 +300,7 @@ func (r *Report) Markdown(charts bool) string {
 			if raw == 0 {
 				rawCol, diff = "—", "—"
 			}
-			line(&b, []string{row.name, row.what, rawCol, fmtDur(rpc), diff})
+			line(&b, []string{f.Name, f.What, rawCol, fmtDur(rpc), diff})
 		}
 	}
 

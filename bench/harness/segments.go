@@ -39,21 +39,6 @@ func measureSegments(ctx context.Context, round int, d time.Duration) (SegmentPa
 	return p, second()
 }
 
-// segmentRows are the rows of the segment table: name, what it holds, and
-// how to read it off one measurement.
-var segmentRows = []struct {
-	name, what string
-	get        func(zmqbench.Segments) time.Duration
-}{
-	{"caller", "the call until its request is on the client's socket", func(s zmqbench.Segments) time.Duration { return s.Caller }},
-	{"out", "request on the socket → the server read it (libzmq I/O threads, TCP, wake-up)", func(s zmqbench.Segments) time.Duration { return s.Out }},
-	{"server", "the server read the request → its reply is on the socket", func(s zmqbench.Segments) time.Duration { return s.Server }},
-	{"… of which the handler", "the runtime and the in-memory bank (raw: none)", func(s zmqbench.Segments) time.Duration { return s.Handler }},
-	{"back", "reply on the socket → the client read it", func(s zmqbench.Segments) time.Duration { return s.Back }},
-	{"return", "the client read the reply → the call returns", func(s zmqbench.Segments) time.Duration { return s.Return }},
-	{"total", "one call", func(s zmqbench.Segments) time.Duration { return s.Total }},
-}
-
 // segmentMedian is the median over the rounds of one side's segment.
 func (r *Report) segmentMedian(bankrpc bool, get func(zmqbench.Segments) time.Duration) time.Duration {
 	xs := make([]float64, len(r.Segments))

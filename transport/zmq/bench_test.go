@@ -81,31 +81,19 @@ func BenchmarkLoneCallSegments(b *testing.B) {
 			m()
 		}
 	}
-	fields := []struct {
-		name string
-		get  func(zmqbench.Segments) time.Duration
-	}{
-		{"caller", func(s zmqbench.Segments) time.Duration { return s.Caller }},
-		{"out", func(s zmqbench.Segments) time.Duration { return s.Out }},
-		{"server", func(s zmqbench.Segments) time.Duration { return s.Server }},
-		{"handler", func(s zmqbench.Segments) time.Duration { return s.Handler }},
-		{"back", func(s zmqbench.Segments) time.Duration { return s.Back }},
-		{"return", func(s zmqbench.Segments) time.Duration { return s.Return }},
-		{"total", func(s zmqbench.Segments) time.Duration { return s.Total }},
-	}
-	for _, f := range fields {
+	for _, f := range zmqbench.SegmentFields {
 		for _, side := range []struct {
 			name string
 			segs []zmqbench.Segments
 		}{{"raw", raw}, {"bankrpc", rpc}} {
-			if side.name == "raw" && f.name == "handler" {
+			if side.name == "raw" && f.Name == "handler" {
 				continue
 			}
 			xs := make([]float64, len(side.segs))
 			for i, s := range side.segs {
-				xs[i] = float64(f.get(s)) / float64(time.Microsecond)
+				xs[i] = float64(f.Get(s)) / float64(time.Microsecond)
 			}
-			b.ReportMetric(loadgen.Median(xs), side.name+"-"+f.name+"-µs")
+			b.ReportMetric(loadgen.Median(xs), side.name+"-"+f.Name+"-µs")
 		}
 	}
 }

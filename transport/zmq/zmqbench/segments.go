@@ -38,6 +38,21 @@ type Segments struct {
 	Total  time.Duration
 }
 
+// SegmentFields are the fields of Segments, in the order a call passes
+// them, each with its name and what it holds, for reports and metrics.
+var SegmentFields = []struct {
+	Name, What string
+	Get        func(Segments) time.Duration
+}{
+	{"caller", "the call until its request is on the client's socket", func(s Segments) time.Duration { return s.Caller }},
+	{"out", "request on the socket → the server read it (libzmq I/O threads, TCP, wake-up)", func(s Segments) time.Duration { return s.Out }},
+	{"server", "the server read the request → its reply is on the socket", func(s Segments) time.Duration { return s.Server }},
+	{"handler", "within server: the runtime and the in-memory bank (raw: none)", func(s Segments) time.Duration { return s.Handler }},
+	{"back", "reply on the socket → the client read it", func(s Segments) time.Duration { return s.Back }},
+	{"return", "the client read the reply → the call returns", func(s Segments) time.Duration { return s.Return }},
+	{"total", "one call", func(s Segments) time.Duration { return s.Total }},
+}
+
 // RawSegments measures RunRaw's calls, one caller, for duration d.
 func RawSegments(ctx context.Context, d time.Duration) (Segments, error) {
 	return measureSegments(ctx, d, runRaw)
